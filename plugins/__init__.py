@@ -1,0 +1,1 @@
+"""samedge.plugins: TensorRT plugins (C++/CUDA) for samedge's custom ONNX nodes."""

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Create .venv and install samedge with its test tools. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# torch 2.14.1 + torchvision 0.29.1 come from this machine's local wheels
+# (segment-anything needs torchvision); pin them so pip does not look for newer ones.
+.venv/bin/pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
+.venv/bin/pip install --quiet --disable-pip-version-check -e ".[dev]"
