@@ -1,0 +1,185 @@
+"""Turn a checkpoint into a deployable bundle, and prove it with a parity check.
+
+    python -m export.build --target cpu                       # the bundled demo model
+    python -m export.build --target jetson --checkpoint sam_vit_b_01ec64.pth --model-type vit_b
+
+The bundle is assembled in a temporary directory beside --out and renamed into place
+only when every file is written and checked, so an interrupted build leaves nothing
+half-written. See docs/formats.md for what a bundle holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from tqdm import tqdm
+
+from runtime.bundle import (
+    BUNDLE_FORMAT,
+    BUNDLE_FORMAT_VERSION,
+    DECODER_FILE,
+    ENCODER_FILE,
+    MANIFEST,
+    PARITY_FILE,
+    SINGLE_MASK_DECODER_FILE,
+    sha256_file,
+)
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "compress" / "weights" / "demo_sam.safetensors"
+TARGETS = ("cpu", "desktop", "jetson")
+# What the later TensorRT step adds for GPU targets; written into their manifests.
+TENSORRT_PENDING = (
+    "TensorRT engines are not built yet: this bundle holds the ONNX files only. The TensorRT "
+    "step (HyperLinear plugin, encoder.engine / decoder.engine built on the device) is a "
+    "separate samedge feature; until then run these ONNX files with ONNX Runtime, or build "
+    "engines yourself with trtexec."
+)
+
+
+def _versions() -> dict:
+    import importlib.metadata as metadata
+
+    versions = {"python": platform.python_version()}
+    for package in ("samedge", "torch", "onnx", "onnxruntime", "segment-anything", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | None) -> dict:
+    config = model.config
+    files = {}
+    for path in sorted(root.iterdir()):
+        if path.name != MANIFEST:
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "target": target,
+        "precision": "fp32",
+        "model": {
+            "name": config.name,
+            "architecture": config.to_dict(),
+            "checkpoint": str(checkpoint.resolve()),
+            "checkpoint_sha256": sha256_file(checkpoint),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        },
+        "preprocessing": {
+            "img_size": config.img_size,
+            "pixel_mean": list(config.pixel_mean),
+            "pixel_std": list(config.pixel_std),
+            "resize": "longest side to img_size, Pillow bilinear; pad bottom/right with zeros",
+        },
+        "decoder": {
+            "signature": "official segment_anything ONNX decoder (opset 17)",
+            "masks": {DECODER_FILE: 4, SINGLE_MASK_DECODER_FILE: 1},
+            "low_res_size": config.low_res_size,
+        },
+        "files": files,
+        "versions": _versions(),
+        "parity": None if parity is None else {"passed": parity["passed"], **parity["worst"]},
+    }
+    if target != "cpu":
+        manifest["tensorrt"] = {"status": "pending", "todo": TENSORRT_PENDING}
+    return manifest
+
+
+def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
+                 model_type: str | None = None, run_parity: bool = True, overwrite: bool = False) -> dict:
+    """Write a bundle to `out`; returns its parity report (None when skipped)."""
+    from compress import load_checkpoint
+    from runtime.parity import run_parity as parity_check
+
+    from .onnx_export import export_decoder, export_encoder
+
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r}; choose one of {TARGETS}")
+    checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    steps = ["load checkpoint", "export encoder", "export decoders"] + (["parity"] if run_parity else []) + ["manifest"]
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    report = None
+    try:
+        with tqdm(total=len(steps), desc="build", unit="step") as bar:
+            def step(name):
+                bar.set_postfix_str(name)
+
+            step("load checkpoint")
+            model = load_checkpoint(checkpoint, model_type)
+            bar.update()
+            step("export encoder")
+            export_encoder(model, work / ENCODER_FILE)
+            bar.update()
+            step("export decoders")
+            export_decoder(model, work / DECODER_FILE)
+            export_decoder(model, work / SINGLE_MASK_DECODER_FILE, return_single_mask=True)
+            bar.update()
+            if run_parity:
+                step("parity")
+                # The manifest names the checkpoint; write it first so Session can open the bundle.
+                (work / MANIFEST).write_text(json.dumps(_manifest(model, checkpoint, target, work, None)))
+                report = parity_check(work, checkpoint, out=work / PARITY_FILE, show_progress=False)
+                report["bundle"] = str(out)
+                (work / PARITY_FILE).write_text(json.dumps(report, indent=2))
+                bar.update()
+            step("manifest")
+            (work / MANIFEST).write_text(json.dumps(_manifest(model, checkpoint, target, work, report), indent=2))
+            bar.update()
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+            os.replace(out, trash / out.name)
+            shutil.rmtree(trash)
+        os.replace(work, out)
+    finally:
+        if work.exists():
+            shutil.rmtree(work)
+    return report
+
+
+def main(argv=None) -> int:
+    from runtime.parity import summary
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--target", choices=TARGETS, default="cpu")
+    parser.add_argument("--checkpoint", type=Path, help="default: the bundled demo model")
+    parser.add_argument("--model-type", choices=("vit_b", "vit_l", "vit_h"),
+                        help="architecture of an official checkpoint (checked against its shapes)")
+    parser.add_argument("--out", type=Path, help="default: bundles/<model>-<target>")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    parser.add_argument("--skip-parity", action="store_true", help="do not run the parity check")
+    args = parser.parse_args(argv)
+    if args.model_type and not args.checkpoint:
+        parser.error("--model-type needs --checkpoint")
+    name = args.model_type or ("demo" if args.checkpoint is None else Path(args.checkpoint).stem)
+    out = args.out or Path("bundles") / f"{name}-{args.target}"
+    try:
+        report = build_bundle(out, args.target, args.checkpoint, args.model_type,
+                              run_parity=not args.skip_parity, overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as err:  # CheckpointError and BundleError included
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"bundle written to {out}")
+    if args.target != "cpu":
+        print(TENSORRT_PENDING)
+    if report is not None:
+        print(summary(report))
+        return 0 if report["passed"] else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Write a SAM model as `encoder.onnx` and decoders with the official SAM ONNX signature.
+
+The decoder is segment_anything's own `SamOnnxModel`, exported the way the official
+`scripts/export_onnx_model.py` does (TorchScript exporter, opset 17, dynamic
+`num_points`), so existing clients of the official decoder work unchanged. The
+TorchScript exporter is used for both files: the dynamo exporter cannot keep
+`num_points` dynamic for this decoder (see docs/design.md).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+
+OPSET = 17
+ENCODER_INPUT = "image"
+ENCODER_OUTPUT = "image_embeddings"
+DECODER_INPUTS = (
+    "image_embeddings",
+    "point_coords",
+    "point_labels",
+    "mask_input",
+    "has_mask_input",
+    "orig_im_size",
+)
+DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
+# protobuf cannot hold a single message over 2 GiB (vit_h); such weights go to a side file.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def _export(module, args, path: Path, input_names, output_names, dynamic_axes=None):
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings about shapes are expected here
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            export_params=True,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_axes=dynamic_axes,
+            dynamo=False,
+        )
+
+
+def _finish(exported: Path, path: Path) -> None:
+    """Re-save (external data if large), run the full checker, then move into place."""
+    model = onnx.load(str(exported))
+    large = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    tmp = path.with_name(f".{path.name}.partial")
+    data_name = f"{path.name}.data"
+    onnx.save_model(
+        model, str(tmp), save_as_external_data=large, all_tensors_to_one_file=True,
+        location=data_name if large else None,
+    )
+    # A large model's weights were written under their final name beside tmp.
+    onnx.checker.check_model(str(tmp), full_check=True)
+    os.replace(tmp, path)
+
+
+def export_encoder(model, path) -> Path:
+    """Export `model.image_encoder`: [1,3,S,S] normalised, padded pixels -> embeddings."""
+    import torch
+
+    path = Path(path)
+    size = model.image_encoder.img_size
+    dummy = torch.zeros(1, 3, size, size)
+    with tempfile.TemporaryDirectory(dir=path.parent) as work:
+        exported = Path(work) / "encoder.onnx"
+        with torch.no_grad():
+            _export(model.image_encoder, (dummy,), exported, [ENCODER_INPUT], [ENCODER_OUTPUT])
+        _finish(exported, path)
+    return path
+
+
+def decoder_dummy_inputs(model) -> dict:
+    """Example inputs in the official decoder's format (also used by tests)."""
+    import torch
+
+    embed_dim = model.prompt_encoder.embed_dim
+    grid = model.prompt_encoder.image_embedding_size
+    size = model.image_encoder.img_size
+    generator = torch.Generator().manual_seed(0)
+    return {
+        "image_embeddings": torch.randn(1, embed_dim, *grid, generator=generator),
+        "point_coords": torch.randint(0, size, (1, 5, 2), generator=generator).float(),
+        "point_labels": torch.randint(0, 4, (1, 5), generator=generator).float(),
+        "mask_input": torch.randn(1, 1, 4 * grid[0], 4 * grid[1], generator=generator),
+        "has_mask_input": torch.tensor([1.0]),
+        "orig_im_size": torch.tensor([float(size + size // 2), float(size * 2)]),
+    }
+
+
+def _decoder_wrapper(model, return_single_mask: bool):
+    """segment_anything's SamOnnxModel, with a crop that follows `orig_im_size` at run time.
+
+    Upstream crops with `int(prepadded_size[0])`; the TorchScript tracer freezes that
+    to the example input's size, so every other image size would be cropped wrongly.
+    Slicing with the tensors themselves keeps the crop in the graph.
+    """
+    import torch
+    import torch.nn.functional as F
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    class DecoderForExport(SamOnnxModel):
+        def mask_postprocessing(self, masks, orig_im_size):
+            masks = F.interpolate(masks, size=(self.img_size, self.img_size), mode="bilinear",
+                                  align_corners=False)
+            prepadded = self.resize_longest_image_size(orig_im_size, self.img_size)
+            masks = masks[..., : prepadded[0], : prepadded[1]]
+            height, width = orig_im_size.to(torch.int64)
+            return F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)
+
+    return DecoderForExport(model, return_single_mask=return_single_mask).eval()
+
+
+def export_decoder(model, path, return_single_mask: bool = False) -> Path:
+    """Export the prompt encoder + mask decoder with the official SAM ONNX signature.
+
+    return_single_mask=False gives all M = 4 masks (mask 0 is the single-mask answer,
+    1..3 the multimask ones); True gives the official single-mask variant.
+    """
+    import torch
+
+    path = Path(path)
+    wrapper = _decoder_wrapper(model, return_single_mask)
+    dummy = decoder_dummy_inputs(model)
+    dynamic_axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+    with tempfile.TemporaryDirectory(dir=path.parent) as work:
+        exported = Path(work) / "decoder.onnx"
+        with torch.no_grad():
+            _export(wrapper, tuple(dummy.values()), exported, DECODER_INPUTS, DECODER_OUTPUTS, dynamic_axes)
+        _finish(exported, path)
+    return path
