@@ -1,0 +1,45 @@
+"""ONNX Runtime backend: runs the bundle's encoder.onnx and decoder.onnx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import BundleError
+
+
+def _session(path: Path, providers):
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), providers=providers)
+    except Exception as err:  # ORT raises its own Fail/InvalidProtobuf types
+        raise BundleError(f"ONNX Runtime cannot load {path} ({str(err)[:300]}); "
+                          "the file is corrupt or was not written by samedge: rebuild the bundle") from err
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, encoder: Path, decoder: Path, providers=None):
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if providers is None:
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        self.providers = list(providers)
+        self.encoder = _session(encoder, self.providers)
+        self.decoder = _session(decoder, self.providers)
+        self.encoder_input = self.encoder.get_inputs()[0]
+
+    @property
+    def img_size(self) -> int:
+        return int(self.encoder_input.shape[-1])
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        return self.encoder.run(None, {self.encoder_input.name: pixels})[0]
+
+    def decode(self, inputs):
+        masks, iou_predictions, low_res_masks = self.decoder.run(None, inputs)
+        return masks, iou_predictions, low_res_masks

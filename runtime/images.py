@@ -1,0 +1,69 @@
+"""Turn what users hand us (paths, PIL images, arrays) into uint8 RGB [H, W, 3]."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+class ImageError(ValueError):
+    """An image samedge cannot use, with the reason and the fix."""
+
+
+def _from_pil(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale PNG/TIFF
+        return to_rgb_uint8(np.asarray(image))
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        image = image.convert("RGBA").convert("RGB")  # alpha dropped, colours kept
+    return np.asarray(image.convert("RGB"))
+
+
+def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
+    """Greyscale, RGBA and 16-bit arrays become uint8 RGB; anything else is refused."""
+    array = np.asarray(array)
+    if array.dtype == np.uint16 or (array.dtype.kind in "iu" and array.dtype != np.uint8):
+        if array.min() < 0 or array.max() > 65535:
+            raise ImageError(f"integer image with values outside 0..65535 ({array.dtype}); "
+                             "pass uint8 (0..255) or uint16 pixels")
+        # 16-bit pixels: keep the top 8 bits, rounded (65535 -> 255).
+        array = np.round(array.astype(np.float64) / 257.0).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise ImageError(f"image dtype {array.dtype} is not supported; pass uint8 RGB "
+                         "(0..255), e.g. (image * 255).round().astype(np.uint8) for 0..1 floats")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = array[:, :, :3]
+    elif array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        raise ImageError(f"image shape {array.shape} looks channels-first; pass [H, W, 3] "
+                         "(e.g. array.transpose(1, 2, 0))")
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ImageError(f"image shape {array.shape} is not [H, W], [H, W, 3] or [H, W, 4]")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise ImageError(f"image shape {array.shape} is empty")
+    return np.ascontiguousarray(array)
+
+
+def load_image(image) -> np.ndarray:
+    """uint8 RGB [H, W, 3] from a path, a PIL image or a numpy array."""
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise ImageError(f"image file {path} does not exist")
+        try:
+            with Image.open(path) as opened:
+                opened.load()
+                return _from_pil(opened)
+        except (OSError, SyntaxError) as err:
+            raise ImageError(f"{path} is not a readable image ({err})") from err
+    if isinstance(image, Image.Image):
+        return _from_pil(image)
+    if isinstance(image, np.ndarray):
+        return to_rgb_uint8(image)
+    raise ImageError(f"cannot read an image from {type(image).__name__}; "
+                     "pass a file path, a PIL image or a uint8 numpy array")

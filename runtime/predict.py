@@ -1,0 +1,62 @@
+"""Segment one image with a bundle and save a mask overlay.
+
+    python -m runtime.predict BUNDLE IMAGE --point 320,240 [--point 100,80,0] [--box x0,y0,x1,y1] --out overlay.png
+
+A point is X,Y (foreground) or X,Y,LABEL with LABEL 1 (foreground) or 0 (background).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _numbers(text: str, count: tuple[int, ...], what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} {text!r} is not comma-separated numbers") from None
+    if len(values) not in count:
+        raise argparse.ArgumentTypeError(f"{what} {text!r} needs {' or '.join(map(str, count))} numbers")
+    return values
+
+
+def main(argv=None) -> int:
+    from .atomic import atomic_write
+
+    from .images import load_image
+    from .overlay import draw_overlay
+    from .session import Session
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("image", type=Path)
+    parser.add_argument("--point", action="append", default=[],
+                        type=lambda t: _numbers(t, (2, 3), "point"), help="X,Y or X,Y,LABEL")
+    parser.add_argument("--box", type=lambda t: _numbers(t, (4,), "box"), help="x0,y0,x1,y1")
+    parser.add_argument("--single-mask", action="store_true", help="one mask instead of the best of three")
+    parser.add_argument("--out", type=Path, default=Path("overlay.png"))
+    args = parser.parse_args(argv)
+    points = [p[:2] for p in args.point] or None
+    labels = [int(p[2]) if len(p) == 3 else 1 for p in args.point] or None
+    try:
+        image = load_image(args.image)
+        session = Session(args.bundle)
+        masks, scores, _ = session.predict(image, points=points, labels=labels, box=args.box,
+                                           multimask_output=not args.single_mask)
+    except (ValueError, RuntimeError) as err:  # ImageError, PromptError, BundleError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    best = int(np.argmax(scores))
+    picture = draw_overlay(image, masks[best], points, labels, args.box,
+                           caption=f"score {scores[best]:.3f}, {int(masks[best].sum())} px")
+    atomic_write(args.out, lambda tmp: picture.save(tmp, format="PNG"))
+    print(f"mask {best} of {len(scores)} (score {scores[best]:.3f}, {int(masks[best].sum())} px) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
