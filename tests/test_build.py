@@ -1,0 +1,91 @@
+"""python -m export.build: complete bundles, truthful manifests, nothing half-written."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.build import build_bundle
+from runtime import BundleError, Session, open_bundle
+from runtime.bundle import sha256_file
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_cli_builds_a_checked_bundle(tmp_path, tiny_checkpoint):
+    out = tmp_path / "bundle"
+    result = subprocess.run(
+        [sys.executable, "-m", "export.build", "--target", "cpu", "--checkpoint", str(tiny_checkpoint),
+         "--out", str(out)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "parity PASS" in result.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "decoder.onnx", "decoder_single.onnx", "encoder.onnx", "manifest.json", "parity.json"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["target"] == "cpu" and manifest["precision"] == "fp32"
+    assert manifest["model"]["name"] == "tiny"
+    assert manifest["model"]["checkpoint_sha256"] == sha256_file(tiny_checkpoint)
+    for name, info in manifest["files"].items():
+        assert info["sha256"] == sha256_file(out / name) and info["bytes"] == (out / name).stat().st_size
+    assert manifest["parity"]["passed"] is True
+    assert json.loads((out / "parity.json").read_text())["bundle"] == str(out)
+    open_bundle(out).verify()
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no temporary leftovers
+
+
+def test_gpu_targets_say_what_tensorrt_will_add(tmp_path, tiny_checkpoint):
+    build_bundle(tmp_path / "jetson", "jetson", tiny_checkpoint, run_parity=False)
+    manifest = json.loads((tmp_path / "jetson" / "manifest.json").read_text())
+    assert manifest["target"] == "jetson"
+    assert manifest["tensorrt"]["status"] == "pending" and "trtexec" in manifest["tensorrt"]["todo"]
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    result = subprocess.run(
+        [sys.executable, "-m", "export.build", "--checkpoint", str(bad), "--out", str(tmp_path / "b")],
+        cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "corrupt" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pth"]
+
+
+def test_existing_bundle_is_kept_unless_overwrite(tmp_path, tiny_checkpoint):
+    out = tmp_path / "b"
+    build_bundle(out, "cpu", tiny_checkpoint, run_parity=False)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        build_bundle(out, "cpu", tiny_checkpoint, run_parity=False)
+    build_bundle(out, "desktop", tiny_checkpoint, run_parity=False, overwrite=True)
+    assert json.loads((out / "manifest.json").read_text())["target"] == "desktop"
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]
+
+
+def test_tampered_or_incomplete_bundles_are_reported(tmp_path, tiny_checkpoint):
+    out = tmp_path / "b"
+    build_bundle(out, "cpu", tiny_checkpoint, run_parity=False)
+    with open(out / "decoder.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x00\x00\x00")
+    with pytest.raises(BundleError, match="does not match the manifest"):
+        open_bundle(out).verify()
+    (out / "encoder.onnx").write_bytes(b"garbage")
+    with pytest.raises(BundleError, match="ONNX Runtime cannot load"):
+        Session(out)
+    (out / "encoder.onnx").unlink()
+    with pytest.raises(BundleError, match="encoder.onnx is missing"):
+        Session(out)
+    with pytest.raises(BundleError, match="no manifest.json"):
+        Session(tmp_path)
+    with pytest.raises(BundleError, match="TensorRT"):
+        Session(tmp_path / "model.engine")
+
+
+def test_lone_encoder_file_opens_with_its_sibling_decoder(tiny_bundle):
+    session = Session(tiny_bundle / "encoder.onnx")
+    assert session.img_size == 64
+    masks, _, _ = session.predict(np.zeros((10, 10, 3), np.uint8), points=[[5, 5]], labels=[1])
+    assert masks.shape == (3, 10, 10)

@@ -1,0 +1,71 @@
+"""ONNX Runtime bundles against segment_anything's SamPredictor on the same weights."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compress.demo.shapes import make_sample
+from runtime.parity import Thresholds, run_parity, standard_images, summary
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _assert_every_case_passes(report):
+    assert report["cases"], "no cases ran"
+    for case in report["cases"]:
+        assert case["mask_iou"] >= 0.99, case
+        assert case["max_relative_logit_diff"] <= 1e-3, case
+    assert report["passed"], summary(report)
+
+
+def test_tiny_model_parity_on_photos_and_shapes(tiny_bundle, tiny_checkpoint):
+    report = run_parity(tiny_bundle, tiny_checkpoint, show_progress=False)
+    _assert_every_case_passes(report)
+    assert {c["image"] for c in report["cases"]} == {"astronaut", "coffee", "chelsea", "shapes-0", "shapes-1"}
+    assert len({c["prompt"] for c in report["cases"]}) == 6
+
+
+def test_demo_model_parity_on_photos_and_shapes(demo_bundle):
+    from tests.conftest import DEMO_CHECKPOINT
+
+    images = standard_images()
+    images.update({f"shapes-extra-{i}": make_sample(np.random.default_rng([11, i])).image for i in range(3)})
+    _assert_every_case_passes(run_parity(demo_bundle, DEMO_CHECKPOINT, images, show_progress=False))
+
+
+@pytest.mark.slow
+def test_vit_b_parity_on_photos_and_shapes(vit_b_bundle, vit_b_checkpoint):
+    """The full-size architecture (seeded random weights), one encoder run per image and side."""
+    _assert_every_case_passes(run_parity(vit_b_bundle, vit_b_checkpoint, show_progress=False))
+
+
+def test_parity_cli_fails_when_a_threshold_fails(tiny_bundle, tiny_checkpoint, tmp_path, photos):
+    from PIL import Image
+
+    image = tmp_path / "coffee.png"
+    Image.fromarray(photos["coffee"]).save(image)
+    out = tmp_path / "parity.json"
+    command = [sys.executable, "-m", "runtime.parity", str(tiny_bundle), "--checkpoint", str(tiny_checkpoint),
+               "--images", str(image), "--out", str(out)]
+    passing = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert passing.returncode == 0, passing.stderr
+    assert json.loads(out.read_text())["passed"] is True
+    # An impossible logit tolerance must turn the same comparison into a failure.
+    failing = subprocess.run(command + ["--max-relative-logit-error", "0"], cwd=REPO, capture_output=True, text=True)
+    assert failing.returncode == 1
+    assert "parity FAIL" in failing.stdout
+    assert json.loads(out.read_text())["passed"] is False
+
+
+def test_parity_against_other_weights_fails(tiny_bundle, tmp_path):
+    from compress import build_sam, save_checkpoint
+
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(build_sam("tiny", seed=99), other)
+    images = {"shapes": make_sample(np.random.default_rng(5)).image}
+    report = run_parity(tiny_bundle, other, images, Thresholds(), show_progress=False)
+    assert not report["passed"]

@@ -1,0 +1,27 @@
+"""runtime must import and predict on a machine with no torch (Jetsons often have none)."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_session_predicts_with_torch_unimportable(tiny_bundle):
+    script = textwrap.dedent(f"""
+        import sys
+        for name in ("torch", "torchvision", "segment_anything"):
+            sys.modules[name] = None  # any import of them now raises ImportError
+        import numpy as np
+        from runtime import Session
+        session = Session({str(tiny_bundle)!r})
+        masks, scores, logits = session.predict(np.zeros((30, 40, 3), np.uint8), box=[2, 3, 20, 25],
+                                                multimask_output=False)
+        assert masks.shape == (1, 30, 40), masks.shape
+        assert not any(m.startswith("torch") for m in sys.modules if sys.modules[m] is not None)
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
