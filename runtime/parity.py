@@ -79,34 +79,23 @@ class CaseResult:
     passed: bool
 
 
-def _reference_predict(predictor, case: dict, mask_input):
-    return predictor.predict(
-        point_coords=None if "points" not in case else np.asarray(case["points"], np.float32),
-        point_labels=None if "labels" not in case else np.asarray(case["labels"]),
-        box=None if "box" not in case else np.asarray(case["box"], np.float32),
-        mask_input=mask_input,
-        multimask_output=case.get("multimask_output", True),
-    )
-
-
 def compare(session: Session, model, images: dict[str, np.ndarray], thresholds: Thresholds,
             progress=None) -> list[CaseResult]:
-    from segment_anything import SamPredictor
+    from .reference import ReferencePredictor
 
-    predictor = SamPredictor(model)
+    reference = ReferencePredictor(model)
     results = []
     for image_name, image in images.items():
         image = load_image(image)
-        predictor.set_image(image)
+        reference.set_image(image)
         session.set_image(image)
         previous = None
         for case in prompt_cases(*image.shape[:2]):
             mask_input = previous if case.get("mask_from_previous") else None
-            ref_masks, ref_scores, ref_logits = _reference_predict(predictor, case, mask_input)
-            ours = session.predict(
-                points=case.get("points"), labels=case.get("labels"), box=case.get("box"),
-                mask_input=mask_input, multimask_output=case.get("multimask_output", True),
-            )
+            prompt = dict(points=case.get("points"), labels=case.get("labels"), box=case.get("box"),
+                          mask_input=mask_input, multimask_output=case.get("multimask_output", True))
+            ref_masks, ref_scores, ref_logits = reference.predict(**prompt)
+            ours = session.predict(**prompt)
             previous = ref_logits[np.argmax(ref_scores)][None]
             iou = min(mask_iou(a, b) for a, b in zip(ours.masks, ref_masks))
             abs_diff = float(np.abs(ours.low_res_logits - ref_logits).max())

@@ -18,48 +18,25 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.atomic import atomic_write
+from runtime.parity import mask_iou
 
 from .shapes import held_out_cases
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "demo_sam.safetensors"
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
-class _PredictorAdapter:
-    """segment_anything's SamPredictor with runtime.Session's keyword names."""
-
-    def __init__(self, model):
-        from segment_anything import SamPredictor
-
-        self.predictor = SamPredictor(model)
-
-    def set_image(self, image):
-        self.predictor.set_image(image)
-
-    def predict(self, points=None, labels=None, box=None, multimask_output=True):
-        return self.predictor.predict(
-            point_coords=None if points is None else np.asarray(points, np.float32),
-            point_labels=None if labels is None else np.asarray(labels),
-            box=None if box is None else np.asarray(box, np.float32),
-            multimask_output=multimask_output,
-        )
-
-
 def open_predictor(source):
-    """A Session for a bundle directory, a SamPredictor for a checkpoint or a model."""
-    if isinstance(source, (str, Path)) and Path(source).is_dir():
-        from runtime import Session
+    """A Session for a bundle directory, segment_anything's SamPredictor otherwise."""
+    from runtime import Session
+    from runtime.reference import ReferencePredictor
 
-        return Session(source)
+    from ..checkpoint import load_checkpoint
+
     if isinstance(source, (str, Path)):
-        from ..checkpoint import load_checkpoint
-
+        if Path(source).is_dir():
+            return Session(source)
         source = load_checkpoint(source)
-    return _PredictorAdapter(source)
+    return ReferencePredictor(source)
 
 
 def evaluate(source, count: int = 200, show_progress: bool = True) -> dict:
@@ -69,9 +46,9 @@ def evaluate(source, count: int = 200, show_progress: bool = True) -> dict:
     for case in tqdm(held_out_cases(count), desc="evaluate", disable=not show_progress):
         predictor.set_image(case.image)
         masks, scores, _ = predictor.predict(points=case.point[None], labels=[1])
-        point_ious.append(_iou(masks[int(np.argmax(scores))], case.mask))
+        point_ious.append(mask_iou(masks[int(np.argmax(scores))], case.mask))
         masks, _, _ = predictor.predict(box=case.box, multimask_output=False)
-        box_ious.append(_iou(masks[0], case.mask))
+        box_ious.append(mask_iou(masks[0], case.mask))
     return {"count": count, "point_miou": float(np.mean(point_ious)), "box_miou": float(np.mean(box_ious))}
 
 
