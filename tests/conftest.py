@@ -11,50 +11,46 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO_CHECKPOINT = REPO / "compress" / "weights" / "demo_sam.safetensors"
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
+def _seeded_checkpoint(tmp_path_factory, model_type: str) -> Path:
     from compress import build_sam, save_checkpoint
 
-    path = tmp_path_factory.mktemp("tiny") / "tiny.safetensors"
-    save_checkpoint(build_sam("tiny", seed=0), path)
+    path = tmp_path_factory.mktemp(model_type) / f"{model_type}_seed0.safetensors"
+    save_checkpoint(build_sam(model_type, seed=0), path)
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
+def _bundle(tmp_path_factory, name: str, checkpoint: Path) -> Path:
     from export.build import build_bundle
 
-    out = tmp_path_factory.mktemp("bundles") / "tiny-cpu"
-    build_bundle(out, "cpu", tiny_checkpoint, run_parity=False)
+    out = tmp_path_factory.mktemp("bundles") / f"{name}-cpu"
+    build_bundle(out, "cpu", checkpoint, run_parity=False)
     return out
 
 
 @pytest.fixture(scope="session")
-def demo_bundle(tmp_path_factory) -> Path:
-    from export.build import build_bundle
-
-    out = tmp_path_factory.mktemp("bundles") / "demo-cpu"
-    build_bundle(out, "cpu", DEMO_CHECKPOINT, run_parity=False)
-    return out
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return _seeded_checkpoint(tmp_path_factory, "tiny")
 
 
 @pytest.fixture(scope="session")
 def vit_b_checkpoint(tmp_path_factory) -> Path:
     """The full-size vit_b architecture with seeded random weights (no download needed)."""
-    from compress import build_sam, save_checkpoint
+    return _seeded_checkpoint(tmp_path_factory, "vit_b")
 
-    path = tmp_path_factory.mktemp("vit_b") / "vit_b_seed0.safetensors"
-    save_checkpoint(build_sam("vit_b", seed=0), path)
-    return path
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
+    return _bundle(tmp_path_factory, "tiny", tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def demo_bundle(tmp_path_factory) -> Path:
+    return _bundle(tmp_path_factory, "demo", DEMO_CHECKPOINT)
 
 
 @pytest.fixture(scope="session")
 def vit_b_bundle(tmp_path_factory, vit_b_checkpoint) -> Path:
-    from export.build import build_bundle
-
-    out = tmp_path_factory.mktemp("bundles") / "vit_b-cpu"
-    build_bundle(out, "cpu", vit_b_checkpoint, run_parity=False)
-    return out
+    return _bundle(tmp_path_factory, "vit_b", vit_b_checkpoint)
 
 
 @pytest.fixture(scope="session")
