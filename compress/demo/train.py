@@ -25,7 +25,7 @@ from runtime.atomic import atomic_write
 from ..checkpoint import save_checkpoint
 from .shapes import interior_point, make_sample, mask_box
 
-PROMPTS_PER_IMAGE = 3
+PROMPTS_PER_IMAGE = 2  # of each kind: two point prompts and two box prompts per image
 
 
 def _prompts_for_image(sample, rng, use_box: bool):
@@ -55,35 +55,39 @@ def mask_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return bce + dice
 
 
+def prompt_loss(model, embedding, image_pe, targets, points, boxes):
+    """Loss of one image's prompts, and the IoU of the mask SAM would answer with.
+
+    embedding [1, C, h, w]; targets [K, H, W]; points or boxes for the K prompts.
+    """
+    size = model.image_encoder.img_size
+    sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
+    low_res, iou_pred = model.mask_decoder.predict_masks(embedding, image_pe, sparse, dense)  # [K,4,h',w'], [K,4]
+    logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
+    per_mask = mask_losses(logits, targets[:, None])  # [K, 4]
+    with torch.no_grad():
+        hard, truth = logits > 0, targets[:, None].bool()
+        iou = (hard & truth).sum((2, 3)) / (hard | truth).sum((2, 3)).clamp(min=1)
+    # Mask 0 answers single-mask requests; masks 1..3 share the ambiguity (best one trained).
+    loss = (per_mask[:, 0] + per_mask[:, 1:].min(dim=1).values).mean() + F.mse_loss(iou_pred, iou.float())
+    # Boxes are answered with the single mask, points with the best-scoring of three.
+    answer = torch.zeros_like(iou_pred[:, 0], dtype=torch.long) if boxes is not None else iou_pred[:, 1:].argmax(1) + 1
+    return loss, iou.gather(1, answer[:, None])[:, 0]
+
+
 def training_step(model, batch_rng: np.random.Generator, batch_size: int):
     """Loss and batch mIoU of one step; images and prompts come from `batch_rng`."""
     samples = [make_sample(batch_rng) for _ in range(batch_size)]
     images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float()
     embeddings = model.image_encoder(model.preprocess(images))  # [B, C, h, w]
     image_pe = model.prompt_encoder.get_dense_pe()
-    size = model.image_encoder.img_size
     losses, ious = [], []
     for index, sample in enumerate(samples):
-        targets, points, boxes = _prompts_for_image(sample, batch_rng, use_box=index % 2 == 1)
-        sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=None)
-        low_res, iou_pred = model.mask_decoder.predict_masks(
-            embeddings[index : index + 1], image_pe, sparse, dense
-        )  # [K, 4, h', w'], [K, 4]
-        logits = F.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
-        per_mask = mask_losses(logits, targets[:, None])  # [K, 4]
-        with torch.no_grad():
-            hard = logits > 0
-            truth = targets[:, None].bool()
-            iou = (hard & truth).sum((2, 3)) / ((hard | truth).sum((2, 3)).clamp(min=1))
-        # Mask 0 answers single-mask requests; masks 1..3 share the ambiguity (best one trained).
-        loss = per_mask[:, 0] + per_mask[:, 1:].min(dim=1).values
-        loss = loss.mean() + F.mse_loss(iou_pred, iou.float())
-        losses.append(loss)
-        if boxes is not None:  # boxes are answered with the single mask, points with the best of 3
-            ious.append(iou[:, 0])
-        else:
-            best = iou_pred[:, 1:].argmax(1) + 1
-            ious.append(iou.gather(1, best[:, None])[:, 0])
+        for use_box in (False, True):
+            targets, points, boxes = _prompts_for_image(sample, batch_rng, use_box)
+            loss, iou = prompt_loss(model, embeddings[index : index + 1], image_pe, targets, points, boxes)
+            losses.append(loss)
+            ious.append(iou)
     return torch.stack(losses).mean(), torch.cat(ious).mean().item()
 
 
@@ -138,7 +142,7 @@ def train(out: Path, steps: int, batch_size: int, lr: float, seed: int, state_pa
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("compress/weights/demo_sam.safetensors"))
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=2800)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=6e-4)
     parser.add_argument("--seed", type=int, default=0)
