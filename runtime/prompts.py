@@ -72,9 +72,9 @@ def check_mask_input(mask_input, low_res_size: int) -> np.ndarray:
     return mask.reshape(1, 1, low_res_size, low_res_size)
 
 
-def decoder_inputs(image_embeddings, image_hw, img_size, low_res_size,
-                   points=None, labels=None, box=None, mask_input=None) -> dict:
-    """The input dictionary of the official SAM ONNX decoder for one set of prompts."""
+def prompt_inputs(image_hw, img_size, low_res_size,
+                  points=None, labels=None, box=None, mask_input=None) -> dict:
+    """The official SAM ONNX decoder's inputs for one set of prompts, all but the embedding."""
     if points is None and box is None:
         raise PromptError("empty prompt: give points (with labels), a box, or both; "
                           "mask_input only refines such a prompt")
@@ -100,7 +100,6 @@ def decoder_inputs(image_embeddings, image_hw, img_size, low_res_size,
     else:
         mask, has_mask = check_mask_input(mask_input, low_res_size), 1.0
     return {
-        "image_embeddings": image_embeddings,
         "point_coords": scaled[None].astype(np.float32),
         "point_labels": np.concatenate(point_labels)[None].astype(np.float32),
         "mask_input": mask,

@@ -9,7 +9,7 @@ import numpy as np
 from .backends import make_backend
 from .bundle import open_bundle
 from .images import load_image
-from .prompts import decoder_inputs
+from .prompts import prompt_inputs
 from .transforms import preprocess
 
 MASK_THRESHOLD = 0.0  # logits above this are mask pixels, as in segment_anything
@@ -35,12 +35,16 @@ class Session:
         self.bundle = open_bundle(source)
         self.backend = make_backend(self.bundle, backend, providers, device)
         self.img_size = self.bundle.img_size or self.backend.img_size
+        # The decoder upscales the embedding grid 4x (256 x 256 for official SAM).
+        self.low_res_size = 4 * self.backend.embedding_size
         self._embedding = None
         self._image_hw = None
 
     def set_image(self, image) -> None:
         """Encode an image (path, PIL image or uint8 array; greyscale/RGBA/16-bit converted)."""
-        rgb = load_image(image)
+        self._encode(load_image(image))
+
+    def _encode(self, rgb: np.ndarray) -> None:
         pixels = preprocess(rgb, self.img_size, self.bundle.pixel_mean, self.bundle.pixel_std)
         self._embedding = self.backend.encode(pixels)
         self._image_hw = rgb.shape[:2]
@@ -51,19 +55,18 @@ class Session:
             raise RuntimeError("no image set: call set_image(image) first, or pass image= to predict")
         return self._embedding
 
-    @property
-    def low_res_size(self) -> int:
-        """Side of the low-res logits: the decoder upscales the embedding grid 4x."""
-        return 4 * self.image_embedding.shape[-1]
-
     def predict(self, image=None, points=None, labels=None, box=None, mask_input=None,
                 multimask_output: bool = True) -> Prediction:
         """Masks for XY pixel `points` (labels 1 fg / 0 bg) and/or an XYXY `box`."""
-        if image is not None:
-            self.set_image(image)
-        inputs = decoder_inputs(self.image_embedding, self._image_hw, self.img_size, self.low_res_size,
-                                points, labels, box, mask_input)
-        logits, scores, low_res = self.backend.decode(inputs)
+        rgb = None if image is None else load_image(image)
+        image_hw = rgb.shape[:2] if rgb is not None else self._image_hw
+        if image_hw is None:
+            raise RuntimeError("no image set: call set_image(image) first, or pass image= to predict")
+        # Prompts are checked before the (costly) encoder runs on a new image.
+        prompt = prompt_inputs(image_hw, self.img_size, self.low_res_size, points, labels, box, mask_input)
+        if rgb is not None:
+            self._encode(rgb)
+        logits, scores, low_res = self.backend.decode({"image_embeddings": self.image_embedding, **prompt})
         # Mask 0 is SAM's single-mask answer, masks 1..3 the multimask ones.
         chosen = slice(1, None) if multimask_output else slice(0, 1)
         return Prediction(

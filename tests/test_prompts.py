@@ -47,3 +47,15 @@ def test_points_on_the_image_border_are_accepted(session):
     masks, scores, logits = session.predict(points=[[60, 40], [0, 0]], labels=[1, 0])
     assert masks.shape == (3, 40, 60) and masks.dtype == bool
     assert scores.shape == (3,) and logits.shape == (3, 32, 32)  # tiny: 8x8 grid
+
+
+def test_prompts_are_checked_before_a_new_image_is_encoded(tiny_bundle):
+    session = Session(tiny_bundle)
+    encoded = []
+    real_encode = session.backend.encode
+    session.backend.encode = lambda pixels: encoded.append(pixels.shape) or real_encode(pixels)
+    with pytest.raises(PromptError, match="outside the 10x10 image"):
+        session.predict(np.zeros((10, 10, 3), np.uint8), points=[[50, 5]], labels=[1])
+    assert encoded == []
+    session.predict(np.zeros((10, 10, 3), np.uint8), points=[[5, 5]], labels=[1])
+    assert encoded == [(1, 3, 64, 64)]

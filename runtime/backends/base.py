@@ -11,6 +11,8 @@ DecoderOutputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # masks, iou_predict
 
 class Backend(Protocol):
     name: str
+    img_size: int  # side S of the encoder's square input
+    embedding_size: int  # side of the image-embedding grid (S / 16 for official SAM)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         """Normalised, padded pixels [1, 3, S, S] -> image embeddings [1, C, h, w]."""

@@ -37,6 +37,10 @@ class OnnxRuntimeBackend:
     def img_size(self) -> int:
         return int(self.encoder_input.shape[-1])
 
+    @property
+    def embedding_size(self) -> int:
+        return int(self.encoder.get_outputs()[0].shape[-1])
+
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         return self.encoder.run(None, {self.encoder_input.name: pixels})[0]
 

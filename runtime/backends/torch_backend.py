@@ -28,6 +28,10 @@ class TorchBackend:
     def img_size(self) -> int:
         return int(self.model.image_encoder.img_size)
 
+    @property
+    def embedding_size(self) -> int:
+        return int(self.model.prompt_encoder.image_embedding_size[-1])
+
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
