@@ -174,10 +174,14 @@ def main(argv=None) -> int:
     parser.add_argument("--min-iou", type=float, default=DEFAULT_MIN_IOU)
     parser.add_argument("--max-relative-logit-error", type=float, default=DEFAULT_MAX_RELATIVE_LOGIT_ERROR)
     args = parser.parse_args(argv)
-    images = None if args.images is None else {str(p): load_image(p) for p in args.images}
-    report = run_parity(args.bundle, args.checkpoint, images,
-                        Thresholds(args.min_iou, args.max_relative_logit_error),
-                        out=args.out or args.bundle / "parity.json")
+    try:
+        images = None if args.images is None else {str(p): load_image(p) for p in args.images}
+        report = run_parity(args.bundle, args.checkpoint, images,
+                            Thresholds(args.min_iou, args.max_relative_logit_error),
+                            out=args.out or args.bundle / "parity.json")
+    except ValueError as err:  # BundleError, CheckpointError, ImageError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(summary(report))
     return 0 if report["passed"] else 1
 
