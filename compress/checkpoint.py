@@ -45,11 +45,11 @@ def save_checkpoint(model, path, config: SamConfig | None = None, extra_metadata
 
 
 def sniff_format(path) -> str:
-    """'samedge', 'safetensors' (someone else's), 'torch-zip' or 'unknown', from the bytes."""
+    """'samedge', 'safetensors' (someone else's), 'torch' or 'unknown', from the bytes."""
     with open(path, "rb") as f:
         head = f.read(9)
-    if head[:2] == b"PK":
-        return "torch-zip"
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip, or its legacy pickle stream
+        return "torch"
     if len(head) == 9 and head[8:9] == b"{":
         (header_len,) = struct.unpack("<Q", head[:8])
         if header_len < 100_000_000:
@@ -58,9 +58,10 @@ def sniff_format(path) -> str:
                 header = f.read(header_len)
             try:
                 meta = json.loads(header).get("__metadata__") or {}
-            except (UnicodeDecodeError, json.JSONDecodeError):
+            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
                 return "unknown"
-            return "samedge" if meta.get("format") == FORMAT_NAME else "safetensors"
+            samedge = isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
+            return "samedge" if samedge else "safetensors"
     return "unknown"
 
 
@@ -77,7 +78,6 @@ def _load_samedge(path):
 
     try:
         metadata = read_checkpoint_metadata(path)
-        state = load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: corrupt samedge checkpoint ({err}); re-create it") from err
     if metadata.get("format_version") != FORMAT_VERSION:
@@ -89,6 +89,10 @@ def _load_samedge(path):
         config = SamConfig.from_dict(json.loads(metadata["architecture"]))
     except (KeyError, json.JSONDecodeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable architecture metadata ({err})") from err
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: corrupt samedge checkpoint ({err}); re-create it") from err
     return config, state, metadata
 
 
@@ -123,8 +127,9 @@ def _load_torch(path, model_type: str | None):
         ) from err
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a state dict of tensors (torch.save(model.state_dict())), "
+                              f"found {type(state).__name__} with other values")
     detected = detect_official_type(state)
     if model_type is not None and model_type != detected:
         raise CheckpointError(
@@ -146,7 +151,7 @@ def load_checkpoint(path, model_type: str | None = None):
             raise CheckpointError(
                 f"{path} holds a {config.name} model, but model type {model_type} was asked for"
             )
-    elif kind == "torch-zip":
+    elif kind == "torch":
         config, state = _load_torch(path, model_type)
     elif kind == "safetensors":
         raise CheckpointError(
@@ -155,7 +160,7 @@ def load_checkpoint(path, model_type: str | None = None):
         )
     else:
         raise CheckpointError(
-            f"{path} is neither a samedge checkpoint (safetensors) nor a PyTorch zip "
+            f"{path} is neither a samedge checkpoint (safetensors) nor a PyTorch "
             "checkpoint; the file is corrupt or of another kind"
         )
     model = build_sam(config)

@@ -58,9 +58,10 @@ def _versions() -> dict:
 
 def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | None) -> dict:
     config = model.config
+    # Reports (parity.json) may be rewritten by a later `runtime.parity`; only model files are pinned.
     files = {}
     for path in sorted(root.iterdir()):
-        if path.name != MANIFEST:
+        if path.name not in (MANIFEST, PARITY_FILE):
             files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     manifest = {
         "format": BUNDLE_FORMAT,
@@ -93,6 +94,22 @@ def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | N
     if target != "cpu":
         manifest["tensorrt"] = {"status": "pending", "todo": TENSORRT_PENDING}
     return manifest
+
+
+def _swap_into_place(new: Path, out: Path) -> None:
+    """Rename `new` to `out`; an old bundle there is moved aside first and restored on failure."""
+    if not out.exists():
+        os.replace(new, out)
+        return
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    os.replace(out, aside / out.name)
+    try:
+        os.replace(new, out)
+    except OSError:
+        os.replace(aside / out.name, out)
+        raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
@@ -132,18 +149,14 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
                 step("parity")
                 # The manifest names the checkpoint; write it first so Session can open the bundle.
                 (work / MANIFEST).write_text(json.dumps(_manifest(model, checkpoint, target, work, None)))
-                report = parity_check(work, checkpoint, out=work / PARITY_FILE, show_progress=False)
+                report = parity_check(work, checkpoint, show_progress=False)
                 report["bundle"] = str(out)
                 (work / PARITY_FILE).write_text(json.dumps(report, indent=2))
                 bar.update()
             step("manifest")
             (work / MANIFEST).write_text(json.dumps(_manifest(model, checkpoint, target, work, report), indent=2))
             bar.update()
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, trash / out.name)
-            shutil.rmtree(trash)
-        os.replace(work, out)
+        _swap_into_place(work, out)
     finally:
         if work.exists():
             shutil.rmtree(work)

@@ -52,18 +52,22 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_axes=No
 
 
 def _finish(exported: Path, path: Path) -> None:
-    """Re-save (external data if large), run the full checker, then move into place."""
+    """Re-save (external data if large), run the full checker, then move into place.
+
+    Both the graph and a large model's weights file are staged under temporary names.
+    """
     model = onnx.load(str(exported))
     large = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
-    tmp = path.with_name(f".{path.name}.partial")
+    staged = exported.parent / "staged"
+    staged.mkdir()
+    staged_model = staged / path.name
     data_name = f"{path.name}.data"
-    onnx.save_model(
-        model, str(tmp), save_as_external_data=large, all_tensors_to_one_file=True,
-        location=data_name if large else None,
-    )
-    # A large model's weights were written under their final name beside tmp.
-    onnx.checker.check_model(str(tmp), full_check=True)
-    os.replace(tmp, path)
+    onnx.save_model(model, str(staged_model), save_as_external_data=large,
+                    all_tensors_to_one_file=True, location=data_name if large else None)
+    onnx.checker.check_model(str(staged_model), full_check=True)
+    if large:
+        os.replace(staged / data_name, path.parent / data_name)
+    os.replace(staged_model, path)
 
 
 def export_encoder(model, path) -> Path:

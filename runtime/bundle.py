@@ -45,7 +45,7 @@ class Bundle:
         return path if path.is_file() else None
 
     def verify(self) -> None:
-        """Check every file against the sizes and SHA-256 hashes in the manifest."""
+        """Check every model file against the sizes and SHA-256 hashes in the manifest."""
         for name, info in self.manifest.get("files", {}).items():
             path = self.root / name
             if not path.is_file():
@@ -65,6 +65,8 @@ def sha256_file(path) -> str:
 def open_bundle(source) -> Bundle:
     """A bundle directory, or a lone encoder.onnx with decoder.onnx beside it."""
     path = Path(source)
+    if path.is_file() and path.name == ENCODER_FILE and (path.parent / MANIFEST).is_file():
+        path = path.parent  # an encoder inside a bundle: its manifest knows the pre-processing
     if path.is_dir():
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 class ImageError(ValueError):
@@ -14,22 +14,35 @@ class ImageError(ValueError):
 
 
 def _from_pil(image: Image.Image) -> np.ndarray:
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit greyscale PNG/TIFF
-        return to_rgb_uint8(np.asarray(image))
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        image = image.convert("RGBA").convert("RGB")  # alpha dropped, colours kept
-    return np.asarray(image.convert("RGB"))
+    # Phone photos store their rotation in EXIF; prompts refer to the image as it is shown.
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I"):  # 16-bit greyscale PNG/TIFF ("I;16*", or "I" holding 16-bit values)
+        pixels = np.asarray(image)
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ImageError(f"{image.mode} image with values outside 0..65535; convert it to 8-bit RGB")
+        return to_rgb_uint8(pixels.astype(np.uint16))
+    if image.mode == "P":  # palette: through RGBA so transparency does not pick colours
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"))  # alpha dropped, colours kept
 
 
 def to_rgb_uint8(array: np.ndarray) -> np.ndarray:
     """Greyscale, RGBA and 16-bit arrays become uint8 RGB; anything else is refused."""
     array = np.asarray(array)
-    if array.dtype == np.uint16 or (array.dtype.kind in "iu" and array.dtype != np.uint8):
-        if array.min() < 0 or array.max() > 65535:
-            raise ImageError(f"integer image with values outside 0..65535 ({array.dtype}); "
-                             "pass uint8 (0..255) or uint16 pixels")
-        # 16-bit pixels: keep the top 8 bits, rounded (65535 -> 255).
+    if array.dtype == np.uint16:
+        # 16-bit pixels: scale 0..65535 to 0..255, rounded.
         array = np.round(array.astype(np.float64) / 257.0).astype(np.uint8)
+    elif array.dtype.kind in "iu" and array.dtype != np.uint8:
+        # Other integer types (int64 from np.array(list), PIL mode "I"): only unambiguous values.
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        if 0 <= low and high <= 255:
+            array = array.astype(np.uint8)
+        elif 0 <= low and high <= 65535:
+            raise ImageError(f"{array.dtype} image with values up to {high}: if these are 16-bit "
+                             "pixels pass array.astype(np.uint16), else scale them to uint8 0..255")
+        else:
+            raise ImageError(f"{array.dtype} image with values {low}..{high} outside 0..255; "
+                             "pass uint8 (0..255) or uint16 (0..65535) pixels")
     elif array.dtype != np.uint8:
         raise ImageError(f"image dtype {array.dtype} is not supported; pass uint8 RGB "
                          "(0..255), e.g. (image * 255).round().astype(np.uint8) for 0..1 floats")

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path("overlay.png"))
     args = parser.parse_args(argv)
     points = [p[:2] for p in args.point] or None
-    labels = [int(p[2]) if len(p) == 3 else 1 for p in args.point] or None
+    labels = [p[2] if len(p) == 3 else 1 for p in args.point] or None  # checked by Session
     try:
         image = load_image(args.image)
         session = Session(args.bundle)

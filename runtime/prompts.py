@@ -15,7 +15,7 @@ class PromptError(ValueError):
     """A prompt samedge cannot use, with the reason and the fix."""
 
 
-def _finite_array(value, name: str, dtype=np.float32) -> np.ndarray:
+def _finite_array(value, name: str, dtype=np.float64) -> np.ndarray:
     try:
         array = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as err:
@@ -87,20 +87,17 @@ def prompt_inputs(image_hw, img_size, low_res_size,
         raise PromptError("labels were given without points")
     if box is not None:
         coords.append(check_box(box, image_hw).reshape(2, 2))
-        point_labels.append(np.array(BOX_LABELS, np.float32))
+        point_labels.append(np.array(BOX_LABELS))
     else:  # the official decoder expects a padding point when there is no box
-        coords.append(np.zeros((1, 2), np.float32))
-        point_labels.append(np.array([PADDING_LABEL], np.float32))
-    coords = np.concatenate(coords)
-    scaled = scale_coords(coords, image_hw, img_size)
-    if box is None:
-        scaled[-1] = 0.0  # the padding point stays at the origin
+        coords.append(np.zeros((1, 2)))
+        point_labels.append(np.array([PADDING_LABEL]))
+    scaled = scale_coords(np.concatenate(coords), image_hw, img_size)
     if mask_input is None:
         mask, has_mask = np.zeros((1, 1, low_res_size, low_res_size), np.float32), 0.0
     else:
-        mask, has_mask = check_mask_input(mask_input, low_res_size), 1.0
+        mask, has_mask = check_mask_input(mask_input, low_res_size).astype(np.float32), 1.0
     return {
-        "point_coords": scaled[None].astype(np.float32),
+        "point_coords": scaled[None],
         "point_labels": np.concatenate(point_labels)[None].astype(np.float32),
         "mask_input": mask,
         "has_mask_input": np.array([has_mask], np.float32),

@@ -36,7 +36,8 @@ def scale_coords(coords: np.ndarray, original_hw: tuple[int, int], img_size: int
     """XY pixel coordinates of the original image -> the model's resized frame."""
     height, width = original_hw
     new_h, new_w = resized_shape(height, width, img_size)
-    scaled = np.array(coords, dtype=np.float32, copy=True)
+    # float64 like segment_anything, rounded to float32 once at the end.
+    scaled = np.array(coords, dtype=np.float64, copy=True)
     scaled[..., 0] *= new_w / width
     scaled[..., 1] *= new_h / height
-    return scaled
+    return scaled.astype(np.float32)

@@ -89,3 +89,15 @@ def test_lone_encoder_file_opens_with_its_sibling_decoder(tiny_bundle):
     assert session.img_size == 64
     masks, _, _ = session.predict(np.zeros((10, 10, 3), np.uint8), points=[[5, 5]], labels=[1])
     assert masks.shape == (3, 10, 10)
+
+
+def test_rerunning_parity_keeps_the_bundle_verifiable(tiny_bundle, tiny_checkpoint):
+    from runtime.parity import run_parity
+
+    run_parity(tiny_bundle, tiny_checkpoint, {"grey": np.full((30, 30, 3), 90, np.uint8)},
+               out=tiny_bundle / "parity.json", show_progress=False)
+    open_bundle(tiny_bundle).verify()
+
+
+def test_encoder_inside_a_bundle_uses_the_bundle_manifest(tiny_bundle):
+    assert open_bundle(tiny_bundle / "encoder.onnx").manifest["model"]["name"] == "tiny"

@@ -14,8 +14,10 @@ def test_round_trip_keeps_every_tensor_and_the_architecture(tmp_path):
     save_checkpoint(model, path)
     loaded = load_checkpoint(path)
     assert loaded.config == model.config
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
-        assert torch.equal(a, b), name
+    original, reloaded = model.state_dict(), loaded.state_dict()
+    assert original.keys() == reloaded.keys()
+    for name, tensor in original.items():
+        assert torch.equal(tensor, reloaded[name]), name
     meta = read_checkpoint_metadata(path)
     assert meta["format"] == "samedge.checkpoint"
     assert json.loads(meta["architecture"])["encoder_embed_dim"] == 32
@@ -27,6 +29,7 @@ def test_config_round_trips_through_json():
         assert SamConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 
+@pytest.mark.slow
 def test_official_architectures_have_published_sizes():
     # Whole-model parameter counts of the official SAM checkpoints (93.7M and 312.3M).
     expected = {"vit_b": 93.7e6, "vit_l": 312.3e6}
@@ -44,6 +47,7 @@ def official_vit_b(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_official_checkpoint_loads_with_its_detected_type(official_vit_b):
     model = load_checkpoint(official_vit_b, "vit_b")
     assert model.config.name == "vit_b"
@@ -52,6 +56,7 @@ def test_official_checkpoint_loads_with_its_detected_type(official_vit_b):
                        reference["image_encoder.blocks.3.attn.qkv.weight"])
 
 
+@pytest.mark.slow
 def test_wrong_model_type_names_the_right_one(official_vit_b):
     with pytest.raises(CheckpointError, match="holds a vit_b model.*--model-type vit_b"):
         load_checkpoint(official_vit_b, "vit_l")
@@ -121,4 +126,18 @@ def test_newer_architecture_fields_ask_for_an_upgrade(tmp_path):
     save_file({"w": torch.zeros(1)}, path, metadata={
         "format": "samedge.checkpoint", "format_version": "1", "architecture": json.dumps(architecture)})
     with pytest.raises(CheckpointError, match="upgrade samedge"):
+        load_checkpoint(path)
+
+
+def test_legacy_torch_save_format_is_read_safely(tmp_path):
+    path = tmp_path / "legacy.pth"
+    torch.save({"model": Payload()}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_checkpoint(path)
+
+
+def test_state_dict_with_non_tensors_is_refused(tmp_path):
+    path = tmp_path / "mixed.pth"
+    torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(1), "epoch": 3}, path)
+    with pytest.raises(CheckpointError, match="state dict of tensors"):
         load_checkpoint(path)

@@ -7,16 +7,6 @@ import pytest
 
 from runtime import Session
 
-OFFICIAL_INPUTS = {  # name -> (element type, shape with the symbolic axis)
-    "image_embeddings": ("float", [1, "C", "h", "w"]),
-    "point_coords": ("float", [1, "num_points", 2]),
-    "point_labels": ("float", [1, "num_points"]),
-    "mask_input": ("float", [1, 1, "L", "L"]),
-    "has_mask_input": ("float", [1]),
-    "orig_im_size": ("float", [2]),
-}
-
-
 def _dims(value_info):
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
@@ -46,12 +36,12 @@ def test_decoder_has_the_official_signature(tiny_bundle, name):
 
 def _official_inputs(session, image_hw, points, labels):
     """The input dictionary exactly as SAM's ONNX example notebook builds it."""
-    from runtime.transforms import scale_coords
+    from segment_anything.utils.transforms import ResizeLongestSide
 
-    coords = np.concatenate([np.array(points, np.float32), np.array([[0.0, 0.0]], np.float32)])[None]
+    coords = np.concatenate([np.array(points), np.array([[0.0, 0.0]])])[None]
     return {
         "image_embeddings": session.image_embedding,
-        "point_coords": scale_coords(coords, image_hw, session.img_size).astype(np.float32),
+        "point_coords": ResizeLongestSide(session.img_size).apply_coords(coords, image_hw).astype(np.float32),
         "point_labels": np.concatenate([np.array(labels, np.float32), [-1.0]])[None].astype(np.float32),
         "mask_input": np.zeros((1, 1, session.low_res_size, session.low_res_size), np.float32),
         "has_mask_input": np.zeros(1, np.float32),

@@ -50,3 +50,20 @@ def test_bad_shapes_files_and_types(tmp_path):
         load_image(broken)
     with pytest.raises(ImageError, match="cannot read an image from list"):
         load_image([[1, 2, 3]])
+
+
+def test_wide_integer_arrays_are_accepted_only_when_unambiguous():
+    small = np.array([[[0, 128, 255]]], dtype=np.int64)  # what np.array(list) gives
+    assert np.array_equal(load_image(small), small.astype(np.uint8))
+    with pytest.raises(ImageError, match="astype\\(np.uint16\\)"):
+        load_image(np.array([[[0, 1000, 255]]], dtype=np.int64))
+    with pytest.raises(ImageError, match="outside 0..255"):
+        load_image(np.array([[[-1, 0, 0]]], dtype=np.int32))
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise for display
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(path, exif=exif)
+    assert load_image(path).shape == (40, 20, 3)
