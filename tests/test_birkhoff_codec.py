@@ -60,3 +60,21 @@ def test_non_finite_values_are_refused(bad):
     weights[1, 2] = bad
     with pytest.raises(CodecError, match="NaN or infinite"):
         encode(weights)
+
+
+@settings(max_examples=100, deadline=None)
+@given(bits=st.integers(1, 16), data=st.data())
+def test_packing_round_trips_msb_first(bits, data):
+    from compress.birkhoff.packing import pack_indices, unpack_indices
+
+    indices = np.array(data.draw(st.lists(st.integers(0, (1 << bits) - 1), max_size=50)), np.int64)
+    packed = pack_indices(indices, bits)
+    assert packed.dtype == np.uint8 and packed.size == (indices.size * bits + 7) // 8
+    np.testing.assert_array_equal(unpack_indices(packed, indices.size, bits), indices)
+
+
+def test_packing_layout_matches_the_reference():
+    from compress.birkhoff.packing import pack_indices
+
+    # 3 indices of 3 bits = 9 bits, left-padded by 7: 0000000 101 011 111
+    np.testing.assert_array_equal(pack_indices(np.array([5, 3, 7]), 3), [0b00000001, 0b01011111])
