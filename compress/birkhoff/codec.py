@@ -52,11 +52,12 @@ def trajectory(theta: np.ndarray, codebook_size: int, side: float = SIDE) -> np.
 def nearest_theta(points: np.ndarray, codebook_size: int, side: float = SIDE) -> np.ndarray:
     """argmin_theta ||T(theta) - p|| for points [N, 2] given from the square's corner.
 
-    Closed form: a point's nearest lattice point lies in one of the four rows around
-    it (rows are s apart, points in a row s apart, so a row two away is never nearer),
-    and within a row next to the rounded column. The candidates' distances use the
-    same T(theta) as a brute-force search, and ties go to the lowest theta, so the
-    answer is the brute-force argmin.
+    Closed form. Rows of the lattice are s apart and a row's points s apart, shifted
+    by s/m per row. The nearest point lies in one of the two rows around p: a row
+    further away is at least s farther in y and at most s/m nearer in x (the shift),
+    which never pays. Within a row the two columns around p hold the nearest point.
+    The four candidates' distances use the same T(theta) as a brute-force search, and
+    ties go to the lowest theta, so the answer is the brute-force argmin.
     """
     m = lattice_side(codebook_size)
     if m * m != codebook_size:
@@ -64,20 +65,16 @@ def nearest_theta(points: np.ndarray, codebook_size: int, side: float = SIDE) ->
     s = side / m
     points = np.asarray(points, np.float64)
     # Points may sit a rounding error outside the square: clamp to the lattice's rows/columns.
-    row0 = np.clip(np.floor(points[:, 1] / s), 0, m - 1).astype(np.int64)
-    rows = row0[:, None] + np.arange(-1, 3)[None, :]  # [N, 4]
-    # Column q nearest to the point within row r: x = q*s + r*s/m.
-    cols = np.clip(np.rint((points[:, 0:1] - rows * (s / m)) / s), 0, m - 1).astype(np.int64)
-    rows = np.repeat(rows, 3, axis=1)  # [N, 12]
-    cols = np.repeat(cols, 3, axis=1) + np.tile(np.arange(-1, 2), 4)[None, :]
-    valid = (rows >= 0) & (rows < m) & (cols >= 0) & (cols < m)
-    thetas = np.clip(cols, 0, m - 1) * m + np.clip(rows, 0, m - 1)
-    candidates = trajectory(thetas, codebook_size, side)  # [N, 12, 2]
+    row0 = np.clip(np.floor(points[:, 1] / s), 0, m - 2).astype(np.int64)
+    rows = np.stack([row0, row0 + 1], axis=1)  # [N, 2]
+    col0 = np.clip(np.floor((points[:, 0:1] - rows * (s / m)) / s), 0, m - 2).astype(np.int64)
+    rows = np.repeat(rows, 2, axis=1)  # [N, 4]
+    cols = np.repeat(col0, 2, axis=1) + np.array([0, 1, 0, 1])
+    thetas = cols * m + rows
+    candidates = trajectory(thetas, codebook_size, side)  # [N, 4, 2]
     dist = ((candidates - points[:, None, :]) ** 2).sum(-1)
-    dist = np.where(valid, dist, np.inf)
-    # Lowest theta among the nearest: sort key (distance, theta).
-    order = np.lexsort((thetas, dist), axis=1)[:, 0]
-    return thetas[np.arange(len(points)), order]
+    nearest = dist == dist.min(axis=1, keepdims=True)
+    return np.where(nearest, thetas, codebook_size).min(axis=1)
 
 
 @dataclass
