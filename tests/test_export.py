@@ -7,6 +7,12 @@ import pytest
 
 from runtime import Session
 
+# Written out here, not imported: the test pins the signature of SAM's own ONNX example.
+OFFICIAL_INPUTS = (
+    "image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size",
+)
+
+
 def _dims(value_info):
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
