@@ -28,11 +28,16 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(model, path, config: SamConfig | None = None, extra_metadata: dict | None = None):
     """Write `model` (a segment_anything Sam) in samedge's format."""
-    from safetensors.torch import save_file
-
     config = config or getattr(model, "config", None)
     if config is None:
         raise ValueError("the model has no .config; pass config= to save_checkpoint")
+    write_checkpoint(model.state_dict(), path, config, extra_metadata)
+
+
+def write_checkpoint(tensors: dict, path, config: SamConfig, extra_metadata: dict | None = None):
+    """Write named tensors with samedge's metadata (the architecture as JSON), atomically."""
+    from safetensors.torch import save_file
+
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -40,7 +45,7 @@ def save_checkpoint(model, path, config: SamConfig | None = None, extra_metadata
     }
     for key, value in (extra_metadata or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -146,11 +151,15 @@ def load_checkpoint(path, model_type: str | None = None):
         raise CheckpointError(f"checkpoint {path} does not exist")
     kind = sniff_format(path)
     if kind == "samedge":
-        config, state, _ = _load_samedge(path)
+        config, state, metadata = _load_samedge(path)
         if model_type is not None and model_type != config.name:
             raise CheckpointError(
                 f"{path} holds a {config.name} model, but model type {model_type} was asked for"
             )
+        if metadata.get("compression") == "birkhoff":
+            from .birkhoff.storage import build_compressed
+
+            return build_compressed(path, config, state, metadata).model
     elif kind == "torch":
         config, state = _load_torch(path, model_type)
     elif kind == "safetensors":

@@ -64,17 +64,22 @@ def nearest_theta(points: np.ndarray, codebook_size: int, side: float = SIDE) ->
         raise CodecError(f"codebook size {codebook_size} is not a square; use one of {CODEBOOK_SIZES}")
     s = side / m
     points = np.asarray(points, np.float64)
+    px, py = points[:, 0], points[:, 1]
+    best_theta = np.full(len(points), codebook_size, np.int64)
+    best_distance = np.full(len(points), np.inf)
     # Points may sit a rounding error outside the square: clamp to the lattice's rows/columns.
-    row0 = np.clip(np.floor(points[:, 1] / s), 0, m - 2).astype(np.int64)
-    rows = np.stack([row0, row0 + 1], axis=1)  # [N, 2]
-    col0 = np.clip(np.floor((points[:, 0:1] - rows * (s / m)) / s), 0, m - 2).astype(np.int64)
-    rows = np.repeat(rows, 2, axis=1)  # [N, 4]
-    cols = np.repeat(col0, 2, axis=1) + np.array([0, 1, 0, 1])
-    thetas = cols * m + rows
-    candidates = trajectory(thetas, codebook_size, side)  # [N, 4, 2]
-    dist = ((candidates - points[:, None, :]) ** 2).sum(-1)
-    nearest = dist == dist.min(axis=1, keepdims=True)
-    return np.where(nearest, thetas, codebook_size).min(axis=1)
+    row0 = np.clip(np.floor(py / s), 0, m - 2).astype(np.int64)
+    for row in (row0, row0 + 1):
+        col0 = np.clip(np.floor((px - row * (s / m)) / s), 0, m - 2).astype(np.int64)
+        y = side * row / m  # T(theta) written out for theta < m^2: the same floats as trajectory()
+        dy2 = (y - py) ** 2
+        for col in (col0, col0 + 1):
+            theta = col * m + row
+            distance = (side * theta / (m * m) - px) ** 2 + dy2
+            better = (distance < best_distance) | ((distance == best_distance) & (theta < best_theta))
+            best_theta = np.where(better, theta, best_theta)
+            best_distance = np.where(better, distance, best_distance)
+    return best_theta
 
 
 @dataclass
@@ -89,12 +94,20 @@ class EncodedTensor:
     shape: tuple[int, ...]  # original shape
     padded: bool  # one padding element was appended (per row for Linear weights)
     row_pairs: bool  # pairs along the input dimension of a [out, in] weight
-    mae: float
+    mae: float  # mean absolute error over the tensor's weights, in the tensor's units
     side: float = SIDE
+    # Scale-aware variant only: the unit the lattice was applied in, per output row
+    # (row_pairs) or for the whole tensor ([1]); None for the reference codec.
+    scale: np.ndarray | None = None
 
     @property
     def bits(self) -> int:
         return max(1, int(self.indices.max()).bit_length()) if self.indices.size else 1
+
+    @property
+    def gains(self) -> np.ndarray:
+        """r_k / (L/2) for k = 0..K: how far ring k's codes are pushed back out."""
+        return ring_radii(self.center, self.farthest, self.rings, self.side) / (self.side / 2)
 
 
 def to_pairs(tensor: np.ndarray, row_pairs: bool) -> tuple[np.ndarray, bool]:
@@ -122,71 +135,98 @@ def from_pairs(pairs: np.ndarray, shape: tuple[int, ...], padded: bool, row_pair
     return (flat[:-1] if padded else flat).reshape(shape)
 
 
-def _ring_radii(center, farthest, rings: int, side: float) -> np.ndarray:
-    """r_k for k = 0..K (r_0 = L/2, r_K = D)."""
+def ring_radii(center, farthest, rings: int, side: float = SIDE) -> np.ndarray:
+    """r_k for k = 0..K (r_0 = L/2, r_K = D = ||farthest - centre||)."""
     half = side / 2
-    distance = float(np.linalg.norm(np.asarray(farthest) - np.asarray(center)))
+    distance = float(np.linalg.norm(np.asarray(farthest, np.float64) - np.asarray(center, np.float64)))
     if rings == 0:
         return np.array([half])
     step = (distance - half) / rings
     return half + step * np.arange(rings + 1)
 
 
-def encode_pairs(pairs: np.ndarray, codebook_size: int, rings: int, side: float = SIDE):
-    """(indices, center, farthest) for one (U, K) choice."""
-    center = pairs.mean(axis=0)
-    offsets = pairs - center
-    norms = np.sqrt((offsets**2).sum(axis=1))
-    farthest = pairs[int(np.argmax(norms))] if len(pairs) else center
-    radii = _ring_radii(center, farthest, rings, side)
-    inner = np.abs(offsets).max(axis=1) <= side / 2
-    if rings == 0 or inner.all():
-        ring = np.zeros(len(pairs), np.int64)
-    else:
-        # Smallest k >= 1 with ||P - c|| <= r_k; float rounding may leave D just above r_K.
-        ring = np.minimum(np.searchsorted(radii[1:], norms, side="left") + 1, rings)
-        ring = np.where(inner, 0, ring)
-    scale = (side / 2) / radii[ring]  # f_k, 1 for the inner square
-    pulled = center + scale[:, None] * offsets
-    theta = nearest_theta(pulled - (center - side / 2), codebook_size, side)
-    return theta + codebook_size * ring, center, farthest
-
-
-def decode_pairs(indices: np.ndarray, center, farthest, codebook_size: int, rings: int,
+def decode_pairs(indices: np.ndarray, center, gains: np.ndarray, codebook_size: int,
                  side: float = SIDE) -> np.ndarray:
+    """w = c + (T(theta) - c) * r_k / (L/2), in float64. [n, 2]"""
     indices = np.asarray(indices, np.int64)
-    ring = indices // codebook_size
-    theta = indices % codebook_size
-    radii = _ring_radii(center, farthest, rings, side)
-    point = np.asarray(center) - side / 2 + trajectory(theta, codebook_size, side)
-    scale = (side / 2) / radii[ring]
-    return np.asarray(center) + (point - np.asarray(center)) / scale[:, None]
+    center = np.asarray(center, np.float64)
+    offset = trajectory(indices % codebook_size, codebook_size, side) - side / 2  # T - c
+    return center + offset * np.asarray(gains, np.float64)[indices // codebook_size][:, None]
 
 
 def decode(encoded: EncodedTensor) -> np.ndarray:
-    pairs = decode_pairs(encoded.indices, encoded.center, encoded.farthest,
-                         encoded.codebook_size, encoded.rings, encoded.side)
-    return from_pairs(pairs, encoded.shape, encoded.padded, encoded.row_pairs).astype(np.float32)
+    pairs = decode_pairs(encoded.indices, encoded.center, encoded.gains, encoded.codebook_size, encoded.side)
+    values = from_pairs(pairs, encoded.shape, encoded.padded, encoded.row_pairs)
+    if encoded.scale is not None:
+        values = values * broadcast_scale(encoded.scale, encoded.shape)
+    return values.astype(np.float32)
 
 
-def encode(tensor: np.ndarray, row_pairs: bool = False, side: float = SIDE) -> EncodedTensor | None:
-    """Search U and K as the reference does; None when the tensor should stay raw."""
-    values = np.asarray(tensor)
+def broadcast_scale(scale: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    scale = np.asarray(scale, np.float64)
+    return scale.reshape((-1,) + (1,) * (len(shape) - 1)) if scale.size > 1 else scale.reshape(())
+
+
+def _valid_elements(shape: tuple[int, ...], n_pairs: int, padded: bool, row_pairs: bool) -> np.ndarray:
+    """[n_pairs, 2] bool: False on the padding element(s)."""
+    valid = np.ones((n_pairs, 2), bool)
+    if padded and row_pairs:
+        valid.reshape(shape[0], -1)[:, -1] = False
+    elif padded:
+        valid[-1, 1] = False
+    return valid
+
+
+def check_tensor(values: np.ndarray, row_pairs: bool) -> None:
     if not np.all(np.isfinite(values)):
         raise CodecError("tensor contains NaN or infinite values; fix the model before compressing it")
     if row_pairs and values.ndim != 2:
         raise CodecError(f"pairs along rows need a 2-D [out, in] weight, got shape {values.shape}")
+    if values.size == 0:
+        raise CodecError("empty tensor; nothing to encode")
+
+
+def encode(tensor: np.ndarray, row_pairs: bool = False, side: float = SIDE) -> EncodedTensor | None:
+    """Search U and K as the reference does; None when the tensor should stay raw.
+
+    Same result as encoding every (U, K) choice in full, but inner pairs (class 0) do
+    not depend on K, so they are quantised once per U and only the outer ones per K.
+    """
+    values = np.asarray(tensor)
+    check_tensor(values, row_pairs)
     pairs, padded = to_pairs(values, row_pairs)
-    original = values.astype(np.float64)
-    offsets = pairs - pairs.mean(axis=0)
-    has_outer = bool((np.abs(offsets).max(axis=1) > side / 2).any())
+    valid = _valid_elements(values.shape, len(pairs), padded, row_pairs)
+    center = pairs.mean(axis=0)
+    offsets = pairs - center
+    norms = np.sqrt((offsets**2).sum(axis=1))
+    farthest = pairs[int(np.argmax(norms))]
+    corner = center - side / 2
+    inner = np.abs(offsets).max(axis=1) <= side / 2
+    outer = np.flatnonzero(~inner)
     best = None
+    all_inner = outer.size == 0  # the common case: skip the boolean gathers
+    inner_pairs, inner_valid = (pairs, valid) if all_inner else (pairs[inner], valid[inner])
     for codebook_size in CODEBOOK_SIZES:
-        for rings in (range(1, MAX_RINGS + 1) if has_outer else (0,)):
-            indices, center, farthest = encode_pairs(pairs, codebook_size, rings, side)
-            decoded = from_pairs(decode_pairs(indices, center, farthest, codebook_size, rings, side),
-                                 values.shape, padded, row_pairs)
-            mae = float(np.abs(decoded - original).mean())
+        inner_theta = nearest_theta(inner_pairs - corner, codebook_size, side)
+        inner_error = np.abs(corner + trajectory(inner_theta, codebook_size, side) - inner_pairs)
+        inner_error = float(inner_error.sum() if not padded else (inner_error * inner_valid).sum())
+        if all_inner:
+            theta = inner_theta
+        else:
+            theta = np.empty(len(pairs), np.int64)
+            theta[inner] = inner_theta
+        for rings in (range(1, MAX_RINGS + 1) if outer.size else (0,)):
+            indices, error = theta.copy(), inner_error
+            if outer.size:
+                radii = ring_radii(center, farthest, rings, side)
+                # Smallest k >= 1 with ||P - c|| <= r_k; rounding may leave D just above r_K.
+                ring = np.minimum(np.searchsorted(radii[1:], norms[outer], side="left") + 1, rings)
+                pull = ((side / 2) / radii[ring])[:, None]  # f_k
+                outer_theta = nearest_theta(center + pull * offsets[outer] - corner, codebook_size, side)
+                decoded = center + (corner + trajectory(outer_theta, codebook_size, side) - center) / pull
+                error += float((np.abs(decoded - pairs[outer]) * valid[outer]).sum())
+                indices[outer] = outer_theta + codebook_size * ring
+            mae = error / values.size
             if best is None or mae < best.mae:
                 best = EncodedTensor(indices, center, farthest, codebook_size, rings,
                                      tuple(values.shape), padded, row_pairs, mae, side)

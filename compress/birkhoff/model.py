@@ -1,0 +1,139 @@
+"""Compress a whole SAM model with Birkhoff, the way the reference tool chooses tensors.
+
+- buffers, and parameters with fewer than MIN_ELEMENTS elements: stay raw;
+- nn.Linear weights: encoded with pairs along the input dimension and kept encoded at
+  run time (HyperLinear);
+- every other parameter (conv kernels, biases, norms, embeddings, positional
+  embeddings): encoded for storage, decoded to dense float32 when loaded;
+- any tensor whose error stays above the fall-back threshold: raw.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import codec, scaled
+from .hyper_linear import HyperLinear
+
+MIN_ELEMENTS = 10
+VARIANTS = ("reference", "scaled")
+
+# What happens to a tensor; the reference's `.load_type` codes in brackets.
+RAW = "raw"  # [0] too small, a buffer, or fell back
+DECODE_AT_LOAD = "decode_at_load"  # [1]
+HYPER_LINEAR = "hyper_linear"  # [2]
+
+
+@dataclass
+class Entry:
+    """One parameter of the compressed model."""
+
+    name: str
+    role: str
+    shape: tuple[int, ...]
+    encoded: codec.EncodedTensor | None = None
+    fell_back: bool = False  # encodable, but the error was above the fall-back threshold
+    rel_rmse: float | None = 0.0  # ||W - W'|| / ||W||: 0 for raw tensors, None for all-zero ones
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+
+@dataclass
+class CompressedModel:
+    model: nn.Module  # the Sam with HyperLinear layers and decoded parameters
+    entries: dict[str, Entry]
+    variant: str
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def encode_tensor(values: np.ndarray, row_pairs: bool, variant: str) -> codec.EncodedTensor | None:
+    if variant == "reference":
+        return codec.encode(values, row_pairs=row_pairs)
+    if variant == "scaled":
+        return scaled.encode(values, row_pairs=row_pairs)
+    raise ValueError(f"unknown Birkhoff variant {variant!r}; choose one of {VARIANTS}")
+
+
+def linear_weight_names(model: nn.Module) -> set[str]:
+    return {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+
+
+def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, child = path.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def _encode_parameter(name: str, tensor: torch.Tensor, is_linear: bool, variant: str):
+    """(Entry, decoded float32 values or None)."""
+    entry = Entry(name, RAW, tuple(tensor.shape))
+    if tensor.numel() < MIN_ELEMENTS:
+        return entry, None
+    values = tensor.to(torch.float64).numpy()
+    try:
+        encoded = encode_tensor(values, row_pairs=is_linear, variant=variant)
+    except codec.CodecError as err:
+        raise codec.CodecError(f"{name}: {err}") from err
+    if encoded is None:
+        entry.fell_back = True
+        return entry, None
+    decoded = codec.decode(encoded)
+    entry.encoded = encoded
+    norm = np.linalg.norm(values)
+    entry.rel_rmse = float(np.linalg.norm(decoded - values) / norm) if norm > 0 else None
+    entry.role = HYPER_LINEAR if is_linear else DECODE_AT_LOAD
+    return entry, decoded
+
+
+def compress_model(model: nn.Module, variant: str = "reference", show_progress: bool = True,
+                   workers: int | None = None) -> CompressedModel:
+    """Encode `model` in place: Linear layers become HyperLinear, other tensors decoded values.
+
+    Tensors are encoded in a thread pool: numpy releases the GIL in its array loops, so
+    two cores give nearly twice the speed (the codec itself is single-threaded numpy).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown Birkhoff variant {variant!r}; choose one of {VARIANTS}")
+    began = time.perf_counter()
+    linear_weights = linear_weight_names(model)
+    parameters = dict(model.named_parameters())
+    # Buffers that are saved (Sam's pixel_mean/std are not), kept raw.
+    entries: dict[str, Entry] = {name: Entry(name, RAW, tuple(value.shape))
+                                 for name, value in model.state_dict().items() if name not in parameters}
+    # Largest first, so that the pool ends with small tensors and both workers stay busy.
+    order = sorted(parameters, key=lambda n: -parameters[n].numel())
+    workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(workers) as pool, tqdm(total=len(order), desc=f"birkhoff ({variant})",
+                                                    unit="tensor", disable=not show_progress) as bar:
+        futures = [pool.submit(_encode_parameter, name, parameters[name].detach().cpu(),
+                               name in linear_weights, variant) for name in order]
+        for future in as_completed(futures):
+            bar.update()
+        for future in futures:
+            entry, decoded = future.result()
+            entries[entry.name] = entry
+            if entry.role == DECODE_AT_LOAD:
+                with torch.no_grad():
+                    parameters[entry.name].copy_(torch.from_numpy(decoded))
+    install_hyper_linears(model, entries)
+    return CompressedModel(model, entries, variant, time.perf_counter() - began)
+
+
+def install_hyper_linears(model: nn.Module, entries: dict[str, Entry]) -> None:
+    for entry in entries.values():
+        if entry.role != HYPER_LINEAR:
+            continue
+        path = entry.name.rsplit(".", 1)[0]
+        linear = model.get_submodule(path)
+        bias = linear.bias.detach() if linear.bias is not None else None
+        replace_module(model, path, HyperLinear.from_encoded(entry.encoded, bias))

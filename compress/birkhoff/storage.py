@@ -1,0 +1,105 @@
+"""Birkhoff-compressed models in samedge's checkpoint format (no pickle, no code).
+
+A compressed checkpoint is a samedge checkpoint (docs/formats.md) with two more
+metadata entries: `compression` = "birkhoff" and `birkhoff`, JSON with the variant and,
+per encoded tensor, what decoding needs (U, K, bit width, pair count, shape, padding,
+centre and farthest pair as exact float64 JSON numbers). Its tensors:
+
+- `<name>`: a raw tensor (buffers, small or fallen-back parameters);
+- `<name>.codes`: uint8, the indices packed MSB-first at the tensor's bit width;
+- `<name>.scale`: float32 units of the scale-aware variant ([out] or [1]).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from ..architectures import SamConfig, build_sam
+from ..checkpoint import CheckpointError, write_checkpoint
+from .codec import EncodedTensor, decode
+from .model import DECODE_AT_LOAD, HYPER_LINEAR, CompressedModel, Entry, install_hyper_linears
+from .packing import pack_indices, unpack_indices
+
+CODES, SCALE = ".codes", ".scale"
+
+
+def tensor_spec(entry: Entry) -> dict:
+    e = entry.encoded
+    return {
+        "role": entry.role, "codebook_size": e.codebook_size, "rings": e.rings, "bits": e.bits,
+        "pairs": int(e.indices.size), "shape": list(e.shape), "padded": e.padded,
+        "row_pairs": e.row_pairs, "side": e.side, "mae": e.mae, "rel_rmse": entry.rel_rmse,
+        "center": [float(v) for v in e.center], "farthest": [float(v) for v in e.farthest],
+    }
+
+
+def save_compressed(compressed: CompressedModel, path, config: SamConfig | None = None,
+                    extra_metadata: dict | None = None) -> None:
+    config = config or compressed.model.config
+    state = compressed.model.state_dict()
+    tensors, specs = {}, {}
+    for name, entry in compressed.entries.items():
+        if entry.encoded is None:
+            tensors[name] = state[name]
+            continue
+        e = entry.encoded
+        tensors[name + CODES] = torch.from_numpy(pack_indices(e.indices, e.bits))
+        if e.scale is not None:
+            tensors[name + SCALE] = torch.from_numpy(np.asarray(e.scale, np.float32))
+        specs[name] = tensor_spec(entry)
+    metadata = {"compression": "birkhoff",
+                "birkhoff": {"variant": compressed.variant, "tensors": specs}}
+    metadata.update(extra_metadata or {})
+    write_checkpoint(tensors, path, config, metadata)
+
+
+def build_compressed(path, config: SamConfig, state: dict, metadata: dict) -> CompressedModel:
+    """The model and its entries from a compressed checkpoint's tensors and metadata."""
+    try:
+        birkhoff = json.loads(metadata["birkhoff"])
+        specs, variant = birkhoff["tensors"], birkhoff["variant"]
+    except (KeyError, json.JSONDecodeError, TypeError) as err:
+        raise CheckpointError(f"{path}: unreadable Birkhoff metadata ({err}); re-compress the model") from err
+    model = build_sam(config)
+    entries, dense = {}, {}
+    for name, spec in specs.items():
+        try:
+            packed = state.pop(name + CODES).numpy()
+            scale = state.pop(name + SCALE, None)
+            indices = unpack_indices(packed, spec["pairs"], spec["bits"])
+            encoded = EncodedTensor(
+                indices, np.array(spec["center"]), np.array(spec["farthest"]), spec["codebook_size"],
+                spec["rings"], tuple(spec["shape"]), spec["padded"], spec["row_pairs"], spec["mae"],
+                spec["side"], None if scale is None else scale.numpy().astype(np.float64))
+        except (KeyError, ValueError) as err:
+            raise CheckpointError(f"{path}: tensor {name} is damaged ({err}); re-compress the model") from err
+        entries[name] = Entry(name, spec["role"], encoded.shape, encoded, rel_rmse=spec.get("rel_rmse", 0.0))
+        if spec["role"] == DECODE_AT_LOAD:
+            dense[name] = torch.from_numpy(decode(encoded))
+    for name, tensor in state.items():
+        entries[name] = Entry(name, "raw", tuple(tensor.shape))
+    result = model.load_state_dict({**state, **dense}, strict=False)
+    hyper = {n for n, e in entries.items() if e.role == HYPER_LINEAR}
+    if result.unexpected_keys or set(result.missing_keys) != hyper:
+        missing = sorted(set(result.missing_keys) - hyper)
+        raise CheckpointError(
+            f"{path}: tensors do not fit the {config.name} architecture "
+            f"(missing {missing[:5]}, unexpected {result.unexpected_keys[:5]})"
+        )
+    install_hyper_linears(model, entries)
+    return CompressedModel(model.eval(), entries, variant)
+
+
+def load_compressed(path) -> CompressedModel:
+    from ..checkpoint import _load_samedge, sniff_format
+
+    if sniff_format(path) != "samedge":
+        raise CheckpointError(f"{path} is not a samedge checkpoint; compress one with python -m compress.birkhoff")
+    config, state, metadata = _load_samedge(path)
+    if metadata.get("compression") != "birkhoff":
+        raise CheckpointError(f"{path} is an uncompressed samedge checkpoint; compress it with "
+                              "python -m compress.birkhoff")
+    return build_compressed(path, config, state, metadata)
