@@ -102,3 +102,69 @@ def test_non_finite_weights_are_refused_by_name():
         model.image_encoder.blocks[0].mlp.lin1.weight[0, 0] = float("nan")
     with pytest.raises(codec.CodecError, match="blocks.0.mlp.lin1.weight: .*NaN"):
         compress_model(model, show_progress=False)
+
+
+def test_reference_layout_round_trip(tmp_path):
+    from compress.birkhoff.reference_layout import read_reference, write_reference
+
+    compressed = compress_model(build_sam("tiny", seed=0), show_progress=False)
+    path = tmp_path / "hyper_model.safetensors"
+    write_reference(compressed, path)
+    imported = read_reference(path, model_type="tiny")
+    assert {n: e.role for n, e in imported.entries.items()} == {n: e.role for n, e in compressed.entries.items()}
+    for name, entry in compressed.entries.items():
+        if entry.encoded is not None:
+            np.testing.assert_array_equal(imported.entries[name].encoded.indices, entry.encoded.indices)
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():  # centres travel as float32 in that layout: float32 rounding only
+        torch.testing.assert_close(imported.model.image_encoder(image), compressed.model.image_encoder(image),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_reference_layout_with_hand_made_keys(tmp_path):
+    """A file written key by key as the authors' tool writes it (0-d uint8 scalars, [1] raw flags)."""
+    from safetensors.torch import save_file
+
+    from compress.birkhoff.packing import pack_indices
+    from compress.birkhoff.reference_layout import read_reference
+
+    model = build_sam("tiny", seed=0)
+    tensors = {"rect_l": torch.tensor(0.1), "num_inner_list": torch.tensor([1225, 1600])}
+    expected = {}
+    for name, value in model.state_dict().items():
+        values = value.double().numpy()
+        is_linear = name.endswith("lin1.weight")
+        encoded = codec.encode(values, row_pairs=is_linear) if value.numel() >= 10 else None
+        if encoded is None or not (is_linear or name.endswith("norm1.weight")):
+            tensors[f"{name}.origin_param"], tensors[f"{name}.load_type"] = value, torch.tensor([0], dtype=torch.uint8)
+            continue
+        u8 = lambda v: torch.tensor(v, dtype=torch.uint8)  # noqa: E731
+        tensors.update({
+            f"{name}.load_type": u8(2 if is_linear else 1),
+            f"{name}.encoded_index": torch.from_numpy(pack_indices(encoded.indices, encoded.bits)),
+            f"{name}.padding_bits": u8((-encoded.indices.size * encoded.bits) % 8), f"{name}.uint_i": u8(encoded.bits),
+            f"{name}.U": u8([1225, 1600].index(encoded.codebook_size)), f"{name}.K": u8(encoded.rings),
+            f"{name}.if_padding": u8(0), f"{name}.center_node": torch.tensor(encoded.center, dtype=torch.float32),
+            f"{name}.farthest_node": torch.tensor(encoded.farthest, dtype=torch.float32),
+            f"{name}.original_shape": torch.tensor(value.shape),
+        })
+        expected[name] = codec.decode(encoded)
+    path = tmp_path / "hyper_model.safetensors"
+    save_file(tensors, str(path))
+    imported = read_reference(path, model_type="tiny")
+    assert len(expected) >= 4
+    for name, values in expected.items():
+        module_path = name.rsplit(".", 1)[0]
+        module = imported.model.get_submodule(module_path)
+        got = module.decoded_weight() if isinstance(module, HyperLinear) else getattr(module, "weight")
+        np.testing.assert_allclose(got.detach().numpy(), values, atol=1e-6)
+
+
+def test_reference_layout_refuses_other_files(tmp_path):
+    from safetensors.torch import save_file
+
+    from compress.birkhoff.reference_layout import read_reference
+
+    save_file({"x": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(CheckpointError, match="rect_l"):
+        read_reference(tmp_path / "other.safetensors")
