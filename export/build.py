@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from runtime.atomic import default_mode
 from runtime.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_VERSION,
@@ -35,6 +36,10 @@ from runtime.bundle import (
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "compress" / "weights" / "demo_sam.safetensors"
 TARGETS = ("cpu", "desktop", "jetson")
+COMPRESSIONS = ("birkhoff",)
+# A model compressed during the build travels inside the bundle: parity's reference
+# is that compressed model, and the runtime never needs the original.
+COMPRESSED_CHECKPOINT = "model.birkhoff.safetensors"
 # What the later TensorRT step adds for GPU targets; written into their manifests.
 TENSORRT_PENDING = (
     "TensorRT engines are not built yet: this bundle holds the ONNX files only. The TensorRT "
@@ -56,7 +61,17 @@ def _versions() -> dict:
     return versions
 
 
-def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | None) -> dict:
+def _parameter_count(model) -> int:
+    """Weights of the model, a HyperLinear's encoded weight counted as the dense one it stands for."""
+    count = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if hasattr(module, "codes") and hasattr(module, "in_features"):
+            count += module.in_features * module.out_features
+    return count
+
+
+def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | None,
+              compression: dict | None = None) -> dict:
     config = model.config
     # Reports (parity.json) may be rewritten by a later `runtime.parity`; only model files are pinned.
     files = {}
@@ -72,9 +87,10 @@ def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | N
         "model": {
             "name": config.name,
             "architecture": config.to_dict(),
-            "checkpoint": str(checkpoint.resolve()),
+            # Relative when the checkpoint is inside the bundle (a compressed build).
+            "checkpoint": checkpoint.name if checkpoint.parent == root else str(checkpoint.resolve()),
             "checkpoint_sha256": sha256_file(checkpoint),
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "parameters": _parameter_count(model),
         },
         "preprocessing": {
             "img_size": config.img_size,
@@ -90,6 +106,7 @@ def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | N
         "files": files,
         "versions": _versions(),
         "parity": None if parity is None else {"passed": parity["passed"], **parity["worst"]},
+        "compression": compression,
     }
     if target != "cpu":
         manifest["tensorrt"] = {"status": "pending", "todo": TENSORRT_PENDING}
@@ -113,7 +130,8 @@ def _swap_into_place(new: Path, out: Path) -> None:
 
 
 def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
-                 model_type: str | None = None, run_parity: bool = True, overwrite: bool = False) -> dict:
+                 model_type: str | None = None, run_parity: bool = True, overwrite: bool = False,
+                 compress: str | None = None, variant: str = "reference") -> dict:
     """Write a bundle to `out`; returns its parity report (None when skipped)."""
     from compress import load_checkpoint
     from runtime.parity import run_parity as parity_check
@@ -122,12 +140,14 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
 
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {TARGETS}")
+    if compress not in (None,) + COMPRESSIONS:
+        raise ValueError(f"unknown compression {compress!r}; choose one of {COMPRESSIONS}")
     checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    steps = ["load checkpoint", "export encoder", "export decoders"] + (["parity"] if run_parity else []) + ["manifest"]
+    steps = ["load checkpoint"] + ([f"compress ({compress})"] if compress else []) + ["export encoder", "export decoders"] + (["parity"] if run_parity else []) + ["manifest"]
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     report = None
     try:
@@ -138,29 +158,54 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
             step("load checkpoint")
             model = load_checkpoint(checkpoint, model_type)
             bar.update()
+            compression = None
+            if compress:
+                step(f"compress ({compress})")
+                model, checkpoint, compression = _compress_into(work, model, checkpoint, variant)
+                bar.update()
+            tensorrt_copy = target != "cpu"  # HyperLinear models only: a copy TensorRT can parse
             step("export encoder")
-            export_encoder(model, work / ENCODER_FILE)
+            export_encoder(model, work / ENCODER_FILE, tensorrt_copy=tensorrt_copy)
             bar.update()
             step("export decoders")
-            export_decoder(model, work / DECODER_FILE)
-            export_decoder(model, work / SINGLE_MASK_DECODER_FILE, return_single_mask=True)
+            export_decoder(model, work / DECODER_FILE, tensorrt_copy=tensorrt_copy)
+            export_decoder(model, work / SINGLE_MASK_DECODER_FILE, return_single_mask=True,
+                           tensorrt_copy=tensorrt_copy)
             bar.update()
             if run_parity:
                 step("parity")
                 # The manifest names the checkpoint; write it first so Session can open the bundle.
-                (work / MANIFEST).write_text(json.dumps(_manifest(model, checkpoint, target, work, None)))
+                (work / MANIFEST).write_text(json.dumps(_manifest(model, checkpoint, target, work, None, compression)))
                 report = parity_check(work, checkpoint, show_progress=False)
                 report["bundle"] = str(out)
                 (work / PARITY_FILE).write_text(json.dumps(report, indent=2))
                 bar.update()
             step("manifest")
-            (work / MANIFEST).write_text(json.dumps(_manifest(model, checkpoint, target, work, report), indent=2))
+            manifest = _manifest(model, checkpoint, target, work, report, compression)
+            (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
             bar.update()
+        os.chmod(work, default_mode(directory=True))
         _swap_into_place(work, out)
     finally:
         if work.exists():
             shutil.rmtree(work)
     return report
+
+
+def _compress_into(work: Path, model, source: Path, variant: str):
+    """Birkhoff-compress `model` into the bundle; (model, its checkpoint, manifest entry)."""
+    from compress.birkhoff.model import compress_model
+    from compress.birkhoff.storage import save_compressed
+
+    compressed = compress_model(model, variant)
+    path = work / COMPRESSED_CHECKPOINT
+    save_compressed(compressed, path, extra_metadata={"source_checkpoint_sha256": sha256_file(source)})
+    entry = {
+        "method": "birkhoff", "variant": variant, "source_checkpoint": str(source.resolve()),
+        "source_bytes": source.stat().st_size, "compressed_bytes": path.stat().st_size,
+        "ratio": source.stat().st_size / path.stat().st_size, "seconds": compressed.seconds,
+    }
+    return compressed.model, path, entry
 
 
 def main(argv=None) -> int:
@@ -174,14 +219,20 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="default: bundles/<model>-<target>")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument("--skip-parity", action="store_true", help="do not run the parity check")
+    parser.add_argument("--compress", choices=COMPRESSIONS,
+                        help="compress the model first (Birkhoff: HyperLinear nodes in the ONNX files)")
+    parser.add_argument("--variant", choices=("reference", "scaled"), default="reference",
+                        help="Birkhoff codec variant (default: reference; see docs/birkhoff.md)")
     args = parser.parse_args(argv)
     if args.model_type and not args.checkpoint:
         parser.error("--model-type needs --checkpoint")
     name = args.model_type or ("demo" if args.checkpoint is None else Path(args.checkpoint).stem)
-    out = args.out or Path("bundles") / f"{name}-{args.target}"
+    stem = f"{name}-{args.compress}" if args.compress else name
+    out = args.out or Path("bundles") / f"{stem}-{args.target}"
     try:
         report = build_bundle(out, args.target, args.checkpoint, args.model_type,
-                              run_parity=not args.skip_parity, overwrite=args.overwrite)
+                              run_parity=not args.skip_parity, overwrite=args.overwrite,
+                              compress=args.compress, variant=args.variant)
     except (ValueError, FileExistsError) as err:  # CheckpointError and BundleError included
         print(f"error: {err}", file=sys.stderr)
         return 2

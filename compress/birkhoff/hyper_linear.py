@@ -71,13 +71,20 @@ class _HyperLinearOp(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, codes, row_scale, bias, layer):
-        return g.op(
+        y = g.op(
             "samedge::HyperLinear", x, codes, row_scale, bias,
             in_features_i=layer.in_features, out_features_i=layer.out_features,
             codebook_size_i=layer.codebook_size, lattice_side_i=lattice_side(layer.codebook_size),
             side_f=layer.side, center_f=layer.center, gains_f=layer.gains,
             plugin_namespace_s=PLUGIN_NAMESPACE, plugin_version_s=PLUGIN_VERSION,
         )
+        # Tell the exporter the output's type and shape ([..., out]): it cannot see through the node.
+        from torch.onnx import symbolic_helper
+
+        sizes = symbolic_helper._get_tensor_sizes(x)
+        if sizes is not None:
+            y.setType(x.type().with_sizes(sizes[:-1] + [layer.out_features]))
+        return y
 
 
 class HyperLinear(nn.Module):

@@ -1,0 +1,121 @@
+"""The `samedge::HyperLinear` ONNX node: one node per compressed Linear.
+
+The node (written by compress.birkhoff.hyper_linear during export) has inputs
+X [..., in], codes int32 [out, ceil(pairs/2)], row_scale float32 [out], bias float32
+[out]; output Y [..., out]; attributes in_features, out_features, codebook_size,
+lattice_side, side, center (2 floats), gains (K+1 floats), plugin_namespace,
+plugin_version. docs/formats.md describes it in full.
+
+ONNX Runtime runs it through a model-local function made of standard ops (this file),
+so no compiled library is needed. Its decode is the same sequence of float32 operations
+as `compress.birkhoff.hyper_linear.decode_weight`, which is the reference
+implementation of the TensorRT plugin too. TensorRT before 10.7 cannot parse models
+with local functions, hence `without_functions` for the TensorRT-bound copy.
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnx.parser
+
+DOMAIN = "samedge"
+DOMAIN_VERSION = 1
+OP_TYPE = "HyperLinear"
+
+# onnx's textual format: readable, and checked by the parser. Integer work in int64;
+# Div/Mod rather than bit operations (ORT's CUDA provider has no BitwiseAnd).
+_FUNCTION_TEXT = """
+<domain: "samedge", opset_import: ["" : {opset}]>
+HyperLinear <in_features, out_features, codebook_size, lattice_side, side, center, gains,
+             plugin_namespace, plugin_version>
+(X, codes, row_scale, bias) => (Y)
+{{
+    word = Constant <value_int = 65536> ()
+    last_axis = Constant <value_ints = [-1]> ()
+    keep_rows = Constant <value_ints = [0, -1]> ()
+    axis_one = Constant <value_ints = [1]> ()
+    start = Constant <value_ints = [0]> ()
+    one = Constant <value_int = 1> ()
+    two = Constant <value_int = 2> ()
+    half_factor = Constant <value_float = 0.5> ()
+    first = Constant <value_int = 0> ()
+    in_features_value = Constant <value_int: int = @in_features> ()
+    codebook = Constant <value_int: int = @codebook_size> ()
+    lattice = Constant <value_int: int = @lattice_side> ()
+    side_value = Constant <value_float: float = @side> ()
+    center_value = Constant <value_floats: floats = @center> ()
+    gain_table = Constant <value_floats: floats = @gains> ()
+
+    words = Cast <to = 7> (codes)
+    low = Mod (words, word)
+    high = Div (words, word)
+    low_last = Unsqueeze (low, last_axis)
+    high_last = Unsqueeze (high, last_axis)
+    both = Concat <axis = -1> (low_last, high_last)
+    all_indices = Reshape (both, keep_rows)
+    in_plus_one = Add (in_features_value, one)
+    pair_count = Div (in_plus_one, two)
+    pair_end = Unsqueeze (pair_count, start)
+    index = Slice (all_indices, start, pair_end, axis_one)
+
+    ring = Div (index, codebook)
+    theta = Mod (index, codebook)
+    area = Mul (lattice, lattice)
+    theta_x = Mod (theta, area)
+    theta_y = Mod (theta, lattice)
+    theta_x_f = Cast <to = 1> (theta_x)
+    theta_y_f = Cast <to = 1> (theta_y)
+    area_f = Cast <to = 1> (area)
+    lattice_f = Cast <to = 1> (lattice)
+    x_scaled = Mul (theta_x_f, side_value)
+    y_scaled = Mul (theta_y_f, side_value)
+    x = Div (x_scaled, area_f)
+    y = Div (y_scaled, lattice_f)
+    half = Mul (side_value, half_factor)
+    gain = Gather (gain_table, ring)
+    center_x = Gather <axis = 0> (center_value, first)
+    center_y = Gather <axis = 0> (center_value, one)
+    dx = Sub (x, half)
+    dy = Sub (y, half)
+    dx_gain = Mul (dx, gain)
+    dy_gain = Mul (dy, gain)
+    w0 = Add (center_x, dx_gain)
+    w1 = Add (center_y, dy_gain)
+    w0_last = Unsqueeze (w0, last_axis)
+    w1_last = Unsqueeze (w1, last_axis)
+    pairs = Concat <axis = -1> (w0_last, w1_last)
+    padded_weight = Reshape (pairs, keep_rows)
+    in_end = Unsqueeze (in_features_value, start)
+    unit_weight = Slice (padded_weight, start, in_end, axis_one)
+    row_scale_column = Unsqueeze (row_scale, axis_one)
+    weight = Mul (unit_weight, row_scale_column)
+    weight_t = Transpose <perm = [1, 0]> (weight)
+    product = MatMul (X, weight_t)
+    Y = Add (product, bias)
+}}
+"""
+
+
+def hyper_linear_function(opset: int) -> onnx.FunctionProto:
+    return onnx.parser.parse_function(_FUNCTION_TEXT.format(opset=opset))
+
+
+def has_hyper_linear(model: onnx.ModelProto) -> bool:
+    return any(node.domain == DOMAIN and node.op_type == OP_TYPE for node in model.graph.node)
+
+
+def attach_function(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """Add the function body and the domain's opset import (once)."""
+    if not any(f.domain == DOMAIN and f.name == OP_TYPE for f in model.functions):
+        model.functions.append(hyper_linear_function(opset))
+    if not any(o.domain == DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
+    return model
+
+
+def without_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose HyperLinear nodes only a TensorRT plugin (or a registered kernel) can run."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    del copy.functions[:]
+    return copy

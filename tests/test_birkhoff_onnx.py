@@ -1,0 +1,119 @@
+"""HyperLinear in ONNX: one custom node with a standard-op body, exact decode, bundles that pass parity."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from compress import build_sam
+from compress.birkhoff import codec
+from compress.birkhoff.hyper_linear import HyperLinear
+from compress.birkhoff.model import compress_model
+from export.hyper_linear import DOMAIN, OP_TYPE
+from export.onnx_export import export_encoder
+from tests.conftest import DEMO_CHECKPOINT
+
+
+class _Wrapped(nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+def _export_layer(layer, path, in_features):
+    from export.onnx_export import _export, _finish
+
+    staged = path.parent / "export-work"
+    staged.mkdir()
+    with torch.no_grad():
+        _export(_Wrapped(layer), (torch.zeros(3, in_features),), staged / "m.onnx", ["x"], ["y"],
+                {"x": {0: "batch"}})
+    _finish(staged / "m.onnx", path, tensorrt_copy=True)
+
+
+@pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                   ort.GraphOptimizationLevel.ORT_ENABLE_ALL])
+@pytest.mark.parametrize("variant, in_features", [("reference", 40), ("reference", 17), ("scaled", 24)])
+def test_graph_decode_is_bit_identical_to_torch(tmp_path, level, variant, in_features):
+    from compress.birkhoff.model import encode_tensor
+
+    weight = np.random.default_rng(3).standard_t(4, (12, in_features)) * 0.03  # tails: outer rings in use
+    encoded = encode_tensor(weight, row_pairs=True, variant=variant)
+    assert encoded is not None
+    layer = HyperLinear.from_encoded(encoded, bias=None)
+    path = tmp_path / "layer.onnx"
+    _export_layer(layer, path, in_features)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # x = I makes y = W^T exactly (products with 1 and sums with 0 do not round).
+    (y,) = session.run(None, {"x": np.eye(in_features, dtype=np.float32)})
+    np.testing.assert_array_equal(y.T, layer.decoded_weight().numpy())
+    if variant == "reference" and encoded.rings:
+        assert len(layer.gains) > 1
+
+
+def test_encoder_has_one_node_per_linear_and_passes_checks(tmp_path):
+    compressed = compress_model(build_sam("tiny", seed=0), show_progress=False)
+    path = tmp_path / "encoder.onnx"
+    export_encoder(compressed.model, path, tensorrt_copy=True)
+    model = onnx.load(str(path))
+    nodes = [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
+    layers = [m for m in compressed.model.image_encoder.modules() if isinstance(m, HyperLinear)]
+    assert len(nodes) == len(layers) > 0
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
+    assert attributes["plugin_namespace"] == b"samedge" and attributes["plugin_version"] == b"1"
+    assert [f.name for f in model.functions] == [OP_TYPE]
+    # TensorRT has neither UINT8 nor INT16 weights: codes travel as INT32.
+    types = {init.data_type for init in model.graph.initializer}
+    assert onnx.TensorProto.UINT8 not in types and onnx.TensorProto.INT16 not in types
+    codes = {init.name: init for init in model.graph.initializer if init.name in {n.input[1] for n in nodes}}
+    assert codes and all(init.data_type == onnx.TensorProto.INT32 for init in codes.values())
+    onnx.checker.check_model(str(path), full_check=True)
+
+    trt_copy = onnx.load(str(tmp_path / "encoder.tensorrt.onnx"))
+    assert not trt_copy.functions
+    assert sum(n.op_type == OP_TYPE for n in trt_copy.graph.node) == len(nodes)
+
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = compressed.model.image_encoder(image).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"image": image.numpy()})
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_compressed_demo_bundle_passes_parity_on_photos(tmp_path):
+    from export.build import COMPRESSED_CHECKPOINT, build_bundle
+    from runtime import Session
+
+    out = tmp_path / "demo-birkhoff-desktop"
+    report = build_bundle(out, "desktop", DEMO_CHECKPOINT, compress="birkhoff")
+    assert report["passed"]
+    photo_cases = [c for c in report["cases"] if c["image"] in ("astronaut", "coffee", "chelsea")]
+    assert photo_cases and min(c["mask_iou"] for c in photo_cases) >= 0.99
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["checkpoint"] == COMPRESSED_CHECKPOINT
+    assert manifest["compression"]["method"] == "birkhoff" and manifest["compression"]["ratio"] > 4.3
+    assert (out / "encoder.tensorrt.onnx").is_file() and (out / "decoder.tensorrt.onnx").is_file()
+    Session(out).bundle.verify()
+
+
+def test_codec_error_names_the_tensor_in_a_build(tmp_path):
+    from compress import save_checkpoint
+    from export.build import build_bundle
+
+    model = build_sam("tiny", seed=0)
+    with torch.no_grad():
+        model.mask_decoder.iou_prediction_head.layers[0].weight[0, 0] = float("inf")
+    save_checkpoint(model, tmp_path / "bad.safetensors")
+    with pytest.raises(codec.CodecError, match="iou_prediction_head.layers.0.weight"):
+        build_bundle(tmp_path / "out", "cpu", tmp_path / "bad.safetensors", compress="birkhoff")
+    assert not (tmp_path / "out").exists()
