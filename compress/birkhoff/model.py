@@ -42,6 +42,7 @@ class Entry:
     encoded: codec.EncodedTensor | None = None
     fell_back: bool = False  # encodable, but the error was above the fall-back threshold
     rel_rmse: float | None = 0.0  # ||W - W'|| / ||W||: 0 for raw tensors, None for all-zero ones
+    norm: float | None = None  # ||W||, to combine relative errors over tensors (None when not known)
 
     @property
     def numel(self) -> int:
@@ -89,7 +90,7 @@ def _encode_parameter(name: str, tensor: torch.Tensor, is_linear: bool, variant:
         return entry, None
     decoded = codec.decode(encoded)
     entry.encoded = encoded
-    norm = np.linalg.norm(values)
+    norm = entry.norm = float(np.linalg.norm(values))
     entry.rel_rmse = float(np.linalg.norm(decoded - values) / norm) if norm > 0 else None
     entry.role = HYPER_LINEAR if is_linear else DECODE_AT_LOAD
     return entry, decoded

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import codec
 
-UNIT_RMS = 0.02  # the spread the reference's absolute constants suit
+UNIT_RMS = 0.03  # chosen by a sweep on the demo model (docs/birkhoff.md)
 
 
 def units(values: np.ndarray, row_pairs: bool, unit_rms: float = UNIT_RMS) -> np.ndarray:
