@@ -36,6 +36,18 @@ class SamConfig:
     num_multimask_outputs: int = 3
     pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN
     pixel_std: tuple[float, float, float] = SAM_PIXEL_STD
+    # Pruned encoders (SlimSAM): per-block q/k/v widths and MLP hidden widths. None: the
+    # standard ones (embed dim and int(embed dim * mlp_ratio)).
+    encoder_attn_dims: tuple[int, ...] | None = None
+    encoder_mlp_dims: tuple[int, ...] | None = None
+
+    def attn_dim(self, block: int) -> int:
+        return self.encoder_attn_dims[block] if self.encoder_attn_dims else self.encoder_embed_dim
+
+    def mlp_dim(self, block: int) -> int:
+        if self.encoder_mlp_dims:
+            return self.encoder_mlp_dims[block]
+        return int(self.encoder_embed_dim * self.mlp_ratio)
 
     @property
     def embedding_size(self) -> int:
@@ -60,8 +72,9 @@ class SamConfig:
                 "samedge; upgrade samedge to read it"
             )
         values = dict(data)
-        for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std"):
-            if key in values:
+        for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std", "encoder_attn_dims",
+                    "encoder_mlp_dims"):
+            if values.get(key) is not None:
                 values[key] = tuple(values[key])
         return cls(**values)
 
@@ -186,6 +199,7 @@ def build_sam(config: SamConfig | str, seed: int | None = None):
         pixel_mean=list(config.pixel_mean),
         pixel_std=list(config.pixel_std),
     )
+    _apply_block_widths(sam.image_encoder, config)
     # The relative-position tables start at zero in segment_anything; random values
     # make seeded full-size models exercise them like trained weights do.
     if seed is not None:
@@ -196,3 +210,29 @@ def build_sam(config: SamConfig | str, seed: int | None = None):
     sam.eval()
     sam.config = config
     return sam
+
+
+def _apply_block_widths(encoder, config: SamConfig) -> None:
+    """Give pruned blocks their own q/k/v and MLP widths (randomly initialised layers).
+
+    Blocks whose q/k/v width equals the embed dim keep segment_anything's Attention (its
+    fused qkv layout, so published uniform SlimSAM state dicts load as they are);
+    others get the split-q/k/v attention used while pruning.
+    """
+    from torch import nn
+
+    from .slimsam.attention import SplitAttention
+
+    embed = config.encoder_embed_dim
+    for index, block in enumerate(encoder.blocks):
+        hidden = config.mlp_dim(index)
+        if block.mlp.lin1.out_features != hidden:
+            block.mlp.lin1, block.mlp.lin2 = nn.Linear(embed, hidden), nn.Linear(hidden, embed)
+        width = config.attn_dim(index)
+        if width != embed:
+            attn = block.attn
+            heads = attn.num_heads
+            rel = [nn.Parameter(nn.init.zeros_(p.new_empty(p.shape[0], width // heads)))
+                   for p in (attn.rel_pos_h, attn.rel_pos_w)]
+            block.attn = SplitAttention(nn.Linear(embed, width), nn.Linear(embed, width), nn.Linear(embed, width),
+                                        nn.Linear(width, embed), heads, *rel)

@@ -120,6 +120,41 @@ def detect_official_type(state: dict) -> str:
     )
 
 
+def infer_sam_config(state: dict, name: str = "sam-pruned") -> SamConfig:
+    """A SAM architecture read from a state dict's shapes: for pruned models such as the
+    published uniform SlimSAM checkpoints (vit_p50 / vit_p77), whose widths are not official."""
+    try:
+        patch_weight = state["image_encoder.patch_embed.proj.weight"]  # [E, 3, p, p]
+        embed, patch = patch_weight.shape[0], patch_weight.shape[-1]
+        grid = state["image_encoder.pos_embed"].shape[1]
+        depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
+        attn_dims, mlp_dims, head_dims, rel_rows = [], [], [], []
+        for i in range(depth):
+            prefix = f"image_encoder.blocks.{i}."
+            qkv = state.get(prefix + "attn.qkv.weight")
+            attn_dims.append(qkv.shape[0] // 3 if qkv is not None else state[prefix + "attn.q.weight"].shape[0])
+            mlp_dims.append(state[prefix + "mlp.lin1.weight"].shape[0])
+            head_dims.append(state[prefix + "attn.rel_pos_h"].shape[1])
+            rel_rows.append(state[prefix + "attn.rel_pos_h"].shape[0])
+        prompt_dim = state["image_encoder.neck.0.weight"].shape[0]
+        decoder_mlp = state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]
+    except (KeyError, AttributeError, IndexError) as err:
+        raise CheckpointError(f"not a SAM state dict: no {err}") from None
+    heads = {a // h for a, h in zip(attn_dims, head_dims)}
+    windows = {(r + 1) // 2 for r in rel_rows if r != 2 * grid - 1}
+    if len(heads) != 1 or len(windows) > 1:
+        raise CheckpointError("SAM state dict with blocks of different head counts or windows; not supported")
+    base = get_config("vit_b")
+    return base.replace(
+        name=name, img_size=grid * patch, patch_size=patch, encoder_embed_dim=embed, encoder_depth=depth,
+        encoder_num_heads=heads.pop(), window_size=windows.pop() if windows else base.window_size,
+        encoder_global_attn_indexes=tuple(i for i, r in enumerate(rel_rows) if r == 2 * grid - 1),
+        prompt_embed_dim=prompt_dim, decoder_mlp_dim=decoder_mlp,
+        encoder_attn_dims=None if set(attn_dims) == {embed} else tuple(attn_dims),
+        encoder_mlp_dims=tuple(mlp_dims),
+    )
+
+
 def _load_torch(path, model_type: str | None):
     import torch
 
@@ -135,7 +170,13 @@ def _load_torch(path, model_type: str | None):
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors (torch.save(model.state_dict())), "
                               f"found {type(state).__name__} with other values")
-    detected = detect_official_type(state)
+    try:
+        detected = detect_official_type(state)
+    except CheckpointError:
+        if model_type is not None or "image_encoder.patch_embed.proj.weight" not in state:
+            raise
+        # Not an official size: a pruned SAM (e.g. SlimSAM's uniform releases); read its widths.
+        return infer_sam_config(state, name=Path(path).stem), state
     if model_type is not None and model_type != detected:
         raise CheckpointError(
             f"{path} holds a {detected} model, but model type {model_type} was asked for; "

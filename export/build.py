@@ -36,10 +36,11 @@ from runtime.bundle import (
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "compress" / "weights" / "demo_sam.safetensors"
 TARGETS = ("cpu", "desktop", "jetson")
-COMPRESSIONS = ("birkhoff",)
+COMPRESSIONS = ("birkhoff", "slimsam-50", "slimsam-77")
 # A model compressed during the build travels inside the bundle: parity's reference
 # is that compressed model, and the runtime never needs the original.
 COMPRESSED_CHECKPOINT = "model.birkhoff.safetensors"
+PRUNED_CHECKPOINT = "model.slimsam.safetensors"
 # What the later TensorRT step adds for GPU targets; written into their manifests.
 TENSORRT_PENDING = (
     "TensorRT engines are not built yet: this bundle holds the ONNX files only. The TensorRT "
@@ -131,7 +132,10 @@ def _swap_into_place(new: Path, out: Path) -> None:
 
 def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
                  model_type: str | None = None, run_parity: bool = True, overwrite: bool = False,
-                 compress: str | None = None, variant: str = "reference") -> dict:
+                 compress: str | None = None, variant: str = "reference", slimsam_images=None,
+                 slimsam_settings=None) -> dict:
+    """`slimsam_images` (uint8 RGB arrays) and `slimsam_settings` (compress.slimsam's
+    SlimSettings) are needed for --compress slimsam-50/77: distillation needs images."""
     """Write a bundle to `out`; returns its parity report (None when skipped)."""
     from compress import load_checkpoint
     from runtime.parity import run_parity as parity_check
@@ -159,9 +163,14 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
             model = load_checkpoint(checkpoint, model_type)
             bar.update()
             compression = None
-            if compress:
+            if compress == "birkhoff":
                 step(f"compress ({compress})")
                 model, checkpoint, compression = _compress_into(work, model, checkpoint, variant)
+                bar.update()
+            elif compress:
+                step(f"compress ({compress})")
+                model, checkpoint, compression = _slimsam_into(work, model, checkpoint, compress,
+                                                               slimsam_images, slimsam_settings)
                 bar.update()
             tensorrt_copy = target != "cpu"  # HyperLinear models only: a copy TensorRT can parse
             step("export encoder")
@@ -208,6 +217,32 @@ def _compress_into(work: Path, model, source: Path, variant: str):
     return compressed.model, path, entry
 
 
+def _slimsam_into(work: Path, model, source: Path, compress: str, arrays, settings):
+    """Prune and distil `model` with SlimSAM into the bundle; (model, checkpoint, manifest entry)."""
+    from compress.checkpoint import save_checkpoint
+    from compress.slimsam.pipeline import PUBLISHED_RATIOS, SlimSettings, preprocess_images, slim
+
+    if not arrays or len(arrays) < 3:
+        raise ValueError(f"--compress {compress} distils on images: pass --images DIR (or --synthetic N)")
+    settings = settings or SlimSettings()
+    settings.ratio = PUBLISHED_RATIOS[compress]
+    tensors = preprocess_images(arrays, model.config)
+    val_count = max(1, len(tensors) // 20)
+    began = datetime.datetime.now()
+    with tempfile.TemporaryDirectory(dir=work.parent) as scratch:
+        slimmed = slim(model, tensors[:-val_count], tensors[-val_count:], settings, Path(scratch))
+    path = work / PRUNED_CHECKPOINT
+    save_checkpoint(slimmed, path, extra_metadata={"slimsam": {"ratio": settings.ratio, "source": str(source)}})
+    config = slimmed.config
+    entry = {"method": "slimsam", "ratio": settings.ratio, "importance": settings.importance,
+             "source_checkpoint": str(source.resolve()), "images": len(tensors) - val_count,
+             "epochs": [settings.epochs1, settings.epochs2], "embed": config.encoder_embed_dim,
+             "mlp": list(config.encoder_mlp_dims), "parameters_before": _parameter_count(model),
+             "parameters_after": _parameter_count(slimmed),
+             "seconds": (datetime.datetime.now() - began).total_seconds()}
+    return slimmed, path, entry
+
+
 def main(argv=None) -> int:
     from runtime.parity import summary
 
@@ -223,16 +258,34 @@ def main(argv=None) -> int:
                         help="compress the model first (Birkhoff: HyperLinear nodes in the ONNX files)")
     parser.add_argument("--variant", choices=("reference", "scaled"), default="reference",
                         help="Birkhoff codec variant (default: reference; see docs/birkhoff.md)")
+    parser.add_argument("--images", type=Path, help="SlimSAM: folder of unlabelled images to distil on")
+    parser.add_argument("--synthetic", type=int, help="SlimSAM: distil on N synthetic shape images (demo model)")
+    parser.add_argument("--slim-epochs", type=int, nargs=2, metavar=("STEP1", "STEP2"),
+                        help="SlimSAM: distillation epochs of each step (default 40 80, the paper's)")
     args = parser.parse_args(argv)
     if args.model_type and not args.checkpoint:
         parser.error("--model-type needs --checkpoint")
     name = args.model_type or ("demo" if args.checkpoint is None else Path(args.checkpoint).stem)
     stem = f"{name}-{args.compress}" if args.compress else name
     out = args.out or Path("bundles") / f"{stem}-{args.target}"
+    arrays, settings = None, None
+    if args.compress and args.compress.startswith("slimsam"):
+        from compress.slimsam.__main__ import load_folder, synthetic_images
+        from compress.slimsam.pipeline import SlimSettings
+
+        if not (args.images or args.synthetic):
+            parser.error(f"--compress {args.compress} needs --images DIR or --synthetic N")
+        arrays = synthetic_images(args.synthetic) if args.synthetic else load_folder(args.images)
+        settings = SlimSettings()
+        if args.slim_epochs:
+            settings.epochs1, settings.epochs2 = args.slim_epochs
+            settings.feature_epochs = max(1, settings.epochs1 // 2)
+            settings.alpha_epochs = max(1, settings.epochs2 // 2)
     try:
         report = build_bundle(out, args.target, args.checkpoint, args.model_type,
                               run_parity=not args.skip_parity, overwrite=args.overwrite,
-                              compress=args.compress, variant=args.variant)
+                              compress=args.compress, variant=args.variant, slimsam_images=arrays,
+                              slimsam_settings=settings)
     except (ValueError, FileExistsError) as err:  # CheckpointError and BundleError included
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,125 @@
+"""SlimSAM: prune and distil a SAM image encoder with a folder of unlabelled images.
+
+    python -m compress.slimsam --checkpoint sam_vit_b_01ec64.pth --images DIR --ratio 0.5 --out slim.safetensors
+    python -m compress.slimsam --synthetic 300 --ratio 0.5 --out demo-slim50.safetensors   # the demo model
+    python -m compress.slimsam ... --step 1 --out step1.safetensors                        # step 1 only
+    python -m compress.slimsam --checkpoint ORIGINAL --step1 step1.safetensors --step 2 ... # step 2 only
+    torchrun --nproc_per_node 4 -m compress.slimsam ...                                     # several GPUs
+
+The teacher gives every target, so images need no labels. Work state (pruned models,
+per-epoch training state, report.json) goes to --work; rerun with --resume to continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def load_folder(folder: Path) -> list:
+    from runtime.images import load_image
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    return [load_image(p) for p in files]
+
+
+def synthetic_images(count: int, seed: int = 7) -> list:
+    """Shapes drawn from seeds the demo model's training and held-out sets do not use."""
+    import numpy as np
+
+    from ..demo.shapes import make_sample
+
+    return [make_sample(np.random.default_rng([seed, 10_000_000 + i])).image for i in range(count)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .importance import IMPORTANCE_KINDS
+    from .prune import NORMALIZERS
+
+    parser = argparse.ArgumentParser(prog="python -m compress.slimsam", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="the model to slim (default: the bundled demo model)")
+    parser.add_argument("--model-type", help="architecture of an official checkpoint")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, help="folder of unlabelled images")
+    source.add_argument("--synthetic", type=int, help="use N synthetic shape images (for the demo model)")
+    parser.add_argument("--val-count", type=int, default=8, help="images held out for the validation loss")
+    parser.add_argument("--ratio", type=float, default=0.5, help="pruning ratio of each step (0.5, 0.77)")
+    parser.add_argument("--step", choices=("1", "2", "both"), default="both")
+    parser.add_argument("--step1", type=Path, help="with --step 2: the step-1 model")
+    parser.add_argument("--importance", choices=IMPORTANCE_KINDS, default="disturbed-taylor")
+    parser.add_argument("--importance-images", type=int, default=1000)
+    parser.add_argument("--global-pruning", action="store_true", help="step 2 across layers (normalised scores)")
+    parser.add_argument("--normalizer", choices=NORMALIZERS, default="gaussian", help="step-2 score normaliser")
+    parser.add_argument("--epochs1", type=int, default=40)
+    parser.add_argument("--epochs2", type=int, default=80)
+    parser.add_argument("--feature-epochs", type=int, default=20, help="step 1: epochs with q/k/v + MLP terms")
+    parser.add_argument("--alpha-epochs", type=int, default=10, help="step 2: N in alpha = (N - n - 1)/N")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--accumulate", type=int, default=4)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, help="work directory (default: <out>.work)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --work")
+    parser.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from ..demo.evaluate import DEFAULT_CHECKPOINT
+    from .pipeline import SlimSettings, preprocess_images, run_step1, run_step2, slim
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 < args.ratio < 1:
+        parser.error("--ratio must lie between 0 and 1")
+    if args.step == "2" and args.step1 is None:
+        parser.error("--step 2 needs --step1 (the step-1 model) and --checkpoint (the original teacher)")
+    work = args.work or args.out.with_name(args.out.name + ".work")
+    if work.exists() and not args.resume:
+        print(f"error: {work} holds an earlier run; pass --resume to continue it or remove it", file=sys.stderr)
+        return 2
+    try:
+        sam = load_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, args.model_type)
+        arrays = synthetic_images(args.synthetic) if args.synthetic else load_folder(args.images)
+        if len(arrays) <= args.val_count:
+            raise ValueError(f"{len(arrays)} images leave none for training after {args.val_count} for validation")
+        tensors = preprocess_images(arrays, sam.config)
+        images, val_images = tensors[: -args.val_count], tensors[-args.val_count:]
+        if torch.cuda.is_available():
+            sam = sam.cuda()
+            images, val_images = [t.cuda() for t in images], [t.cuda() for t in val_images]
+        settings = SlimSettings(
+            ratio=args.ratio, importance=args.importance, importance_images=args.importance_images,
+            global_pruning=args.global_pruning, step2_normalizer=args.normalizer, epochs1=args.epochs1,
+            epochs2=args.epochs2, feature_epochs=args.feature_epochs, alpha_epochs=args.alpha_epochs, lr=args.lr,
+            batch_size=args.batch_size, accumulate=args.accumulate, patience=args.patience, seed=args.seed)
+        if args.step == "1":
+            model = run_step1(sam, images, val_images, settings, work)
+        elif args.step == "2":
+            model = run_step2(sam, load_checkpoint(args.step1), images, val_images, settings, work)
+        else:
+            model = slim(sam, images, val_images, settings, work)
+    except (CheckpointError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    save_checkpoint(model.cpu(), args.out, extra_metadata={
+        "slimsam": {"ratio": args.ratio, "importance": args.importance, "step": args.step,
+                    "images": len(images), "source": str(args.checkpoint or DEFAULT_CHECKPOINT)}})
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out}: embed {model.config.encoder_embed_dim}, MLP {model.config.encoder_mlp_dims[0]}, "
+          f"{params / 1e6:.2f}M parameters; work state in {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""SlimSAM's alternate slimming of a SAM image encoder, end to end.
+
+    prune embedding (step 1) -> distil (bottleneck aligning)
+    -> prune bottleneck (step 2) -> distil (embedding aligning)
+
+Only the image encoder changes; the prompt encoder and mask decoder are kept. Every
+intermediate model is a SamConfig with per-block widths (so it saves in our checkpoint
+format), and a work directory holds the state of a run so that rerunning resumes it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..architectures import SamConfig, build_sam
+from ..checkpoint import load_checkpoint, save_checkpoint
+from .attention import fuse_attention, split_attention
+from .distill import LoopSettings, embedding_mse, run_loop, step1_loss, step2_loss
+from .importance import accumulate_gradients, make_importance
+from .prune import prune_bottleneck, prune_embedding
+
+PUBLISHED_RATIOS = {"slimsam-50": 0.5, "slimsam-77": 0.77}
+
+
+@dataclass
+class SlimSettings:
+    ratio: float = 0.5
+    importance: str = "disturbed-taylor"
+    importance_images: int = 1000  # the paper accumulates over the first 1000 images
+    global_pruning: bool = False
+    step2_normalizer: str = "gaussian"
+    # The paper's schedule (10k images): 40 + 80 epochs.
+    epochs1: int = 40
+    epochs2: int = 80
+    feature_epochs: int = 20  # step 1: epochs with the q/k/v + MLP terms
+    alpha_epochs: int = 10  # step 2: N of the dynamic weight
+    lr: float = 1e-4
+    batch_size: int = 1
+    accumulate: int = 4
+    patience: int = 3
+    seed: int = 0
+    show_progress: bool = True
+    log: dict = field(default_factory=dict)
+
+
+def config_for(encoder: nn.Module, base: SamConfig, name: str) -> SamConfig:
+    """The SamConfig of a (pruned) encoder: its embed width and per-block widths."""
+    embed = encoder.patch_embed.proj.out_channels
+    attn = [b.attn.q.out_features if hasattr(b.attn, "q") else b.attn.qkv.out_features // 3 for b in encoder.blocks]
+    mlp = [b.mlp.lin1.out_features for b in encoder.blocks]
+    return base.replace(name=name, encoder_embed_dim=embed,
+                        encoder_attn_dims=None if set(attn) == {embed} else tuple(attn),
+                        encoder_mlp_dims=tuple(mlp))
+
+
+def with_encoder(sam: nn.Module, encoder: nn.Module, config: SamConfig) -> nn.Module:
+    """A Sam with `encoder` (attention fused back where it can be) and the other parts of `sam`."""
+    model = copy.deepcopy(sam)
+    encoder = copy.deepcopy(encoder)
+    fuse_attention(encoder)
+    model.image_encoder = encoder
+    model.config = config
+    return model.eval()
+
+
+def _save(model, path: Path, extra: dict | None = None) -> None:
+    save_checkpoint(model, path, extra_metadata=extra)
+
+
+def _load_split_encoder(path: Path) -> nn.Module:
+    model = load_checkpoint(path)
+    split_attention(model.image_encoder)
+    return model
+
+
+def _frozen(module: nn.Module) -> nn.Module:
+    module = copy.deepcopy(module).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _trainable(module: nn.Module) -> nn.Module:
+    module = copy.deepcopy(module)
+    for p in module.parameters():
+        p.requires_grad_(True)
+    return module
+
+
+class _Stages:
+    """Calls `stage_end(name, model)` with the Sam a stage produced, keeping its answer."""
+
+    def __init__(self, sam, settings: SlimSettings, stage_end):
+        self.sam, self.settings, self.stage_end = sam, settings, stage_end
+
+    def __call__(self, name: str, encoder: nn.Module) -> nn.Module:
+        base = self.sam.config
+        model = with_encoder(self.sam, encoder, config_for(encoder, base, f"{base.name}-{name}"))
+        if self.stage_end is not None:
+            self.settings.log[name] = self.stage_end(name, model)
+        return model
+
+
+def _teacher(sam) -> nn.Module:
+    teacher = _frozen(sam.image_encoder)
+    split_attention(teacher)
+    return teacher
+
+
+def run_step1(sam, images, val_images, settings: SlimSettings, work: Path, stage_end=None) -> nn.Module:
+    """Embedding pruning + bottleneck aligning; returns the distilled step-1 Sam."""
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+    stages, teacher = _Stages(sam, settings, stage_end), _teacher(sam)
+    pruned_path = work / "pruned1.safetensors"
+    if pruned_path.is_file():
+        student = _load_split_encoder(pruned_path).image_encoder
+    else:
+        student = _trainable(teacher)
+        if settings.importance != "random":
+            accumulate_gradients(student, teacher, images[: settings.importance_images],
+                                 settings.importance == "disturbed-taylor", settings.seed, settings.show_progress)
+        prune_embedding(student, settings.ratio, make_importance(settings.importance, "mean"), images[0])
+        student.zero_grad(set_to_none=True)
+        _save(stages("pruned-1", student), pruned_path)
+    loop = LoopSettings(settings.epochs1, settings.lr, settings.batch_size, settings.accumulate,
+                        settings.patience, settings.seed, settings.show_progress, work / "step1-state.pt")
+    settings.log["step1_log"] = run_loop(student, images, step1_loss(teacher, settings.feature_epochs),
+                                         lambda: embedding_mse(student, teacher, val_images), loop)
+    model = stages("distilled-1", student)
+    _save(model, work / "step1.safetensors")
+    return model
+
+
+def run_step2(sam, step1: nn.Module, images, val_images, settings: SlimSettings, work: Path,
+              stage_end=None) -> nn.Module:
+    """Bottleneck pruning against the step-1 model + embedding aligning; returns the slim Sam.
+
+    `sam` is the original model (the embedding teacher), `step1` the step-1 Sam."""
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+    stages, teacher = _Stages(sam, settings, stage_end), _teacher(sam)
+    step1_encoder = _frozen(step1.image_encoder)
+    split_attention(step1_encoder)
+    pruned_path = work / "pruned2.safetensors"
+    if pruned_path.is_file():
+        student = _load_split_encoder(pruned_path).image_encoder
+    else:
+        student = _trainable(step1_encoder)
+        if settings.importance != "random":
+            accumulate_gradients(student, step1_encoder, images[: settings.importance_images],
+                                 settings.importance == "disturbed-taylor", settings.seed, settings.show_progress)
+        prune_bottleneck(student, settings.ratio, make_importance(settings.importance, settings.step2_normalizer),
+                         images[0], global_pruning=settings.global_pruning)
+        student.zero_grad(set_to_none=True)
+        _save(stages("pruned-2", student), pruned_path)
+    loop = LoopSettings(settings.epochs2, settings.lr, settings.batch_size, settings.accumulate,
+                        settings.patience, settings.seed, settings.show_progress, work / "step2-state.pt")
+    settings.log["step2_log"] = run_loop(student, images, step2_loss(teacher, step1_encoder, settings.alpha_epochs),
+                                         lambda: embedding_mse(student, teacher, val_images), loop)
+    model = stages("distilled-2", student)
+    (work / "report.json").write_text(json.dumps(settings.log, indent=2, default=float))
+    return model
+
+
+def slim(sam, images, val_images, settings: SlimSettings, work: Path, stage_end=None) -> nn.Module:
+    """Both steps. `images`: preprocessed [1, 3, S, S] tensors. `stage_end(name, model)` is
+    called after each of pruned-1, distilled-1, pruned-2, distilled-2."""
+    step1_path = work / "step1.safetensors"
+    if step1_path.is_file():  # step 1 finished in an earlier run
+        step1 = load_checkpoint(step1_path)
+    else:
+        step1 = run_step1(sam, images, val_images, settings, work, stage_end)
+    return run_step2(sam, step1, images, val_images, settings, work, stage_end)
+
+
+def preprocess_images(arrays, config: SamConfig) -> list[torch.Tensor]:
+    """uint8 RGB arrays -> [1, 3, S, S] tensors exactly as the runtime prepares them."""
+    from runtime.transforms import preprocess
+
+    return [torch.from_numpy(np.ascontiguousarray(preprocess(a, config.img_size, config.pixel_mean,
+                                                             config.pixel_std))) for a in arrays]
