@@ -135,3 +135,28 @@ def test_pruned_demo_bundle_passes_parity(tmp_path):
     assert report["passed"] and report["worst"]["mask_iou"] >= 0.99
     assert (out / PRUNED_CHECKPOINT).is_file()
     assert load_checkpoint(out / PRUNED_CHECKPOINT).config.encoder_embed_dim == 96
+
+
+def test_torchrun_distributed_data_parallel_on_two_cpu_processes(tmp_path, tiny_checkpoint):
+    """The multi-GPU path, run on CPU with the gloo backend: torchrun starts two ranks."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    out = tmp_path / "slim.safetensors"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "compress.slimsam", "--checkpoint", str(tiny_checkpoint), "--images", str(folder),
+               "--val-count", "2", "--epochs1", "1", "--epochs2", "1", "--feature-epochs", "1",
+               "--alpha-epochs", "1", "--importance-images", "2", "--batch-size", "2", "--accumulate", "1",
+               "--out", str(out)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert load_checkpoint(out).config.encoder_embed_dim == 16

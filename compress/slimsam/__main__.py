@@ -76,6 +76,7 @@ def main(argv=None) -> int:
 
     from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from ..demo.evaluate import DEFAULT_CHECKPOINT
+    from .distill import distributed
     from .pipeline import SlimSettings, preprocess_images, run_step1, run_step2, slim
 
     parser = build_parser()
@@ -95,6 +96,7 @@ def main(argv=None) -> int:
             raise ValueError(f"{len(arrays)} images leave none for training after {args.val_count} for validation")
         tensors = preprocess_images(arrays, sam.config)
         images, val_images = tensors[: -args.val_count], tensors[-args.val_count:]
+        rank, _ = distributed()  # sets this rank's GPU under torchrun
         if torch.cuda.is_available():
             sam = sam.cuda()
             images, val_images = [t.cuda() for t in images], [t.cuda() for t in val_images]
@@ -112,6 +114,8 @@ def main(argv=None) -> int:
     except (CheckpointError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if rank != 0:
+        return 0
     save_checkpoint(model.cpu(), args.out, extra_metadata={
         "slimsam": {"ratio": args.ratio, "importance": args.importance, "step": args.step,
                     "images": len(images), "source": str(args.checkpoint or DEFAULT_CHECKPOINT)}})

@@ -81,12 +81,15 @@ class LoopSettings:
     log: list = field(default_factory=list)  # per-epoch {"epoch", "loss", "val", "lr", terms...}
 
 
-def _distributed() -> tuple[int, int]:
+def distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when started by torchrun."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size()
 
@@ -99,10 +102,11 @@ def run_loop(student: nn.Module, images: list[torch.Tensor], loss_fn: Callable, 
     ends with the weights of its best epoch. With a state file that holds a finished
     epoch, training continues after it (same seed, same order).
     """
-    rank, world = _distributed()
+    rank, world = distributed()
     trainable = student
     if world > 1:
-        trainable = nn.parallel.DistributedDataParallel(student)
+        device = [torch.cuda.current_device()] if torch.cuda.is_available() else None
+        trainable = nn.parallel.DistributedDataParallel(student, device_ids=device)
     optimizer = torch.optim.Adam(student.parameters(), lr=settings.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
                                                            patience=settings.patience)

@@ -144,6 +144,7 @@ def prune_bottleneck(encoder: nn.Module, ratio: float, importance, example: torc
                          global_pruning=global_pruning)
         pruner.step()
         history += pruner.DG.pruning_history()
+        del pruner  # its traced graph holds every activation of the example forward pass
         for index, block in enumerate(encoder.blocks):
             width, num_heads = before[index]
             kept_positions[index] = _kept_head_positions(history, index, width, num_heads)
