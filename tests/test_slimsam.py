@@ -160,3 +160,25 @@ def test_torchrun_distributed_data_parallel_on_two_cpu_processes(tmp_path, tiny_
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_checkpoint(out).config.encoder_embed_dim == 16
+
+
+def test_global_pruning_gives_per_block_widths_that_save_and_reload(tmp_path):
+    from compress.slimsam.importance import accumulate_gradients
+    from compress.slimsam.pipeline import config_for, with_encoder
+
+    sam = build_sam("demo", seed=0)
+    encoder = copy.deepcopy(sam.image_encoder)
+    split_attention(encoder)
+    teacher = copy.deepcopy(encoder)
+    example = torch.randn(1, 3, 256, 256)
+    accumulate_gradients(encoder, teacher, [example], disturb=True, show_progress=False)
+    prune_bottleneck(encoder, 0.5, make_importance("disturbed-taylor", "gaussian"), example, global_pruning=True)
+    widths = encoder_widths(encoder)
+    assert len(set(widths.qkv)) > 1 and sum(widths.qkv) == pytest.approx(4 * 96, abs=12)
+    assert all(w % 3 == 0 for w in widths.qkv)  # whole head dims in each of the 3 heads
+    model = with_encoder(sam, encoder, config_for(encoder, sam.config, "demo-global"))
+    save_checkpoint(model, tmp_path / "g.safetensors")
+    again = load_checkpoint(tmp_path / "g.safetensors")
+    assert list(again.config.encoder_attn_dims) == widths.qkv
+    with torch.no_grad():
+        torch.testing.assert_close(again.image_encoder(example), model.image_encoder(example), rtol=0, atol=0)
