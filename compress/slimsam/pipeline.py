@@ -114,24 +114,36 @@ def _teacher(sam) -> nn.Module:
     return teacher
 
 
+def _pruned_student(path: Path, source: nn.Module, images, settings: SlimSettings, stages, name: str,
+                    prune) -> nn.Module:
+    """A pruned trainable copy of `source` (importance against `source` itself), or the one
+    an earlier run saved at `path`."""
+    if path.is_file():
+        return _load_split_encoder(path).image_encoder
+    student = _trainable(source)
+    if settings.importance != "random":
+        accumulate_gradients(student, source, images[: settings.importance_images],
+                             settings.importance == "disturbed-taylor", settings.seed, settings.show_progress)
+    prune(student)
+    student.zero_grad(set_to_none=True)
+    _save(stages(name, student), path)
+    return student
+
+
+def _loop(settings: SlimSettings, epochs: int, state_path: Path) -> LoopSettings:
+    return LoopSettings(epochs, settings.lr, settings.batch_size, settings.accumulate, settings.patience,
+                        settings.seed, settings.show_progress, state_path)
+
+
 def run_step1(sam, images, val_images, settings: SlimSettings, work: Path, stage_end=None) -> nn.Module:
     """Embedding pruning + bottleneck aligning; returns the distilled step-1 Sam."""
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     stages, teacher = _Stages(sam, settings, stage_end), _teacher(sam)
-    pruned_path = work / "pruned1.safetensors"
-    if pruned_path.is_file():
-        student = _load_split_encoder(pruned_path).image_encoder
-    else:
-        student = _trainable(teacher)
-        if settings.importance != "random":
-            accumulate_gradients(student, teacher, images[: settings.importance_images],
-                                 settings.importance == "disturbed-taylor", settings.seed, settings.show_progress)
-        prune_embedding(student, settings.ratio, make_importance(settings.importance, "mean"), images[0])
-        student.zero_grad(set_to_none=True)
-        _save(stages("pruned-1", student), pruned_path)
-    loop = LoopSettings(settings.epochs1, settings.lr, settings.batch_size, settings.accumulate,
-                        settings.patience, settings.seed, settings.show_progress, work / "step1-state.pt")
+    student = _pruned_student(
+        work / "pruned1.safetensors", teacher, images, settings, stages, "pruned-1",
+        lambda s: prune_embedding(s, settings.ratio, make_importance(settings.importance, "mean"), images[0]))
+    loop = _loop(settings, settings.epochs1, work / "step1-state.pt")
     settings.log["step1_log"] = run_loop(student, images, step1_loss(teacher, settings.feature_epochs),
                                          lambda: embedding_mse(student, teacher, val_images), loop)
     model = stages("distilled-1", student)
@@ -149,20 +161,11 @@ def run_step2(sam, step1: nn.Module, images, val_images, settings: SlimSettings,
     stages, teacher = _Stages(sam, settings, stage_end), _teacher(sam)
     step1_encoder = _frozen(step1.image_encoder)
     split_attention(step1_encoder)
-    pruned_path = work / "pruned2.safetensors"
-    if pruned_path.is_file():
-        student = _load_split_encoder(pruned_path).image_encoder
-    else:
-        student = _trainable(step1_encoder)
-        if settings.importance != "random":
-            accumulate_gradients(student, step1_encoder, images[: settings.importance_images],
-                                 settings.importance == "disturbed-taylor", settings.seed, settings.show_progress)
-        prune_bottleneck(student, settings.ratio, make_importance(settings.importance, settings.step2_normalizer),
-                         images[0], global_pruning=settings.global_pruning)
-        student.zero_grad(set_to_none=True)
-        _save(stages("pruned-2", student), pruned_path)
-    loop = LoopSettings(settings.epochs2, settings.lr, settings.batch_size, settings.accumulate,
-                        settings.patience, settings.seed, settings.show_progress, work / "step2-state.pt")
+    importance = make_importance(settings.importance, settings.step2_normalizer)
+    student = _pruned_student(
+        work / "pruned2.safetensors", step1_encoder, images, settings, stages, "pruned-2",
+        lambda s: prune_bottleneck(s, settings.ratio, importance, images[0], global_pruning=settings.global_pruning))
+    loop = _loop(settings, settings.epochs2, work / "step2-state.pt")
     settings.log["step2_log"] = run_loop(student, images, step2_loss(teacher, step1_encoder, settings.alpha_epochs),
                                          lambda: embedding_mse(student, teacher, val_images), loop)
     model = stages("distilled-2", student)
