@@ -1,7 +1,10 @@
 """The HyperLinear CUDA kernel: compiles for Jetson and desktop archs; equals the torch decode
 + matmul on a GPU (skipped where there is none)."""
 
+import os
 import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,3 +61,21 @@ def test_shared_library_loads_and_refuses_cpu_tensors(tmp_path):
         kernel(torch.zeros(2, 17), _layer(17, 40, seed=0))
     params = harness.params_for(_layer(17, 40, seed=0))
     assert params.in_features == 17 and params.out_features == 40 and 1 <= params.gain_count <= 4
+
+
+TRT_HEADERS = Path(os.environ.get("SAMEDGE_TRT_HEADERS", "/tmp/trt-headers"))
+
+
+@needs_nvcc
+@pytest.mark.parametrize("version", ["10.3", "11.1"])
+def test_plugin_compiles_against_tensorrt_headers(tmp_path, version):
+    """Needs the public TensorRT headers (never committed): ../shared/scripts/trt-headers.sh
+    GIT_DIR extracts them to /tmp/trt-headers/<version>/include (or set SAMEDGE_TRT_HEADERS)."""
+    include = TRT_HEADERS / version / "include"
+    if not (include / "NvInfer.h").is_file():
+        pytest.skip(f"TensorRT {version} headers not at {include}; see this test's docstring")
+    source = harness.SOURCE.with_name("hyperlinear_plugin.cpp")
+    result = subprocess.run([shutil.which("nvcc"), "-std=c++17", "-Xcompiler", "-Wno-deprecated-declarations",
+                             f"-I{include}", "-c", str(source), "-o", str(tmp_path / "plugin.o")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
