@@ -275,7 +275,11 @@ def main(argv=None) -> int:
 
         if not (args.images or args.synthetic):
             parser.error(f"--compress {args.compress} needs --images DIR or --synthetic N")
-        arrays = synthetic_images(args.synthetic) if args.synthetic else load_folder(args.images)
+        try:
+            arrays = synthetic_images(args.synthetic) if args.synthetic else load_folder(args.images)
+        except (ValueError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         settings = SlimSettings()
         if args.slim_epochs:
             settings.epochs1, settings.epochs2 = args.slim_epochs

@@ -165,7 +165,10 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     weights = json.loads((out / MANIFEST).read_text())["quantization"]["weights"]
-    print(f"wrote {out}: encoder weights MAE {weights['mae']:.3g}, relative RMS error {weights['rel_rmse']:.3g}")
+    if weights["mae"] is None:
+        print(f"wrote {out}: no encoder weight was quantised (no plain MatMul/Conv weights to take)")
+    else:
+        print(f"wrote {out}: encoder weights MAE {weights['mae']:.3g}, relative RMS error {weights['rel_rmse']:.3g}")
     return 0
 
 

@@ -54,12 +54,12 @@ def decode_weight(codes, row_scale, *, in_features: int, codebook_size: int, sid
     x = torch.remainder(theta, area).to(f32) * side_t / torch.tensor(float(area), dtype=f32)
     y = torch.remainder(theta, lattice_side(codebook_size)).to(f32) * side_t / torch.tensor(
         float(lattice_side(codebook_size)), dtype=f32)
-    gain = torch.tensor(gains, dtype=f32)[ring]
-    center_t = torch.tensor(center, dtype=f32)
+    gain = torch.tensor(gains, dtype=f32, device=codes.device)[ring]
+    center_t = torch.tensor(center, dtype=f32, device=codes.device)
     w0 = center_t[0] + (x - half) * gain
     w1 = center_t[1] + (y - half) * gain
     weight = torch.stack([w0, w1], dim=-1).reshape(codes.shape[0], -1)[:, :in_features]
-    return weight * row_scale[:, None]
+    return weight * row_scale.to(f32)[:, None]
 
 
 class _HyperLinearOp(torch.autograd.Function):
@@ -123,9 +123,10 @@ class HyperLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export():
-            bias = self.bias if self.bias is not None else torch.zeros(self.out_features)
+            bias = self.bias if self.bias is not None else torch.zeros(self.out_features, device=x.device)
             return _HyperLinearOp.apply(x, self.codes, self.row_scale, bias, self)
-        return F.linear(x, self.decoded_weight(), self.bias)
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.decoded_weight().to(x.dtype), bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

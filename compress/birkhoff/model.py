@@ -137,4 +137,5 @@ def install_hyper_linears(model: nn.Module, entries: dict[str, Entry]) -> None:
         path = entry.name.rsplit(".", 1)[0]
         linear = model.get_submodule(path)
         bias = linear.bias.detach() if linear.bias is not None else None
-        replace_module(model, path, HyperLinear.from_encoded(entry.encoded, bias))
+        layer = HyperLinear.from_encoded(entry.encoded, bias).to(linear.weight.device)
+        replace_module(model, path, layer)

@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.ratio < 1:
         parser.error("--ratio must lie between 0 and 1")
-    if args.step == "2" and args.step1 is None:
+    if args.step == "2" and (args.step1 is None or args.checkpoint is None):
         parser.error("--step 2 needs --step1 (the step-1 model) and --checkpoint (the original teacher)")
     work = args.work or args.out.with_name(args.out.name + ".work")
     if work.exists() and not args.resume:
@@ -108,7 +108,8 @@ def main(argv=None) -> int:
         if args.step == "1":
             model = run_step1(sam, images, val_images, settings, work)
         elif args.step == "2":
-            model = run_step2(sam, load_checkpoint(args.step1), images, val_images, settings, work)
+            step1 = load_checkpoint(args.step1).to(images[0].device)
+            model = run_step2(sam, step1, images, val_images, settings, work)
         else:
             model = slim(sam, images, val_images, settings, work)
     except (CheckpointError, ValueError, OSError) as err:

@@ -120,7 +120,10 @@ def run_loop(student: nn.Module, images: list[torch.Tensor], loss_fn: Callable, 
         start = state["epoch"] + 1
     best = min(settings.log, key=lambda e: e["val"])["val"] if settings.log else float("inf")
     best_state = state["best"] if start and "best" in state else None
-    mine = images[rank::world]
+    usable = len(images) // world * world  # equal shards: an extra batch on one rank would hang DDP
+    if usable == 0:
+        raise ValueError(f"{len(images)} images cannot be shared by {world} processes")
+    mine = images[rank:usable:world]
     for epoch in range(start, settings.epochs):
         student.train()
         order = torch.randperm(len(mine), generator=torch.Generator().manual_seed(settings.seed * 1000 + epoch))

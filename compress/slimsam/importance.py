@@ -33,7 +33,8 @@ def accumulate_gradients(student: nn.Module, teacher: Callable[[torch.Tensor], t
         with torch.no_grad():
             target = teacher(image)
             if disturb:
-                target = target + NOISE_STD * torch.randn(target.shape, generator=generator)
+                noise = torch.randn(target.shape, generator=generator)  # CPU generator: same draws on any device
+                target = target + NOISE_STD * noise.to(target.device, target.dtype)
         F.mse_loss(student(image), target).backward()
 
 

@@ -119,7 +119,7 @@ def _pruned_student(path: Path, source: nn.Module, images, settings: SlimSetting
     """A pruned trainable copy of `source` (importance against `source` itself), or the one
     an earlier run saved at `path`."""
     if path.is_file():
-        return _load_split_encoder(path).image_encoder
+        return _load_split_encoder(path).image_encoder.to(images[0].device)
     student = _trainable(source)
     if settings.importance != "random":
         accumulate_gradients(student, source, images[: settings.importance_images],
@@ -178,7 +178,7 @@ def slim(sam, images, val_images, settings: SlimSettings, work: Path, stage_end=
     called after each of pruned-1, distilled-1, pruned-2, distilled-2."""
     step1_path = work / "step1.safetensors"
     if step1_path.is_file():  # step 1 finished in an earlier run
-        step1 = load_checkpoint(step1_path)
+        step1 = load_checkpoint(step1_path).to(images[0].device)
     else:
         step1 = run_step1(sam, images, val_images, settings, work, stage_end)
     return run_step2(sam, step1, images, val_images, settings, work, stage_end)
