@@ -1,6 +1,7 @@
 """Birkhoff against the data-free baselines: ratio, time, weight error, accuracy.
 
     python -m benchmarks.birkhoff [--count 200] [--skip-vit-b]
+    python -m benchmarks.birkhoff --unit-rms-sweep      # the scaled variant's UNIT_RMS table
 
 1. Full-size vit_b architecture (seeded random weights): compression wall time (encode
    + write) and ratio (original checkpoint bytes / compressed file bytes, as the
@@ -136,6 +137,30 @@ def tables(vit_b: list[dict], demo: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def unit_rms_sweep(values=(0.02, 0.03, 0.04, 0.05, 0.07)) -> str:
+    """Ratio and encoder relative error of the scaled variant on the demo model per UNIT_RMS."""
+    from compress.birkhoff.model import compress_model
+    from compress.birkhoff.storage import save_compressed
+    from compress.checkpoint import load_checkpoint
+    from compress.demo.evaluate import DEFAULT_CHECKPOINT
+
+    ratios, errors = [], []
+    with tempfile.TemporaryDirectory() as work:
+        for unit in values:
+            compressed = compress_model(load_checkpoint(DEFAULT_CHECKPOINT), "scaled", show_progress=False,
+                                        unit_rms=unit)
+            path = Path(work) / "sweep.safetensors"
+            save_compressed(compressed, path)
+            ratios.append(DEFAULT_CHECKPOINT.stat().st_size / path.stat().st_size)
+            errors.append(_encoder_weight_error(compressed.entries)[1])
+    return "\n".join([
+        "| UNIT_RMS | " + " | ".join(f"{u:g}" for u in values) + " |",
+        "|---|" + "---|" * len(values),
+        "| ratio | " + " | ".join(f"{r:.2f}" for r in ratios) + " |",
+        "| rel. RMS error | " + " | ".join(f"{e:.3f}" for e in errors) + " |",
+    ])
+
+
 def main(argv=None) -> int:
     import onnxruntime
     import torch
@@ -143,7 +168,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=200, help="held-out images for mIoU")
     parser.add_argument("--skip-vit-b", action="store_true")
+    parser.add_argument("--unit-rms-sweep", action="store_true", help="only print the UNIT_RMS sweep table")
     args = parser.parse_args(argv)
+    if args.unit_rms_sweep:
+        print(unit_rms_sweep())
+        return 0
     with tempfile.TemporaryDirectory() as work:
         vit_b = [] if args.skip_vit_b else vit_b_rows(Path(work))
         demo = demo_rows(Path(work), args.count)

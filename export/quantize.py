@@ -26,7 +26,7 @@ import onnx
 from onnx import numpy_helper
 
 from runtime.atomic import default_mode
-from runtime.bundle import DECODER_FILE, ENCODER_FILE, MANIFEST, PARITY_FILE, SINGLE_MASK_DECODER_FILE, sha256_file
+from runtime.bundle import DECODER_FILE, ENCODER_FILE, MANIFEST, SINGLE_MASK_DECODER_FILE, sha256_file
 
 METHODS = ("int8", "int4")
 INT4_BLOCK = 32
@@ -121,10 +121,13 @@ def weight_error(original_path, quantized_path, method: str) -> dict:
 
 def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
     """A copy of `bundle` whose ONNX files are quantised; the manifest says so."""
+    from .build import _swap_into_place  # one way to replace a bundle: the old one survives a failure
+
     bundle, out = Path(bundle), Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     manifest = json.loads((bundle / MANIFEST).read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         for name in MODEL_FILES:
@@ -138,9 +141,7 @@ def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
         manifest.pop("tensorrt", None)
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
         work.chmod(default_mode(directory=True))
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
+        _swap_into_place(work, out)
     finally:
         if work.exists():
             shutil.rmtree(work)

@@ -58,11 +58,12 @@ class CompressedModel:
     extra: dict = field(default_factory=dict)
 
 
-def encode_tensor(values: np.ndarray, row_pairs: bool, variant: str) -> codec.EncodedTensor | None:
+def encode_tensor(values: np.ndarray, row_pairs: bool, variant: str,
+                  unit_rms: float = scaled.UNIT_RMS) -> codec.EncodedTensor | None:
     if variant == "reference":
         return codec.encode(values, row_pairs=row_pairs)
     if variant == "scaled":
-        return scaled.encode(values, row_pairs=row_pairs)
+        return scaled.encode(values, row_pairs=row_pairs, unit_rms=unit_rms)
     raise ValueError(f"unknown Birkhoff variant {variant!r}; choose one of {VARIANTS}")
 
 
@@ -75,14 +76,14 @@ def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def _encode_parameter(name: str, tensor: torch.Tensor, is_linear: bool, variant: str):
+def _encode_parameter(name: str, tensor: torch.Tensor, is_linear: bool, variant: str, unit_rms: float):
     """(Entry, decoded float32 values or None)."""
     entry = Entry(name, RAW, tuple(tensor.shape))
     if tensor.numel() < MIN_ELEMENTS:
         return entry, None
     values = tensor.to(torch.float64).numpy()
     try:
-        encoded = encode_tensor(values, row_pairs=is_linear, variant=variant)
+        encoded = encode_tensor(values, row_pairs=is_linear, variant=variant, unit_rms=unit_rms)
     except codec.CodecError as err:
         raise codec.CodecError(f"{name}: {err}") from err
     if encoded is None:
@@ -97,7 +98,7 @@ def _encode_parameter(name: str, tensor: torch.Tensor, is_linear: bool, variant:
 
 
 def compress_model(model: nn.Module, variant: str = "reference", show_progress: bool = True,
-                   workers: int | None = None) -> CompressedModel:
+                   workers: int | None = None, unit_rms: float = scaled.UNIT_RMS) -> CompressedModel:
     """Encode `model` in place: Linear layers become HyperLinear, other tensors decoded values.
 
     Tensors are encoded in a thread pool: numpy releases the GIL in its array loops, so
@@ -117,7 +118,7 @@ def compress_model(model: nn.Module, variant: str = "reference", show_progress: 
     with ThreadPoolExecutor(workers) as pool, tqdm(total=len(order), desc=f"birkhoff ({variant})",
                                                     unit="tensor", disable=not show_progress) as bar:
         futures = [pool.submit(_encode_parameter, name, parameters[name].detach().cpu(),
-                               name in linear_weights, variant) for name in order]
+                               name in linear_weights, variant, unit_rms) for name in order]
         for future in as_completed(futures):
             bar.update()
         for future in futures:

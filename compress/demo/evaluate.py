@@ -40,16 +40,24 @@ def open_predictor(source):
 
 
 def evaluate(source, count: int = 200, show_progress: bool = True) -> dict:
-    """{'point_miou', 'box_miou', 'count'} on the first `count` held-out cases."""
+    """{'point_miou', 'box_miou', 'count', 'box_miou_by_area_quartile'} on the first `count`
+    held-out cases; the last splits box mIoU by shape area (where the small model loses)."""
     predictor = open_predictor(source)
-    point_ious, box_ious = [], []
+    point_ious, box_ious, areas = [], [], []
     for case in tqdm(held_out_cases(count), desc="evaluate", disable=not show_progress):
         predictor.set_image(case.image)
         masks, scores, _ = predictor.predict(points=case.point[None], labels=[1])
         point_ious.append(mask_iou(masks[int(np.argmax(scores))], case.mask))
         masks, _, _ = predictor.predict(box=case.box, multimask_output=False)
         box_ious.append(mask_iou(masks[0], case.mask))
-    return {"count": count, "point_miou": float(np.mean(point_ious)), "box_miou": float(np.mean(box_ious))}
+        areas.append(int(case.mask.sum()))
+    edges = np.percentile(areas, [0, 25, 50, 75, 100])
+    quartiles = np.clip(np.searchsorted(edges[1:-1], areas, side="right"), 0, 3)
+    by_area = [{"areas": [int(edges[q]), int(edges[q + 1])],
+                "box_miou": float(np.mean(np.asarray(box_ious)[quartiles == q]))}
+               for q in range(4) if np.any(quartiles == q)]
+    return {"count": count, "point_miou": float(np.mean(point_ious)), "box_miou": float(np.mean(box_ious)),
+            "box_miou_by_area_quartile": by_area}
 
 
 def main(argv=None) -> int:

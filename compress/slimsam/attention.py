@@ -81,9 +81,7 @@ def fuse_attention(encoder: nn.Module) -> None:
             continue
         if split.q.out_features != split.q.in_features:
             continue
-        dim_in, inner = split.q.in_features, split.q.out_features
-        # Attention(dim) builds qkv [3*dim, dim] and proj [dim, dim]; the pruned block has
-        # qkv [3*inner, dim_in] and proj [dim_in, inner]: rebuild its Linear layers to fit.
+        dim_in = split.q.in_features  # = q/k/v width here, the only layout Attention(dim) has
         fused = Attention(dim_in, num_heads=split.num_heads, qkv_bias=split.q.bias is not None,
                           use_rel_pos=split.use_rel_pos, input_size=None if not split.use_rel_pos else
                           ((split.rel_pos_h.shape[0] + 1) // 2, (split.rel_pos_w.shape[0] + 1) // 2))

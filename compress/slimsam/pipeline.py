@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..architectures import SamConfig, build_sam
+from ..architectures import SamConfig
 from ..checkpoint import load_checkpoint, save_checkpoint
 from .attention import fuse_attention, split_attention
 from .distill import LoopSettings, embedding_mse, run_loop, step1_loss, step2_loss
@@ -68,10 +68,6 @@ def with_encoder(sam: nn.Module, encoder: nn.Module, config: SamConfig) -> nn.Mo
     model.image_encoder = encoder
     model.config = config
     return model.eval()
-
-
-def _save(model, path: Path, extra: dict | None = None) -> None:
-    save_checkpoint(model, path, extra_metadata=extra)
 
 
 def _load_split_encoder(path: Path) -> nn.Module:
@@ -126,7 +122,7 @@ def _pruned_student(path: Path, source: nn.Module, images, settings: SlimSetting
                              settings.importance == "disturbed-taylor", settings.seed, settings.show_progress)
     prune(student)
     student.zero_grad(set_to_none=True)
-    _save(stages(name, student), path)
+    save_checkpoint(stages(name, student), path)
     return student
 
 
@@ -147,7 +143,7 @@ def run_step1(sam, images, val_images, settings: SlimSettings, work: Path, stage
     settings.log["step1_log"] = run_loop(student, images, step1_loss(teacher, settings.feature_epochs),
                                          lambda: embedding_mse(student, teacher, val_images), loop)
     model = stages("distilled-1", student)
-    _save(model, work / "step1.safetensors")
+    save_checkpoint(model, work / "step1.safetensors")
     return model
 
 
