@@ -36,7 +36,8 @@ from runtime.bundle import (
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "compress" / "weights" / "demo_sam.safetensors"
 TARGETS = ("cpu", "desktop", "jetson")
-COMPRESSIONS = ("birkhoff", "slimsam-50", "slimsam-77")
+# "slimsam-R+birkhoff" stacks them: prune and distil first, then hyper-compress the pruned model.
+COMPRESSIONS = ("birkhoff", "slimsam-50", "slimsam-77", "slimsam-50+birkhoff", "slimsam-77+birkhoff")
 # A model compressed during the build travels inside the bundle: parity's reference
 # is that compressed model, and the runtime never needs the original.
 COMPRESSED_CHECKPOINT = "model.birkhoff.safetensors"
@@ -134,9 +135,11 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
                  model_type: str | None = None, run_parity: bool = True, overwrite: bool = False,
                  compress: str | None = None, variant: str = "reference", slimsam_images=None,
                  slimsam_settings=None) -> dict:
-    """`slimsam_images` (uint8 RGB arrays) and `slimsam_settings` (compress.slimsam's
-    SlimSettings) are needed for --compress slimsam-50/77: distillation needs images."""
-    """Write a bundle to `out`; returns its parity report (None when skipped)."""
+    """Write a bundle to `out`; returns its parity report (None when skipped).
+
+    `slimsam_images` (uint8 RGB arrays) and `slimsam_settings` (compress.slimsam's
+    SlimSettings) are needed for the slimsam compressions: distillation needs images.
+    """
     from compress import load_checkpoint
     from runtime.parity import run_parity as parity_check
 
@@ -163,14 +166,10 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
             model = load_checkpoint(checkpoint, model_type)
             bar.update()
             compression = None
-            if compress == "birkhoff":
+            if compress:
                 step(f"compress ({compress})")
-                model, checkpoint, compression = _compress_into(work, model, checkpoint, variant)
-                bar.update()
-            elif compress:
-                step(f"compress ({compress})")
-                model, checkpoint, compression = _slimsam_into(work, model, checkpoint, compress,
-                                                               slimsam_images, slimsam_settings)
+                model, checkpoint, compression = _compress_stages(work, model, checkpoint, compress, variant,
+                                                                  slimsam_images, slimsam_settings)
                 bar.update()
             tensorrt_copy = target != "cpu"  # HyperLinear models only: a copy TensorRT can parse
             step("export encoder")
@@ -201,6 +200,32 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
     return report
 
 
+def _compress_stages(work: Path, model, checkpoint: Path, compress: str, variant: str, arrays, settings):
+    """Run each stage of `compress` in order; (model, its checkpoint, manifest entry).
+
+    A stacked build keeps only the last stage's checkpoint in the bundle; the entry lists
+    every stage, and its `ratio` is the original checkpoint's bytes over the final one's.
+    """
+    source = checkpoint
+    stages = []
+    for stage in compress.split("+"):
+        if stage == "birkhoff":
+            model, compressed, entry = _compress_into(work, model, checkpoint, variant)
+        else:
+            model, compressed, entry = _slimsam_into(work, model, checkpoint, stage, arrays, settings)
+        if checkpoint.parent == work:  # an earlier stage's file: superseded
+            checkpoint.unlink()
+        checkpoint = compressed
+        stages.append(entry)
+    if len(stages) == 1:
+        return model, checkpoint, stages[0]
+    entry = {"method": compress, "stages": stages, "source_checkpoint": str(source.resolve()),
+             "source_bytes": source.stat().st_size, "compressed_bytes": checkpoint.stat().st_size,
+             "ratio": source.stat().st_size / checkpoint.stat().st_size,
+             "seconds": sum(s["seconds"] for s in stages)}
+    return model, checkpoint, entry
+
+
 def _compress_into(work: Path, model, source: Path, variant: str):
     """Birkhoff-compress `model` into the bundle; (model, its checkpoint, manifest entry)."""
     from compress.birkhoff.model import compress_model
@@ -213,6 +238,7 @@ def _compress_into(work: Path, model, source: Path, variant: str):
         "method": "birkhoff", "variant": variant, "source_checkpoint": str(source.resolve()),
         "source_bytes": source.stat().st_size, "compressed_bytes": path.stat().st_size,
         "ratio": source.stat().st_size / path.stat().st_size, "seconds": compressed.seconds,
+        "parameters": _parameter_count(compressed.model),
     }
     return compressed.model, path, entry
 
@@ -235,7 +261,8 @@ def _slimsam_into(work: Path, model, source: Path, compress: str, arrays, settin
     save_checkpoint(slimmed, path, extra_metadata={"slimsam": {"ratio": settings.ratio, "source": str(source)}})
     config = slimmed.config
     entry = {"method": "slimsam", "ratio": settings.ratio, "importance": settings.importance,
-             "source_checkpoint": str(source.resolve()), "images": len(tensors) - val_count,
+             "source_checkpoint": str(source.resolve()), "source_bytes": source.stat().st_size,
+             "compressed_bytes": path.stat().st_size, "images": len(tensors) - val_count,
              "epochs": [settings.epochs1, settings.epochs2], "embed": config.encoder_embed_dim,
              "mlp": list(config.encoder_mlp_dims), "parameters_before": _parameter_count(model),
              "parameters_after": _parameter_count(slimmed),
@@ -269,7 +296,7 @@ def main(argv=None) -> int:
     stem = f"{name}-{args.compress}" if args.compress else name
     out = args.out or Path("bundles") / f"{stem}-{args.target}"
     arrays, settings = None, None
-    if args.compress and args.compress.startswith("slimsam"):
+    if args.compress and "slimsam" in args.compress:
         from compress.slimsam.__main__ import load_folder, synthetic_images
         from compress.slimsam.pipeline import SlimSettings
 

@@ -182,3 +182,30 @@ def test_global_pruning_gives_per_block_widths_that_save_and_reload(tmp_path):
     assert list(again.config.encoder_attn_dims) == widths.qkv
     with torch.no_grad():
         torch.testing.assert_close(again.image_encoder(example), model.image_encoder(example), rtol=0, atol=0)
+
+
+def test_stacked_slimsam_then_birkhoff_bundle(tmp_path, tiny_checkpoint):
+    """slimsam-77+birkhoff: the pruned model is hyper-compressed; only that checkpoint ships."""
+    import json
+
+    from compress.birkhoff.hyper_linear import HyperLinear
+    from compress.slimsam.__main__ import synthetic_images
+    from export.build import COMPRESSED_CHECKPOINT, PRUNED_CHECKPOINT, build_bundle
+
+    settings = SlimSettings(importance_images=4, epochs1=1, epochs2=1, feature_epochs=1, alpha_epochs=1,
+                            batch_size=4, accumulate=1, show_progress=False)
+    out = tmp_path / "tiny-stacked-cpu"
+    report = build_bundle(out, "cpu", tiny_checkpoint, compress="slimsam-77+birkhoff",
+                          slimsam_images=synthetic_images(12), slimsam_settings=settings)
+    assert report["passed"] and report["worst"]["mask_iou"] >= 0.99
+    assert not (out / PRUNED_CHECKPOINT).exists()
+    model = load_checkpoint(out / COMPRESSED_CHECKPOINT)
+    original = load_checkpoint(tiny_checkpoint)
+    assert model.config.encoder_embed_dim < original.config.encoder_embed_dim
+    assert any(isinstance(m, HyperLinear) for m in model.image_encoder.modules())
+    entry = json.loads((out / "manifest.json").read_text())["compression"]
+    assert [s["method"] for s in entry["stages"]] == ["slimsam", "birkhoff"]
+    assert entry["compressed_bytes"] == (out / COMPRESSED_CHECKPOINT).stat().st_size
+    # Hyper-compression shrinks the pruned checkpoint (tiny model: its decoder dominates the bytes).
+    assert entry["compressed_bytes"] < 0.6 * entry["stages"][0]["compressed_bytes"]
+    assert entry["ratio"] > 2.5
