@@ -1,12 +1,31 @@
 // The fused decode + GEMM of HyperLinear (declarations and layout in hyperlinear_kernel.cuh).
 //
-// One thread block computes a 64 x 64 tile of Y with 256 threads (4 x 4 outputs each) and
-// walks K in steps of 32: it stages a 32 x 64 slice of X (converted to float) and decodes
-// the matching 64 x 32 slice of W from 64 x 8 code words into shared memory. Accumulation is
-// float32 for both activation types. This is the CUDA-core version; a tensor-core (mma.sync)
-// path for fp16 is still to come (issue 5).
+// Two kernels share the decode (decodePair, bit-exact with the torch decode):
+//
+// * fp32 runs on CUDA cores: a block of 256 threads computes a 64 x 64 tile of Y (4 x 4
+//   outputs a thread), walking K in steps of 32 through shared memory.
+// * fp16 runs on tensor cores (WMMA m16n16k16, half inputs, float accumulators): a block of
+//   8 warps computes a TM x 64 tile of Y, TM = 128, 64 or 32. Each K step of 32 stages X
+//   [TM x 32] as half and decodes W [64 x 32] in float32, rounding it to half only as it
+//   goes into shared memory (stored ws[n][k], which is B = W^T read column-major). Padding
+//   rows and columns (M, N and K tails, odd K) are zeros in shared memory, so every WMMA
+//   tile is full. Bias is added in fp32 after the accumulators are staged through shared
+//   memory, where the bounds checks and the half conversion happen.
+//
+// The decode (integer division, IEEE division) costs far more than the tile product, and
+// every block decodes its 64 columns of W over all of K whatever TM is. A tall TM decodes
+// each weight fewer times in total, a short one makes more blocks; launchF16 takes the
+// tallest TM that still gives two blocks per SM. fp16 uses the tensor-core kernel at every
+// M, M = 1 included: its wasted MMA work on padding rows is a few instructions a K step,
+// while the CUDA-core kernel computes its full 64 x 64 FMA tile for any M.
 
 #include "hyperlinear_kernel.cuh"
+
+#include <mma.h>
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
+#error "the HyperLinear kernel uses WMMA half tensor cores: compile for sm_70 or newer"
+#endif
 
 namespace samedge {
 namespace {
@@ -106,31 +125,209 @@ hyperlinearKernel(const T* __restrict__ x, const int32_t* __restrict__ codes, co
     }
 }
 
-template <typename T>
-cudaError_t launch(const T* x, const int32_t* codes, const float* rowScale, const float* bias, T* y, int32_t m,
-                   const HyperLinearParams& params, cudaStream_t stream) {
+// ---- fp16 on tensor cores ----------------------------------------------------------------
+
+constexpr int kTcWarps = 8;
+constexpr int kTcThreads = 32 * kTcWarps;
+constexpr int kTcTileN = 64;
+constexpr int kTcTileK = 32;                // two WMMA k-steps
+constexpr int kTcWordsPerTile = kTcTileK / 4;
+constexpr int kTcLd = kTcTileK + 8;         // halves a row: 80 bytes, so the 8 rows of an
+                                            // 8 x 16-byte fragment load hit distinct banks
+constexpr int kTcLdC = kTcTileN + 4;        // floats a row of the staged accumulators
+constexpr int kWmma = 16;                   // m16n16k16
+
+// TM = kWarpsM * kFragsM * 16 rows; the 8 warps form a kWarpsM x (8 / kWarpsM) grid and each
+// holds kFragsM x kFragsN accumulator fragments. kVecX: X rows are 16-byte aligned and K is
+// a multiple of 8, so X is staged 8 halves at a time.
+template <int kWarpsM, int kFragsM, bool kVecX>
+__global__ void __launch_bounds__(kTcThreads, 2)
+hyperlinearTensorCoreKernel(const __half* __restrict__ x, const int32_t* __restrict__ codes,
+                            const float* __restrict__ rowScale, const float* __restrict__ bias,
+                            __half* __restrict__ y, int32_t m, HyperLinearParams p) {
+    using namespace nvcuda;
+    constexpr int kWarpsN = kTcWarps / kWarpsM;
+    constexpr int kFragsN = kTcTileN / (kWmma * kWarpsN);
+    constexpr int kTM = kWarpsM * kFragsM * kWmma;
+    static_assert(kWarpsM * kWarpsN == kTcWarps && kFragsN * kWmma * kWarpsN == kTcTileN, "warp grid");
+    static_assert(kTcLd % 8 == 0 && kTcLdC % 4 == 0, "WMMA ldm: a multiple of 16 bytes");
+    // Fragment pointers must be 32-byte aligned: rows step by 16 (16 * 80 and 16 * 272 bytes)
+    // and columns by 16 (32 and 64 bytes), and ws starts at a multiple of 32.
+    constexpr int kXsBytes = kTM * kTcLd * static_cast<int>(sizeof(__half));
+    constexpr int kWsBytes = kTcTileN * kTcLd * static_cast<int>(sizeof(__half));
+    constexpr int kCsBytes = kTM * kTcLdC * static_cast<int>(sizeof(float));
+    constexpr int kSmemBytes = kXsBytes + kWsBytes > kCsBytes ? kXsBytes + kWsBytes : kCsBytes;
+    static_assert(kXsBytes % 32 == 0, "ws alignment");
+    static_assert(kSmemBytes <= 48 * 1024, "static shared memory");
+    // The operand tiles and the staged accumulators are never live together: one buffer.
+    __shared__ __align__(128) unsigned char smem[kSmemBytes];
+    auto xs = reinterpret_cast<__half(*)[kTcLd]>(smem);             // [kTM][kTcLd]: X[m][k]
+    auto ws = reinterpret_cast<__half(*)[kTcLd]>(smem + kXsBytes);  // [64][kTcLd]: W[n][k]
+    auto cs = reinterpret_cast<float(*)[kTcLdC]>(smem);             // [kTM][kTcLdC], after the loop
+
+    const int32_t k = p.in_features;
+    const int32_t n = p.out_features;
+    const int32_t wordsPerRow = ((k + 1) / 2 + 1) / 2;
+    const int32_t rowBase = blockIdx.y * kTM;
+    const int32_t colBase = blockIdx.x * kTcTileN;
+    const int warp = threadIdx.x / 32;
+    const int warpRow = (warp % kWarpsM) * kFragsM * kWmma;
+    const int warpCol = (warp / kWarpsM) * kFragsN * kWmma;
+
+    wmma::fragment<wmma::accumulator, kWmma, kWmma, kWmma, float> acc[kFragsM][kFragsN];
+#pragma unroll
+    for (int i = 0; i < kFragsM; ++i)
+#pragma unroll
+        for (int j = 0; j < kFragsN; ++j) wmma::fill_fragment(acc[i][j], 0.0f);
+
+    for (int32_t k0 = 0; k0 < k; k0 += kTcTileK) {
+        // X[rowBase .. +kTM, k0 .. +32] -> xs; zeros past M and K.
+        if constexpr (kVecX) {
+            constexpr int kChunks = kTcTileK / 8;
+            for (int i = threadIdx.x; i < kTM * kChunks; i += kTcThreads) {
+                const int r = i / kChunks, c = (i % kChunks) * 8;
+                const int32_t row = rowBase + r, col = k0 + c;
+                uint4 v = make_uint4(0u, 0u, 0u, 0u);
+                // K % 8 == 0 and col % 8 == 0: col < k means all 8 halves are inside the row.
+                if (row < m && col < k) v = *reinterpret_cast<const uint4*>(x + static_cast<int64_t>(row) * k + col);
+                *reinterpret_cast<uint4*>(&xs[r][c]) = v;
+            }
+        } else {
+            for (int i = threadIdx.x; i < kTM * kTcTileK; i += kTcThreads) {
+                const int r = i / kTcTileK, c = i % kTcTileK;
+                const int32_t row = rowBase + r, col = k0 + c;
+                xs[r][c] = (row < m && col < k) ? x[static_cast<int64_t>(row) * k + col] : __float2half_rn(0.0f);
+            }
+        }
+        // W[colBase .. +64, k0 .. +32] from 64 rows x 8 words -> ws, decoded in float32 and
+        // rounded once to half; zeros past N and K (the odd-K pair's second weight included).
+        for (int i = threadIdx.x; i < kTcTileN * kTcWordsPerTile; i += kTcThreads) {
+            const int r = i / kTcWordsPerTile, w = i % kTcWordsPerTile;
+            const int32_t outRow = colBase + r;
+            const int32_t word = k0 / 4 + w;
+            float weights[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            if (outRow < n && word < wordsPerRow) {
+                const int32_t packed = codes[static_cast<int64_t>(outRow) * wordsPerRow + word];
+                const float scale = rowScale[outRow];
+                decodePair(packed & ((1 << kWordBits) - 1), p, scale, weights[0], weights[1]);
+                decodePair(packed >> kWordBits, p, scale, weights[2], weights[3]);
+            }
+            const int32_t col = k0 + 4 * w;
+            __half2* dst = reinterpret_cast<__half2*>(&ws[r][4 * w]);  // 8-byte aligned: 80 r + 8 w bytes
+            dst[0] = __floats2half2_rn(col < k ? weights[0] : 0.0f, col + 1 < k ? weights[1] : 0.0f);
+            dst[1] = __floats2half2_rn(col + 2 < k ? weights[2] : 0.0f, col + 3 < k ? weights[3] : 0.0f);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < kTcTileK; kk += kWmma) {
+            wmma::fragment<wmma::matrix_a, kWmma, kWmma, kWmma, __half, wmma::row_major> a[kFragsM];
+            wmma::fragment<wmma::matrix_b, kWmma, kWmma, kWmma, __half, wmma::col_major> b[kFragsN];
+#pragma unroll
+            for (int i = 0; i < kFragsM; ++i) wmma::load_matrix_sync(a[i], &xs[warpRow + kWmma * i][kk], kTcLd);
+            // B[k][n] = W[n][k] = ws[n][k]: column-major B with leading dimension kTcLd.
+#pragma unroll
+            for (int j = 0; j < kFragsN; ++j) wmma::load_matrix_sync(b[j], &ws[warpCol + kWmma * j][kk], kTcLd);
+#pragma unroll
+            for (int i = 0; i < kFragsM; ++i)
+#pragma unroll
+                for (int j = 0; j < kFragsN; ++j) wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+        }
+        // Before the next step overwrites xs/ws, and, after the last step, before cs (which
+        // aliases them) is written.
+        __syncthreads();
+    }
+#pragma unroll
+    for (int i = 0; i < kFragsM; ++i)
+#pragma unroll
+        for (int j = 0; j < kFragsN; ++j)
+            wmma::store_matrix_sync(&cs[warpRow + kWmma * i][warpCol + kWmma * j], acc[i][j], kTcLdC,
+                                    wmma::mem_row_major);
+    __syncthreads();
+    for (int i = threadIdx.x; i < kTM * kTcTileN; i += kTcThreads) {
+        const int r = i / kTcTileN, c = i % kTcTileN;
+        const int32_t row = rowBase + r, col = colBase + c;
+        if (row < m && col < n)
+            y[static_cast<int64_t>(row) * n + col] = __float2half_rn(cs[r][c] + (bias ? bias[col] : 0.0f));
+    }
+}
+
+cudaError_t checkShapes(int32_t m, const HyperLinearParams& params) {
     if (m <= 0 || params.in_features <= 0 || params.out_features <= 0) return cudaErrorInvalidValue;
     if (params.gain_count < 1 || params.gain_count > kMaxRings + 1) return cudaErrorInvalidValue;
-    const dim3 grid((params.out_features + kTileN - 1) / kTileN, (m + kTileM - 1) / kTileM);
+    return cudaSuccess;
+}
+
+constexpr int64_t kMaxGridY = 65535;
+
+template <typename T>
+cudaError_t launchCudaCores(const T* x, const int32_t* codes, const float* rowScale, const float* bias, T* y,
+                            int32_t m, const HyperLinearParams& params, cudaStream_t stream) {
+    if (const cudaError_t status = checkShapes(m, params); status != cudaSuccess) return status;
+    const int64_t rowTiles = (static_cast<int64_t>(m) + kTileM - 1) / kTileM;
+    if (rowTiles > kMaxGridY) return cudaErrorInvalidValue;
+    const dim3 grid((params.out_features + kTileN - 1) / kTileN, static_cast<unsigned>(rowTiles));
     hyperlinearKernel<T><<<grid, kThreads, 0, stream>>>(x, codes, rowScale, bias, y, m, params);
     return cudaGetLastError();
+}
+
+template <int kWarpsM, int kFragsM>
+cudaError_t launchTensorCores(const __half* x, const int32_t* codes, const float* rowScale, const float* bias,
+                              __half* y, int32_t m, const HyperLinearParams& params, cudaStream_t stream) {
+    constexpr int kTM = kWarpsM * kFragsM * kWmma;
+    const int64_t rowTiles = (static_cast<int64_t>(m) + kTM - 1) / kTM;
+    if (rowTiles > kMaxGridY) return cudaErrorInvalidValue;
+    const dim3 grid((params.out_features + kTcTileN - 1) / kTcTileN, static_cast<unsigned>(rowTiles));
+    const bool vecX = params.in_features % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+    if (vecX)
+        hyperlinearTensorCoreKernel<kWarpsM, kFragsM, true><<<grid, kTcThreads, 0, stream>>>(
+            x, codes, rowScale, bias, y, m, params);
+    else
+        hyperlinearTensorCoreKernel<kWarpsM, kFragsM, false><<<grid, kTcThreads, 0, stream>>>(
+            x, codes, rowScale, bias, y, m, params);
+    return cudaGetLastError();
+}
+
+// tileM: 0 chooses; 1 forces the CUDA-core kernel; 32, 64 or 128 force that tensor-core row
+// tile (tests and benchmarks reach every path whatever the GPU).
+cudaError_t launchF16(const __half* x, const int32_t* codes, const float* rowScale, const float* bias, __half* y,
+                      int32_t m, const HyperLinearParams& params, cudaStream_t stream, int tileM) {
+    if (const cudaError_t status = checkShapes(m, params); status != cudaSuccess) return status;
+    if (tileM == 0) {
+        int device = 0, sms = 0;
+        cudaError_t status = cudaGetDevice(&device);
+        if (status == cudaSuccess) status = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+        if (status != cudaSuccess) return status;
+        // Below two blocks per SM the GPU idles while each block decodes its columns over all of
+        // K; above it, a taller tile saves decodes.
+        const int64_t colTiles = (params.out_features + kTcTileN - 1) / kTcTileN;
+        const int64_t wanted = 2 * static_cast<int64_t>(sms);
+        auto blocks = [&](int64_t tm) { return colTiles * ((m + tm - 1) / tm); };
+        tileM = blocks(128) >= wanted ? 128 : blocks(64) >= wanted ? 64 : 32;
+    }
+    switch (tileM) {
+    case 1: return launchCudaCores(x, codes, rowScale, bias, y, m, params, stream);
+    case 32: return launchTensorCores<2, 1>(x, codes, rowScale, bias, y, m, params, stream);
+    case 64: return launchTensorCores<4, 1>(x, codes, rowScale, bias, y, m, params, stream);
+    case 128: return launchTensorCores<4, 2>(x, codes, rowScale, bias, y, m, params, stream);
+    default: return cudaErrorInvalidValue;
+    }
 }
 
 }  // namespace
 
 cudaError_t hyperlinearForwardF32(const float* x, const int32_t* codes, const float* row_scale, const float* bias,
                                   float* y, int32_t m, const HyperLinearParams& params, cudaStream_t stream) {
-    return launch(x, codes, row_scale, bias, y, m, params, stream);
+    return launchCudaCores(x, codes, row_scale, bias, y, m, params, stream);
 }
 
 cudaError_t hyperlinearForwardF16(const __half* x, const int32_t* codes, const float* row_scale, const float* bias,
                                   __half* y, int32_t m, const HyperLinearParams& params, cudaStream_t stream) {
-    return launch(x, codes, row_scale, bias, y, m, params, stream);
+    return launchF16(x, codes, row_scale, bias, y, m, params, stream, 0);
 }
 
 }  // namespace samedge
 
-// A C entry point for tests and benchmarks that load the kernel with ctypes (no TensorRT, no
+// C entry points for tests and benchmarks that load the kernel with ctypes (no TensorRT, no
 // PyTorch extension build): dtype 0 = float32, 1 = float16; pointers are device pointers.
 extern "C" int samedge_hyperlinear_forward(int dtype, const void* x, const int32_t* codes, const float* row_scale,
                                            const float* bias, void* y, int32_t m,
@@ -142,4 +339,19 @@ extern "C" int samedge_hyperlinear_forward(int dtype, const void* x, const int32
                    : samedge::hyperlinearForwardF16(static_cast<const __half*>(x), codes, row_scale, bias,
                                                     static_cast<__half*>(y), m, *params, s);
     return static_cast<int>(status);
+}
+
+// The same with the path forced (tile_m as launchF16 takes it): float32 accepts 0 and 1 only,
+// its one kernel being the CUDA-core one.
+extern "C" int samedge_hyperlinear_forward_path(int dtype, int tile_m, const void* x, const int32_t* codes,
+                                                const float* row_scale, const float* bias, void* y, int32_t m,
+                                                const samedge::HyperLinearParams* params, void* stream) {
+    const auto s = static_cast<cudaStream_t>(stream);
+    if (dtype == 0) {
+        if (tile_m != 0 && tile_m != 1) return static_cast<int>(cudaErrorInvalidValue);
+        return static_cast<int>(samedge::hyperlinearForwardF32(static_cast<const float*>(x), codes, row_scale, bias,
+                                                               static_cast<float*>(y), m, *params, s));
+    }
+    return static_cast<int>(samedge::launchF16(static_cast<const __half*>(x), codes, row_scale, bias,
+                                               static_cast<__half*>(y), m, *params, s, tile_m));
 }

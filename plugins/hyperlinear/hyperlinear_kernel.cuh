@@ -29,7 +29,10 @@ struct HyperLinearParams {
 };
 
 // Returns cudaSuccess or the launch error. x, y: [M, K] / [M, N] row-major; codes, row_scale,
-// bias as in the ONNX node (bias may be nullptr).
+// bias as in the ONNX node (bias may be nullptr). Both accumulate in float32 and add the bias
+// in float32. F32 multiplies the float32 weights on CUDA cores; F16 rounds each decoded weight
+// once to half for the tensor cores, so it matches the torch decode to half precision, not bit
+// for bit.
 cudaError_t hyperlinearForwardF32(const float* x, const int32_t* codes, const float* row_scale,
                                   const float* bias, float* y, int32_t m, const HyperLinearParams& params,
                                   cudaStream_t stream);
