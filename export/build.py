@@ -31,6 +31,7 @@ from runtime.bundle import (
     MANIFEST,
     PARITY_FILE,
     SINGLE_MASK_DECODER_FILE,
+    TENSORRT_FOLDER,
     sha256_file,
 )
 
@@ -42,13 +43,9 @@ COMPRESSIONS = ("birkhoff", "slimsam-50", "slimsam-77", "slimsam-50+birkhoff", "
 # is that compressed model, and the runtime never needs the original.
 COMPRESSED_CHECKPOINT = "model.birkhoff.safetensors"
 PRUNED_CHECKPOINT = "model.slimsam.safetensors"
-# What the later TensorRT step adds for GPU targets; written into their manifests.
-TENSORRT_PENDING = (
-    "TensorRT engines are not built yet: this bundle holds the ONNX files only. The TensorRT "
-    "step (HyperLinear plugin, encoder.engine / decoder.engine built on the device) is a "
-    "separate samedge feature; until then run these ONNX files with ONNX Runtime, or build "
-    "engines yourself with trtexec."
-)
+GPU_PARITY_FILE = "parity.tensorrt.json"
+# fp16 engines answer within fp16 rounding: looser than float32's defaults (runtime.parity).
+FP16_MIN_IOU, FP16_MAX_RELATIVE_LOGIT_ERROR = 0.97, 0.05
 
 
 def _versions() -> dict:
@@ -73,13 +70,14 @@ def _parameter_count(model) -> int:
 
 
 def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | None,
-              compression: dict | None = None) -> dict:
+              compression: dict | None = None, tensorrt: dict | None = None) -> dict:
     config = model.config
     # Reports (parity.json) may be rewritten by a later `runtime.parity`; only model files are pinned.
     files = {}
-    for path in sorted(root.iterdir()):
-        if path.name not in (MANIFEST, PARITY_FILE):
-            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = path.relative_to(root).as_posix()
+        if name not in (MANIFEST, PARITY_FILE, GPU_PARITY_FILE):
+            files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     manifest = {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_FORMAT_VERSION,
@@ -109,9 +107,8 @@ def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | N
         "versions": _versions(),
         "parity": None if parity is None else {"passed": parity["passed"], **parity["worst"]},
         "compression": compression,
+        "tensorrt": tensorrt,
     }
-    if target != "cpu":
-        manifest["tensorrt"] = {"status": "pending", "todo": TENSORRT_PENDING}
     return manifest
 
 
@@ -141,6 +138,7 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
     SlimSettings) are needed for the slimsam compressions: distillation needs images.
     """
     from compress import load_checkpoint
+    from runtime.parity import Thresholds
     from runtime.parity import run_parity as parity_check
 
     from .onnx_export import export_decoder, export_encoder
@@ -154,7 +152,8 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    steps = ["load checkpoint"] + ([f"compress ({compress})"] if compress else []) + ["export encoder", "export decoders"] + (["parity"] if run_parity else []) + ["manifest"]
+    steps = (["load checkpoint"] + ([f"compress ({compress})"] if compress else []) + ["export encoder", "export decoders"]
+             + (["tensorrt"] if target != "cpu" else []) + (["parity"] if run_parity else []) + ["manifest"])
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     report = None
     try:
@@ -171,25 +170,35 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
                 model, checkpoint, compression = _compress_stages(work, model, checkpoint, compress, variant,
                                                                   slimsam_images, slimsam_settings)
                 bar.update()
-            tensorrt_copy = target != "cpu"  # HyperLinear models only: a copy TensorRT can parse
             step("export encoder")
-            export_encoder(model, work / ENCODER_FILE, tensorrt_copy=tensorrt_copy)
+            export_encoder(model, work / ENCODER_FILE)
             bar.update()
             step("export decoders")
-            export_decoder(model, work / DECODER_FILE, tensorrt_copy=tensorrt_copy)
-            export_decoder(model, work / SINGLE_MASK_DECODER_FILE, return_single_mask=True,
-                           tensorrt_copy=tensorrt_copy)
+            export_decoder(model, work / DECODER_FILE)
+            export_decoder(model, work / SINGLE_MASK_DECODER_FILE, return_single_mask=True)
             bar.update()
+            tensorrt = None
+            if target != "cpu":
+                step("tensorrt")
+                tensorrt = _tensorrt_into(work / TENSORRT_FOLDER, model, target)
+                bar.update()
             if run_parity:
                 step("parity")
                 # The manifest names the checkpoint; write it first so Session can open the bundle.
-                (work / MANIFEST).write_text(json.dumps(_manifest(model, checkpoint, target, work, None, compression)))
-                report = parity_check(work, checkpoint, show_progress=False)
+                (work / MANIFEST).write_text(json.dumps(_manifest(model, checkpoint, target, work, None, compression,
+                                                                  tensorrt)))
+                report = parity_check(work, checkpoint, show_progress=False, backend="onnxruntime")
                 report["bundle"] = str(out)
                 (work / PARITY_FILE).write_text(json.dumps(report, indent=2))
+                if tensorrt and tensorrt["status"] == "built":
+                    engines = parity_check(work, checkpoint, Thresholds(FP16_MIN_IOU, FP16_MAX_RELATIVE_LOGIT_ERROR),
+                                           show_progress=False, backend="tensorrt")
+                    (work / GPU_PARITY_FILE).write_text(json.dumps(engines, indent=2))
+                    tensorrt["parity"] = {"passed": engines["passed"], **engines["worst"]}
+                    report["passed"] = report["passed"] and engines["passed"]
                 bar.update()
             step("manifest")
-            manifest = _manifest(model, checkpoint, target, work, report, compression)
+            manifest = _manifest(model, checkpoint, target, work, report, compression, tensorrt)
             (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
             bar.update()
         os.chmod(work, default_mode(directory=True))
@@ -198,6 +207,29 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
         if work.exists():
             shutil.rmtree(work)
     return report
+
+
+def _tensorrt_into(folder: Path, model, target: str) -> dict:
+    """The bundle's tensorrt/ folder: ONNX files for TensorRT, build script, engines if we can."""
+    from compress.birkhoff.hyper_linear import HyperLinear
+
+    from .tensorrt_build import BUILD_SCRIPT, MAX_POINTS, build_engines, prepare_folder, tensorrt_version
+    from .tensorrt_onnx import export_tensorrt_inputs
+
+    plugin = any(isinstance(m, HyperLinear) for m in model.modules())
+    export_tensorrt_inputs(model, folder)
+    prepare_folder(folder, target, plugin)
+    entry = {"folder": TENSORRT_FOLDER, "build_script": f"{TENSORRT_FOLDER}/{BUILD_SCRIPT}",
+             "precision": {"encoder": "fp16 (LayerNorm, softmax, LayerNorm2d in fp32)", "decoder": "fp32"},
+             "hyper_linear_plugin": plugin, "max_points": MAX_POINTS}
+    if tensorrt_version() is None:
+        entry["status"] = "pending"
+        entry["todo"] = (f"build the engines on the {target} that will run them: bash {TENSORRT_FOLDER}/{BUILD_SCRIPT} "
+                         "(needs CUDA, CMake and TensorRT >= 10.3); then runtime.Session(bundle) uses them")
+    else:
+        entry["status"] = "built"
+        entry["engines"] = build_engines(folder, target, plugin)
+    return entry
 
 
 def _compress_stages(work: Path, model, checkpoint: Path, compress: str, variant: str, arrays, settings):
@@ -317,12 +349,13 @@ def main(argv=None) -> int:
                               run_parity=not args.skip_parity, overwrite=args.overwrite,
                               compress=args.compress, variant=args.variant, slimsam_images=arrays,
                               slimsam_settings=settings)
-    except (ValueError, FileExistsError) as err:  # CheckpointError and BundleError included
+    except (ValueError, FileExistsError) as err:  # CheckpointError, BundleError, TensorRTError included
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"bundle written to {out}")
-    if args.target != "cpu":
-        print(TENSORRT_PENDING)
+    tensorrt = json.loads((out / MANIFEST).read_text()).get("tensorrt")
+    if tensorrt and tensorrt["status"] == "pending":
+        print(f"TensorRT engines: {tensorrt['todo']}")
     if report is not None:
         print(summary(report))
         return 0 if report["passed"] else 1

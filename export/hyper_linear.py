@@ -7,10 +7,11 @@ lattice_side, side, center (2 floats), gains (K+1 floats), plugin_namespace,
 plugin_version. docs/formats.md describes it in full.
 
 ONNX Runtime runs it through a model-local function made of standard ops (this file),
-so no compiled library is needed. Its decode is the same sequence of float32 operations
+so no compiled library is needed. The decode is float32; X and Y may be float32 or
+float16 (the TensorRT encoder), the weight cast to X's type as the plugin does. Its decode is the same sequence of float32 operations
 as `compress.birkhoff.hyper_linear.decode_weight`, which is the reference
-implementation of the TensorRT plugin too. TensorRT before 10.7 cannot parse models
-with local functions, hence `without_functions` for the TensorRT-bound copy.
+implementation of the TensorRT plugin too. Files for TensorRT have no function body
+(`without_functions`, export/tensorrt_onnx.py says why).
 """
 
 from __future__ import annotations
@@ -90,8 +91,10 @@ HyperLinear <in_features, out_features, codebook_size, lattice_side, side, cente
     row_scale_column = Unsqueeze (row_scale, axis_one)
     weight = Mul (unit_weight, row_scale_column)
     weight_t = Transpose <perm = [1, 0]> (weight)
-    product = MatMul (X, weight_t)
-    Y = Add (product, bias)
+    weight_like_x = CastLike (weight_t, X)
+    bias_like_x = CastLike (bias, X)
+    product = MatMul (X, weight_like_x)
+    Y = Add (product, bias_like_x)
 }}
 """
 

@@ -53,28 +53,16 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_axes=No
         )
 
 
-def tensorrt_copy_path(path) -> Path:
-    """Where the TensorRT-bound copy of a model with HyperLinear nodes goes."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}.tensorrt.onnx")
-
-
-def _finish(exported: Path, path: Path, tensorrt_copy: bool = False) -> None:
-    """Re-save (external data if large), run the full checker, then move into place.
-
-    Both the graph and a large model's weights file are staged under temporary names.
-    A model with HyperLinear nodes gets their function body; with `tensorrt_copy`, a
-    copy without it is written next to it for TensorRT (< 10.7 cannot parse functions).
-    """
+def _finish(exported: Path, path: Path) -> None:
+    """Re-save (external data if large) with the HyperLinear function body, check, move into place."""
     model = onnx.load(str(exported))
     if hyper_linear.has_hyper_linear(model):
         hyper_linear.attach_function(model, OPSET)
-        if tensorrt_copy:
-            _finish_model(hyper_linear.without_functions(model), exported.parent / "trt", tensorrt_copy_path(path))
-    _finish_model(model, exported.parent / "staged", path)
+    save_checked(model, path, exported.parent / "staged")
 
 
-def _finish_model(model: onnx.ModelProto, staged: Path, path: Path) -> None:
+def save_checked(model: onnx.ModelProto, path: Path, staged: Path) -> Path:
+    """Save under `staged/`, run the full checker, then rename into `path` (graph last)."""
     large = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
     staged.mkdir()
     staged_model = staged / path.name
@@ -85,9 +73,10 @@ def _finish_model(model: onnx.ModelProto, staged: Path, path: Path) -> None:
     if large:
         os.replace(staged / data_name, path.parent / data_name)
     os.replace(staged_model, path)
+    return path
 
 
-def export_encoder(model, path, tensorrt_copy: bool = False) -> Path:
+def export_encoder(model, path) -> Path:
     """Export `model.image_encoder`: [1,3,S,S] normalised, padded pixels -> embeddings."""
     import torch
 
@@ -98,7 +87,7 @@ def export_encoder(model, path, tensorrt_copy: bool = False) -> Path:
         exported = Path(work) / "encoder.onnx"
         with torch.no_grad():
             _export(model.image_encoder, (dummy,), exported, [ENCODER_INPUT], [ENCODER_OUTPUT])
-        _finish(exported, path, tensorrt_copy)
+        _finish(exported, path)
     return path
 
 
@@ -143,7 +132,7 @@ def _decoder_wrapper(model, return_single_mask: bool):
     return DecoderForExport(model, return_single_mask=return_single_mask).eval()
 
 
-def export_decoder(model, path, return_single_mask: bool = False, tensorrt_copy: bool = False) -> Path:
+def export_decoder(model, path, return_single_mask: bool = False) -> Path:
     """Export the prompt encoder + mask decoder with the official SAM ONNX signature.
 
     return_single_mask=False gives all M = 4 masks (mask 0 is the single-mask answer,
@@ -159,5 +148,5 @@ def export_decoder(model, path, return_single_mask: bool = False, tensorrt_copy:
         exported = Path(work) / "decoder.onnx"
         with torch.no_grad():
             _export(wrapper, tuple(dummy.values()), exported, DECODER_INPUTS, DECODER_OUTPUTS, dynamic_axes)
-        _finish(exported, path, tensorrt_copy)
+        _finish(exported, path)
     return path

@@ -14,6 +14,8 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 SINGLE_MASK_DECODER_FILE = "decoder_single.onnx"
 PARITY_FILE = "parity.json"
+TENSORRT_FOLDER = "tensorrt"  # ONNX files for TensorRT, plugin sources, build script, engines
+ENGINE_FILES = ("encoder.engine", "decoder.engine")
 # segment_anything's pixel statistics, used when a lone encoder.onnx comes without a manifest.
 DEFAULT_PIXEL_MEAN = (123.675, 116.28, 103.53)
 DEFAULT_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -26,12 +28,14 @@ class BundleError(ValueError):
 @dataclass
 class Bundle:
     root: Path
-    encoder: Path
-    decoder: Path
+    encoder: Path | None  # ONNX files; None for bare engines
+    decoder: Path | None
     img_size: int | None = None  # None: read from the encoder's input shape
     pixel_mean: tuple = DEFAULT_PIXEL_MEAN
     pixel_std: tuple = DEFAULT_PIXEL_STD
     manifest: dict = field(default_factory=dict)
+    engines: tuple[Path, Path] | None = None  # TensorRT encoder and decoder engines, when built
+
 
     @property
     def checkpoint(self) -> Path | None:
@@ -93,11 +97,28 @@ def open_bundle(source) -> Bundle:
     elif path.is_file() and path.suffix == ".onnx":
         bundle = Bundle(root=path.parent, encoder=path, decoder=path.parent / DECODER_FILE)
     elif path.suffix in (".engine", ".plan"):
-        raise BundleError(f"{path}: TensorRT engines need the TensorRT backend, which is not part "
-                          "of this samedge yet; use the bundle's ONNX files")
+        return _open_engine(path)
     else:
-        raise BundleError(f"{source} is neither a bundle directory nor an encoder .onnx file")
+        raise BundleError(f"{source} is neither a bundle directory, an encoder .onnx nor a TensorRT .engine file")
     for part in (bundle.encoder, bundle.decoder):
         if not part.is_file():
             raise BundleError(f"{part} is missing; a bundle needs {ENCODER_FILE} and {DECODER_FILE}")
+    engines = tuple(path / TENSORRT_FOLDER / name for name in ENGINE_FILES) if path.is_dir() else ()
+    if engines and all(engine.is_file() for engine in engines):
+        bundle.engines = engines
     return bundle
+
+
+def _open_engine(path: Path) -> Bundle:
+    """An encoder engine with its decoder engine beside it (in a bundle's tensorrt/ or alone)."""
+    if not path.is_file():
+        raise BundleError(f"{path} does not exist")
+    decoder = path.with_name(f"decoder{path.suffix}")
+    if not decoder.is_file():
+        raise BundleError(f"{decoder} is missing: an encoder engine needs the decoder engine beside it")
+    folder = path.parent
+    if folder.name == TENSORRT_FOLDER and (folder.parent / MANIFEST).is_file():
+        bundle = open_bundle(folder.parent)  # the manifest knows the pre-processing
+        bundle.engines = (path, decoder)
+        return bundle
+    return Bundle(root=folder, encoder=None, decoder=None, engines=(path, decoder))

@@ -7,6 +7,9 @@ mask IoU, max |logit difference| (absolute and relative to the largest logit) an
 max score difference.
 
     python -m runtime.parity BUNDLE [--checkpoint CKPT] [--images a.jpg b.png] [--out parity.json]
+
+fp16 TensorRT engines answer within fp16 rounding, not float32's: check them with
+looser thresholds, e.g. --backend tensorrt --min-iou 0.98 --max-relative-logit-error 0.02.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends import BACKENDS
 from .images import load_image
 from .session import Session
 
@@ -112,14 +116,15 @@ def compare(session: Session, model, images: dict[str, np.ndarray], thresholds: 
 
 
 def run_parity(bundle, checkpoint=None, images: dict | None = None,
-               thresholds: Thresholds | None = None, out=None, show_progress: bool = True) -> dict:
+               thresholds: Thresholds | None = None, out=None, show_progress: bool = True,
+               backend: str = "auto") -> dict:
     """Compare a bundle with the PyTorch reference; write the report to `out` if given."""
     from tqdm import tqdm
 
     from compress import load_checkpoint
 
     thresholds = thresholds or Thresholds()
-    session = Session(bundle)
+    session = Session(bundle, backend=backend)
     checkpoint = checkpoint or session.bundle.checkpoint
     if checkpoint is None:
         raise ValueError(f"parity needs the checkpoint {bundle} was built from; pass --checkpoint")
@@ -171,6 +176,8 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="default: the one named in the bundle's manifest")
     parser.add_argument("--images", nargs="+", type=Path, help="default: astronaut, coffee, chelsea + 2 synthetic")
     parser.add_argument("--out", type=Path, help="default: BUNDLE/parity.json")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: TensorRT engines when built and tensorrt is installed, else ONNX Runtime")
     parser.add_argument("--min-iou", type=float, default=DEFAULT_MIN_IOU)
     parser.add_argument("--max-relative-logit-error", type=float, default=DEFAULT_MAX_RELATIVE_LOGIT_ERROR)
     args = parser.parse_args(argv)
@@ -178,7 +185,7 @@ def main(argv=None) -> int:
         images = None if args.images is None else {str(p): load_image(p) for p in args.images}
         report = run_parity(args.bundle, args.checkpoint, images,
                             Thresholds(args.min_iou, args.max_relative_logit_error),
-                            out=args.out or args.bundle / "parity.json")
+                            out=args.out or args.bundle / "parity.json", backend=args.backend)
     except ValueError as err:  # BundleError, CheckpointError, ImageError
         print(f"error: {err}", file=sys.stderr)
         return 2

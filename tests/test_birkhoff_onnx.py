@@ -35,7 +35,7 @@ def _export_layer(layer, path, in_features):
     with torch.no_grad():
         _export(_Wrapped(layer), (torch.zeros(3, in_features),), staged / "m.onnx", ["x"], ["y"],
                 {"x": {0: "batch"}})
-    _finish(staged / "m.onnx", path, tensorrt_copy=True)
+    _finish(staged / "m.onnx", path)
 
 
 @pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -63,7 +63,7 @@ def test_graph_decode_is_bit_identical_to_torch(tmp_path, level, variant, in_fea
 def test_encoder_has_one_node_per_linear_and_passes_checks(tmp_path):
     compressed = compress_model(build_sam("tiny", seed=0), show_progress=False)
     path = tmp_path / "encoder.onnx"
-    export_encoder(compressed.model, path, tensorrt_copy=True)
+    export_encoder(compressed.model, path)
     model = onnx.load(str(path))
     nodes = [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
     layers = [m for m in compressed.model.image_encoder.modules() if isinstance(m, HyperLinear)]
@@ -77,10 +77,6 @@ def test_encoder_has_one_node_per_linear_and_passes_checks(tmp_path):
     codes = {init.name: init for init in model.graph.initializer if init.name in {n.input[1] for n in nodes}}
     assert codes and all(init.data_type == onnx.TensorProto.INT32 for init in codes.values())
     onnx.checker.check_model(str(path), full_check=True)
-
-    trt_copy = onnx.load(str(tmp_path / "encoder.tensorrt.onnx"))
-    assert not trt_copy.functions
-    assert sum(n.op_type == OP_TYPE for n in trt_copy.graph.node) == len(nodes)
 
     image = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -102,7 +98,8 @@ def test_compressed_demo_bundle_passes_parity_on_photos(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["checkpoint"] == COMPRESSED_CHECKPOINT
     assert manifest["compression"]["method"] == "birkhoff" and manifest["compression"]["ratio"] > 4.3
-    assert (out / "encoder.tensorrt.onnx").is_file() and (out / "decoder.tensorrt.onnx").is_file()
+    assert manifest["tensorrt"]["hyper_linear_plugin"]
+    assert (out / "tensorrt" / "plugin" / "hyperlinear_plugin.cpp").is_file()
     Session(out).bundle.verify()
 
 

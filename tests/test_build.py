@@ -36,11 +36,22 @@ def test_cli_builds_a_checked_bundle(tmp_path, tiny_checkpoint):
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no temporary leftovers
 
 
-def test_gpu_targets_say_what_tensorrt_will_add(tmp_path, tiny_checkpoint):
+def test_gpu_targets_carry_what_the_device_needs_to_build_engines(tmp_path, tiny_checkpoint):
+    import importlib.util
+
     build_bundle(tmp_path / "jetson", "jetson", tiny_checkpoint, run_parity=False)
     manifest = json.loads((tmp_path / "jetson" / "manifest.json").read_text())
     assert manifest["target"] == "jetson"
-    assert manifest["tensorrt"]["status"] == "pending" and "trtexec" in manifest["tensorrt"]["todo"]
+    entry = manifest["tensorrt"]
+    assert entry["status"] == ("built" if importlib.util.find_spec("tensorrt") else "pending")
+    assert "build_engines.sh" in entry.get("todo", entry["build_script"])
+    for name in ("tensorrt/encoder.onnx", "tensorrt/decoder.onnx", "tensorrt/build_engines.sh"):
+        assert name in manifest["files"]  # hashed like every other bundle file
+    assert not entry["hyper_linear_plugin"] and not (tmp_path / "jetson" / "tensorrt" / "plugin").exists()
+    cpu = tmp_path / "cpu"
+    build_bundle(cpu, "cpu", tiny_checkpoint, run_parity=False)
+    assert json.loads((cpu / "manifest.json").read_text())["tensorrt"] is None
+    assert not (cpu / "tensorrt").exists()
 
 
 def test_failed_build_leaves_nothing_behind(tmp_path):
@@ -80,7 +91,7 @@ def test_tampered_or_incomplete_bundles_are_reported(tmp_path, tiny_checkpoint):
         Session(out)
     with pytest.raises(BundleError, match="no manifest.json"):
         Session(tmp_path)
-    with pytest.raises(BundleError, match="TensorRT"):
+    with pytest.raises(BundleError, match="model.engine does not exist"):
         Session(tmp_path / "model.engine")
 
 

@@ -19,6 +19,10 @@ def test_session_predicts_with_torch_unimportable(tiny_bundle):
         masks, scores, logits = session.predict(np.zeros((30, 40, 3), np.uint8), box=[2, 3, 20, 25],
                                                 multimask_output=False)
         assert masks.shape == (1, 30, 40), masks.shape
+        # The TensorRT backend and its host-side mask upscaling need no torch either.
+        from runtime.backends import tensorrt_backend
+        from runtime.masks import upscale_masks
+        assert upscale_masks(np.zeros((1, 4, 16, 16), np.float32), 64, (30, 40)).shape == (1, 4, 30, 40)
         assert not any(m.startswith("torch") for m in sys.modules if sys.modules[m] is not None)
         print("ok")
     """)

@@ -4,13 +4,33 @@ from __future__ import annotations
 
 from ..bundle import Bundle, BundleError
 
-BACKENDS = ("auto", "onnxruntime", "torch")
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+
+
+def _tensorrt_importable() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorrt") is not None
 
 
 def make_backend(bundle: Bundle, name: str = "auto", providers=None, device: str = "cpu"):
-    if name in ("auto", "onnxruntime"):
+    """auto: TensorRT when the bundle has engines and tensorrt is installed, else ONNX Runtime."""
+    if name == "auto":
+        name = "tensorrt" if bundle.engines and (bundle.encoder is None or _tensorrt_importable()) else "onnxruntime"
+    if name == "tensorrt":
+        from .tensorrt_backend import TensorRTBackend
+
+        if not bundle.engines:
+            raise BundleError(f"{bundle.root} has no TensorRT engines: build them on the device with "
+                              f"bash {bundle.root}/tensorrt/build_engines.sh, or build the bundle with "
+                              "python -m export.build --target jetson|desktop where tensorrt is installed")
+        return TensorRTBackend(*bundle.engines)
+    if name == "onnxruntime":
         from .ort_backend import OnnxRuntimeBackend
 
+        if bundle.encoder is None:
+            raise BundleError(f"{bundle.root} holds TensorRT engines only; ONNX Runtime needs the bundle's "
+                              "encoder.onnx and decoder.onnx")
         return OnnxRuntimeBackend(bundle.encoder, bundle.decoder, providers)
     if name == "torch":
         from .torch_backend import TorchBackend

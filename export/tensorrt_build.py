@@ -1,0 +1,167 @@
+"""TensorRT engines for a bundle's `tensorrt/` folder, or the script that builds them on the device.
+
+Engines are tied to the GPU and the TensorRT version that built them, so a Jetson's
+engines are best built on the Jetson. `prepare_folder` always writes what that takes
+(plugin sources, `build_engines.sh` with the exact CMake and trtexec lines);
+`build_engines` builds them here when the `tensorrt` package is importable.
+Both build the same way: strongly typed (precision comes from the ONNX files, see
+export/tensorrt_onnx.py), one decoder profile for 1..MAX_POINTS points, a timing cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from runtime.backends.tensorrt_backend import ENGINES_INFO, PLUGIN_LIBRARY, TensorRTError
+
+from .tensorrt_onnx import DECODER, ENCODER
+
+PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "hyperlinear"
+PLUGIN_SOURCES = ("CMakeLists.txt", "hyperlinear_kernel.cuh", "hyperlinear_kernel.cu", "hyperlinear_plugin.cpp")
+BUILD_SCRIPT = "build_engines.sh"
+TIMING_CACHE = "timing.cache"
+ENGINES = {ENCODER: "encoder.engine", DECODER: "decoder.engine"}
+# Points per prompt, padding point included: one click (+ padding) is the common case.
+MIN_POINTS, OPT_POINTS, MAX_POINTS = 1, 2, 16
+# Orin; Ampere (A100, RTX 30), Ada (RTX 40, L4), Hopper. Quoted in the script: ';' ends a shell command.
+CUDA_ARCHITECTURES = {"jetson": "87", "desktop": "80;86;89;90"}
+WORKSPACE_MIB = {"jetson": 1024, "desktop": 4096}
+
+
+def decoder_shapes(points: int) -> dict[str, tuple]:
+    return {"point_coords": (1, points, 2), "point_labels": (1, points)}
+
+
+def _shape_flag(points: int) -> str:
+    return ",".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in decoder_shapes(points).items())
+
+
+def trtexec_command(onnx_name: str, target: str, plugin: bool) -> str:
+    engine = ENGINES[onnx_name]
+    parts = ['"$TRTEXEC"', f"--onnx={onnx_name}", f"--saveEngine={engine}.partial", "--stronglyTyped",
+             f"--timingCacheFile={TIMING_CACHE}", f"--memPoolSize=workspace:{WORKSPACE_MIB[target]}M",
+             "--skipInference"]
+    if plugin:
+        parts.append(f"--staticPlugins=plugin/build/{PLUGIN_LIBRARY}")
+    if onnx_name == DECODER:
+        parts += [f"--minShapes={_shape_flag(MIN_POINTS)}", f"--optShapes={_shape_flag(OPT_POINTS)}",
+                  f"--maxShapes={_shape_flag(MAX_POINTS)}"]
+    return " ".join(parts)
+
+
+def build_script(target: str, plugin: bool) -> str:
+    """The shell script that builds the plugin and both engines inside the tensorrt/ folder."""
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# Build this bundle's TensorRT engines for {target}, on the machine that will run them:",
+        "# an engine only runs on the GPU model and TensorRT version that built it.",
+        "# Needs the CUDA toolkit, CMake >= 3.18 and TensorRT >= 10.3 (JetPack 6.1+). Set",
+        "# TENSORRT_ROOT (default /usr, JetPack's layout) and TRTEXEC if they are elsewhere.",
+        "set -euo pipefail",
+        'cd "$(dirname "$0")"',
+        'TENSORRT_ROOT="${TENSORRT_ROOT:-/usr}"',
+        'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
+    ]
+    if plugin:
+        lines += [
+            "# The HyperLinear plugin (fused decode + GEMM) that the encoder's compressed layers need.",
+            "cmake -S plugin -B plugin/build -DCMAKE_BUILD_TYPE=Release -DTENSORRT_ROOT=\"$TENSORRT_ROOT\" "
+            f"-DCMAKE_CUDA_ARCHITECTURES=\"{CUDA_ARCHITECTURES[target]}\"",
+            "cmake --build plugin/build -j",
+        ]
+    for onnx_name, engine in ENGINES.items():
+        lines += [f"{trtexec_command(onnx_name, target, plugin)} | tee {engine}.log",
+                  f"mv {engine}.partial {engine}"]
+    lines += [
+        "# What the engines are tied to; runtime.Session checks it before loading them.",
+        "version=$(grep -o 'TensorRT version: [0-9.]*' encoder.engine.log | head -1 | cut -d' ' -f3 || true)",
+        "capability=$(grep -o 'Compute Capability: [0-9.]*' encoder.engine.log | head -1 | cut -d' ' -f3 || true)",
+        "device=$(grep -o 'Selected Device: .*' encoder.engine.log | head -1 | cut -d' ' -f3- || true)",
+        f"cat > {ENGINES_INFO} <<EOF",
+        '{"tensorrt": "${version:-unknown}", "gpu": "${device:-unknown}", '
+        '"compute_capability": "${capability:-unknown}", '
+        f'"max_points": {MAX_POINTS}, "built_by": "{BUILD_SCRIPT}"}}',
+        "EOF",
+        'echo "engines built in $(pwd); run the bundle with runtime.Session(BUNDLE, backend=\\"tensorrt\\")"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def prepare_folder(folder: Path, target: str, plugin: bool) -> Path:
+    """Copy the plugin sources (when the model has HyperLinear nodes) and write build_engines.sh."""
+    if plugin:
+        (folder / "plugin").mkdir(exist_ok=True)
+        for name in PLUGIN_SOURCES:
+            shutil.copy2(PLUGIN_DIR / name, folder / "plugin" / name)
+    script = folder / BUILD_SCRIPT
+    script.write_text(build_script(target, plugin))
+    script.chmod(0o755)
+    return script
+
+
+def tensorrt_version() -> str | None:
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return tensorrt.__version__
+
+
+def build_plugin(folder: Path, target: str) -> Path:
+    """CMake-build the plugin library from the folder's sources (TENSORRT_ROOT from the environment)."""
+    build = folder / "plugin" / "build"
+    root = os.environ.get("TENSORRT_ROOT", "/usr")
+    for command in (["cmake", "-S", str(folder / "plugin"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                     f"-DTENSORRT_ROOT={root}", f"-DCMAKE_CUDA_ARCHITECTURES={CUDA_ARCHITECTURES[target]}"],
+                    ["cmake", "--build", str(build), "-j"]):
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise TensorRTError(f"building the HyperLinear plugin failed ({' '.join(command)}):\n"
+                                f"{result.stderr[-1500:]}\nSet TENSORRT_ROOT to the TensorRT install "
+                                "(include/NvInfer.h, lib/libnvinfer.so) and check that nvcc is on PATH")
+    return build / PLUGIN_LIBRARY
+
+
+def build_engines(folder: Path, target: str, plugin: bool) -> dict:
+    """Build encoder.engine and decoder.engine in `folder` with the tensorrt package."""
+    import tensorrt as trt
+
+    from runtime.backends.tensorrt_backend import _make_logger, gpu_description, load_plugin
+
+    if plugin:
+        build_plugin(folder, target)
+        load_plugin(folder)
+        if trt.get_plugin_registry().get_creator("HyperLinear", "1", "samedge") is None:
+            raise TensorRTError(f"{PLUGIN_LIBRARY} loaded but registered no HyperLinear creator; rebuild it")
+    logger = _make_logger(trt)
+    builder = trt.Builder(logger)
+    cache_path = folder / TIMING_CACHE
+    for onnx_name, engine_name in ENGINES.items():
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(folder / onnx_name)):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise TensorRTError(f"TensorRT {trt.__version__} cannot parse {folder / onnx_name}: {errors[:1500]}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_MIB[target] << 20)
+        cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+        if onnx_name == DECODER:
+            profile = builder.create_optimization_profile()
+            for name in decoder_shapes(1):
+                profile.set_shape(name, *(decoder_shapes(p)[name] for p in (MIN_POINTS, OPT_POINTS, MAX_POINTS)))
+            config.add_optimization_profile(profile)
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise TensorRTError(f"TensorRT could not build {engine_name}: {'; '.join(logger.errors)[:1500]}")
+        partial = folder / f"{engine_name}.partial"
+        partial.write_bytes(bytes(plan))
+        os.replace(partial, folder / engine_name)
+        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    info = {"tensorrt": trt.__version__, **gpu_description(), "max_points": MAX_POINTS, "built_by": "export.build"}
+    (folder / ENGINES_INFO).write_text(json.dumps(info, indent=2))
+    return info

@@ -1,0 +1,219 @@
+"""TensorRT backend: the bundle's encoder.engine and decoder.engine, with cuda-python buffers.
+
+No torch: TensorRT's Python API runs the engines, cuda-python (`cuda.bindings.runtime`,
+or `cuda.cudart` before 12.6) owns the device memory and the stream. The HyperLinear
+plugin library is loaded with ctypes before the engines are deserialised: its static
+registrar puts the creator in TensorRT's registry (docs/design.md, TensorRT section).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..bundle import BundleError
+from ..masks import upscale_masks
+
+PLUGIN_LIBRARY = "libsamedge_hyperlinear.so"
+ENGINES_INFO = "engines.json"
+REBUILD = "rebuild the engines on this machine (bash tensorrt/build_engines.sh in the bundle)"
+
+
+class TensorRTError(BundleError):
+    """An engine this machine cannot run, with the reason and the fix."""
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError as err:
+        raise TensorRTError("the TensorRT backend needs the tensorrt Python package (JetPack: apt install "
+                            "python3-libnvinfer; desktop: pip install tensorrt) and cuda-python (pip install "
+                            "cuda-python); or use backend='onnxruntime' with the bundle's ONNX files") from err
+    return tensorrt
+
+
+def import_cudart():
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError as err:
+            raise TensorRTError("the TensorRT backend needs cuda-python for device buffers: pip install "
+                                "cuda-python (the version matching your CUDA, e.g. 12.6 on JetPack 6)") from err
+    return cudart
+
+
+def _check(result):
+    """cuda-python returns (error, *values); raise on error, return the values."""
+    error, *values = result
+    if int(error) != 0:
+        raise RuntimeError(f"CUDA call failed: {error}")
+    return values[0] if len(values) == 1 else values
+
+
+def gpu_description() -> dict:
+    """Name and compute capability of device 0 (what an engine is tied to)."""
+    cudart = import_cudart()
+    properties = _check(cudart.cudaGetDeviceProperties(0))
+    name = properties.name.decode(errors="replace").rstrip("\x00") if isinstance(properties.name, bytes) \
+        else str(properties.name)
+    return {"gpu": name, "compute_capability": f"{properties.major}.{properties.minor}"}
+
+
+def load_plugin(folder: Path) -> Path | None:
+    """Load the HyperLinear plugin library found in `folder` (or plugin/build below it)."""
+    for candidate in (folder / PLUGIN_LIBRARY, folder / "plugin" / "build" / PLUGIN_LIBRARY):
+        if candidate.is_file():
+            ctypes.CDLL(str(candidate), mode=ctypes.RTLD_GLOBAL)
+            return candidate
+    return None
+
+
+def check_engine_info(folder: Path, tensorrt_version: str) -> None:
+    """Compare the TensorRT version and GPU an engine was built for with this machine's."""
+    info_path = folder / ENGINES_INFO
+    if not info_path.is_file():
+        return  # engines built by hand: TensorRT's own check at deserialisation remains
+    info = json.loads(info_path.read_text())
+    built_with = str(info.get("tensorrt", ""))
+    if built_with not in ("", "unknown") and built_with.split(".")[:3] != tensorrt_version.split(".")[:3]:
+        raise TensorRTError(f"the engines in {folder} were built with TensorRT {built_with}, this machine has "
+                            f"{tensorrt_version}; engines only run on the TensorRT version that built them: {REBUILD}")
+    wanted = info.get("compute_capability")
+    if wanted and wanted != "unknown":
+        here = gpu_description()
+        if here["compute_capability"] != wanted:
+            raise TensorRTError(f"the engines in {folder} were built for {info.get('gpu', 'another GPU')} (compute "
+                                f"capability {wanted}); this GPU is {here['gpu']} ({here['compute_capability']}): "
+                                f"{REBUILD}")
+
+
+def _make_logger(trt):
+    """A TensorRT logger that keeps error messages, so a failed deserialisation can say why."""
+
+    class Logger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors = []
+
+        def log(self, severity, message):
+            if severity <= trt.ILogger.Severity.ERROR:
+                self.errors.append(str(message))
+
+    return Logger()
+
+
+class _Engine:
+    """One engine, its execution context and device buffers (grown on demand)."""
+
+    def __init__(self, path: Path, runtime, logger, trt, cudart, stream):
+        self.trt, self.cudart, self.stream = trt, cudart, stream
+        logger.errors.clear()
+        self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            reason = "; ".join(logger.errors) or "TensorRT gave no reason"
+            hint = REBUILD
+            if "plugin" in reason.lower() or "HyperLinear" in reason:
+                hint = (f"the HyperLinear plugin is missing: put {PLUGIN_LIBRARY} beside the engines "
+                        "(build_engines.sh builds it)")
+            raise TensorRTError(f"TensorRT cannot load {path} ({reason[:400]}): {hint}")
+        self.context = self.engine.create_execution_context()
+        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.inputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+
+    def shape(self, name: str) -> tuple:
+        return tuple(self.engine.get_tensor_shape(name))
+
+    def max_shape(self, name: str) -> tuple:
+        return tuple(self.engine.get_tensor_profile_shape(name, 0)[2])
+
+    def _buffer(self, name: str, nbytes: int) -> int:
+        pointer, size = self.buffers.get(name, (0, 0))
+        if size < nbytes:
+            if pointer:
+                _check(self.cudart.cudaFree(pointer))
+            pointer, size = int(_check(self.cudart.cudaMalloc(max(nbytes, 1)))), nbytes
+            self.buffers[name] = (pointer, size)
+        self.context.set_tensor_address(name, pointer)
+        return pointer
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        kind = self.cudart.cudaMemcpyKind
+        for name in self.inputs:
+            array = np.ascontiguousarray(feeds[name], dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
+            self.context.set_input_shape(name, array.shape)
+            pointer = self._buffer(name, array.nbytes)
+            _check(self.cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes,
+                                               kind.cudaMemcpyHostToDevice, self.stream))
+        outputs = {}
+        for name in self.names:
+            if name in self.inputs:
+                continue
+            dtype = self.trt.nptype(self.engine.get_tensor_dtype(name))
+            outputs[name] = np.empty(tuple(self.context.get_tensor_shape(name)), dtype=dtype)
+            self._buffer(name, outputs[name].nbytes)
+        if not self.context.execute_async_v3(self.stream):
+            raise RuntimeError("TensorRT failed to run the engine (see its log above)")
+        for name, array in outputs.items():
+            _check(self.cudart.cudaMemcpyAsync(array.ctypes.data, self.buffers[name][0], array.nbytes,
+                                               kind.cudaMemcpyDeviceToHost, self.stream))
+        _check(self.cudart.cudaStreamSynchronize(self.stream))
+        return outputs
+
+    def close(self) -> None:
+        for pointer, _ in self.buffers.values():
+            self.cudart.cudaFree(pointer)
+        self.buffers.clear()
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+
+    def __init__(self, encoder_engine: Path, decoder_engine: Path):
+        trt = import_tensorrt()
+        cudart = import_cudart()
+        folder = Path(encoder_engine).parent
+        check_engine_info(folder, trt.__version__)
+        self.plugin = load_plugin(folder)
+        self.logger = _make_logger(trt)
+        self.runtime = trt.Runtime(self.logger)
+        self.stream = _check(cudart.cudaStreamCreate())
+        self.cudart = cudart
+        self.encoder = _Engine(Path(encoder_engine), self.runtime, self.logger, trt, cudart, self.stream)
+        self.decoder = _Engine(Path(decoder_engine), self.runtime, self.logger, trt, cudart, self.stream)
+        self.max_points = self.decoder.max_shape("point_coords")[1]
+
+    @property
+    def img_size(self) -> int:
+        return int(self.encoder.shape(self.encoder.inputs[0])[-1])
+
+    @property
+    def embedding_size(self) -> int:
+        output = next(n for n in self.encoder.names if n not in self.encoder.inputs)
+        return int(self.encoder.shape(output)[-1])
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        outputs = self.encoder.run({self.encoder.inputs[0]: pixels})
+        return next(iter(outputs.values())).astype(np.float32)
+
+    def decode(self, inputs):
+        points = inputs["point_coords"].shape[1]
+        if points > self.max_points:
+            raise ValueError(f"{points} prompt points (padding included) but the decoder engine takes at most "
+                             f"{self.max_points}; pass fewer points, or rebuild it with a larger profile")
+        outputs = self.decoder.run({name: inputs[name] for name in self.decoder.inputs})
+        iou_predictions = outputs["iou_predictions"].astype(np.float32)
+        low_res = outputs["low_res_masks"].astype(np.float32)
+        image_hw = np.asarray(inputs["orig_im_size"]).astype(np.int64)
+        return upscale_masks(low_res, self.img_size, image_hw), iou_predictions, low_res
+
+    def close(self) -> None:
+        self.encoder.close()
+        self.decoder.close()
+        self.cudart.cudaStreamDestroy(self.stream)

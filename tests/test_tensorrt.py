@@ -1,0 +1,190 @@
+"""The TensorRT path, as far as it runs without TensorRT.
+
+TensorRT itself is not installable here: the files it parses are checked for what
+TensorRT requires, and run with ONNX Runtime (HyperLinear bodies kept for that run)
+through the same host-side mask upscaling the TensorRT backend uses, against the
+PyTorch reference. The build script is syntax-checked; the backend's refusals tested.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from compress import build_sam, load_checkpoint
+from compress.birkhoff.model import compress_model
+from export import tensorrt_onnx
+from export.tensorrt_build import MAX_POINTS, build_script, prepare_folder
+from runtime import Session
+from runtime.backends.tensorrt_backend import TensorRTError, check_engine_info
+from runtime.bundle import BundleError
+from runtime.masks import upscale_masks
+from runtime.parity import Thresholds, compare, standard_images
+from tests.conftest import DEMO_CHECKPOINT
+
+has_tensorrt = importlib.util.find_spec("tensorrt") is not None
+
+
+class OnnxRuntimeOnTensorRTFiles:
+    """The TensorRT backend's data path with ONNX Runtime in TensorRT's place."""
+
+    name = "onnxruntime (tensorrt files)"
+
+    def __init__(self, folder):
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.encoder = ort.InferenceSession(str(folder / tensorrt_onnx.ENCODER), options)
+        self.decoder = ort.InferenceSession(str(folder / tensorrt_onnx.DECODER), options)
+        self.img_size = self.encoder.get_inputs()[0].shape[-1]
+        self.embedding_size = self.encoder.get_outputs()[0].shape[-1]
+
+    def encode(self, pixels):
+        return self.encoder.run(None, {"image": pixels})[0]
+
+    def decode(self, inputs):
+        feeds = {name: inputs[name] for name in tensorrt_onnx.DECODER_INPUTS}
+        iou_predictions, low_res = self.decoder.run(None, feeds)
+        return upscale_masks(low_res, self.img_size, inputs["orig_im_size"]), iou_predictions, low_res
+
+
+@pytest.fixture(scope="module")
+def demo_models():
+    model = load_checkpoint(DEMO_CHECKPOINT)
+    return {"fp32": model, "birkhoff": compress_model(load_checkpoint(DEMO_CHECKPOINT), show_progress=False).model}
+
+
+@pytest.mark.parametrize("kind", ["fp32", "birkhoff"])
+def test_tensorrt_files_answer_like_the_reference(tmp_path, demo_bundle, demo_models, kind):
+    """fp16 encoder + low-res decoder + numpy upscaling agree with segment_anything."""
+    model = demo_models[kind]
+    folder = tmp_path / "tensorrt"
+    tensorrt_onnx.export_tensorrt_inputs(model, folder, keep_functions=True)
+    session = Session(demo_bundle)
+    session.backend = OnnxRuntimeOnTensorRTFiles(folder)
+    # fp16 activations: IoU and logits within fp16 rounding, not float32's.
+    results = compare(session, model, standard_images(), Thresholds(min_mask_iou=0.97, max_relative_logit_error=0.05))
+    assert len(results) >= 25
+    assert min(r.mask_iou for r in results) >= 0.97
+    assert max(r.max_relative_logit_diff for r in results) <= 0.05
+    assert np.median([r.mask_iou for r in results]) >= 0.995
+
+
+def test_fp32_tensorrt_decoder_is_the_official_one_before_upscaling(tmp_path, demo_models):
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    from export.onnx_export import decoder_dummy_inputs
+
+    model = demo_models["fp32"]
+    paths = tensorrt_onnx.export_tensorrt_inputs(model, tmp_path, precision="fp32")
+    inputs = decoder_dummy_inputs(model)
+    with torch.no_grad():
+        masks, scores, low_res = SamOnnxModel(model, return_single_mask=False)(*inputs.values())
+    decoder = ort.InferenceSession(str(paths[tensorrt_onnx.DECODER]))
+    for points in (1, 5, MAX_POINTS):  # the engine's profile range
+        feeds = {name: inputs[name].numpy() for name in tensorrt_onnx.DECODER_INPUTS}
+        feeds["point_coords"] = np.resize(feeds["point_coords"], (1, points, 2))
+        feeds["point_labels"] = np.resize(feeds["point_labels"], (1, points))
+        got_scores, got_low_res = decoder.run(None, feeds)
+        if points == 5:
+            np.testing.assert_allclose(got_low_res, low_res.numpy(), atol=1e-4, rtol=1e-4)
+            np.testing.assert_allclose(got_scores, scores.numpy(), atol=1e-5)
+            upscaled = upscale_masks(got_low_res, model.image_encoder.img_size, inputs["orig_im_size"].numpy())
+            assert upscaled.shape == masks.shape
+            np.testing.assert_allclose(upscaled, masks.numpy(), atol=1e-3, rtol=1e-4)
+        assert got_low_res.shape == low_res.shape and np.isfinite(got_low_res).all()
+
+
+def test_tensorrt_files_have_what_the_parser_needs(tmp_path):
+    """No function bodies, fp16 HyperLinear with fp32 norms, no OneHot, no orig_im_size."""
+    model = compress_model(build_sam("tiny", seed=0), show_progress=False).model
+    paths = tensorrt_onnx.export_tensorrt_inputs(model, tmp_path / "trt")
+    assert not onnx.load(str(paths[tensorrt_onnx.ENCODER])).functions
+    # Types are inferred through the bodies, which the TensorRT file does not carry.
+    with_bodies = tensorrt_onnx.export_tensorrt_inputs(model, tmp_path / "checked", keep_functions=True)
+    encoder = onnx.shape_inference.infer_shapes(onnx.load(str(with_bodies[tensorrt_onnx.ENCODER])))
+    types = {v.name: v.type.tensor_type.elem_type
+             for v in list(encoder.graph.value_info) + list(encoder.graph.input) + list(encoder.graph.output)}
+    hyper = [n for n in encoder.graph.node if n.op_type == "HyperLinear"]
+    assert hyper and all(types[n.input[0]] == onnx.TensorProto.FLOAT16 for n in hyper)
+    assert all(types[n.output[0]] == onnx.TensorProto.FLOAT16 for n in hyper)
+    initializers = {i.name: i.data_type for i in encoder.graph.initializer}
+    # The plugin takes codes as INT32, row scales and biases as FLOAT.
+    assert all(initializers[n.input[1]] == onnx.TensorProto.INT32 for n in hyper)
+    assert all(initializers[n.input[2]] == onnx.TensorProto.FLOAT for n in hyper)
+    norms = [n for n in encoder.graph.node if n.op_type in ("LayerNormalization", "Softmax")]
+    assert norms and all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in norms)
+    assert encoder.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # fp32 in and out
+
+    decoder = onnx.load(str(paths[tensorrt_onnx.DECODER]))
+    assert not decoder.functions
+    assert [i.name for i in decoder.graph.input] == list(tensorrt_onnx.DECODER_INPUTS)
+    assert [o.name for o in decoder.graph.output] == list(tensorrt_onnx.DECODER_OUTPUTS)
+    assert "OneHot" not in {n.op_type for n in decoder.graph.node}
+    assert decoder.graph.input[1].type.tensor_type.shape.dim[1].dim_param == "num_points"
+
+
+@pytest.mark.parametrize("target, plugin", [("jetson", True), ("desktop", False)])
+def test_build_script_is_valid_bash_with_the_exact_build_lines(tmp_path, target, plugin):
+    script = prepare_folder(tmp_path, target, plugin)
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert text == build_script(target, plugin)
+    assert text.count("--stronglyTyped") == 2 and "--skipInference" in text
+    assert f"--maxShapes=point_coords:1x{MAX_POINTS}x2,point_labels:1x{MAX_POINTS}" in text
+    assert ("cmake -S plugin" in text) == plugin and ("--staticPlugins=" in text) == plugin
+    assert ('CMAKE_CUDA_ARCHITECTURES="87"' in text) == (target == "jetson")
+    assert (tmp_path / "plugin" / "hyperlinear_plugin.cpp").is_file() == plugin
+    # Engines appear under their final names only when complete.
+    assert "mv encoder.engine.partial encoder.engine" in text
+
+
+@pytest.mark.skipif(has_tensorrt, reason="checks the message shown where tensorrt is not installed")
+def test_tensorrt_backend_without_tensorrt_says_what_to_install(tmp_path, tiny_bundle):
+    with pytest.raises(BundleError, match="no TensorRT engines"):
+        Session(tiny_bundle, backend="tensorrt")
+    engines = tmp_path / "engines"
+    engines.mkdir()
+    for name in ("encoder.engine", "decoder.engine"):
+        (engines / name).write_bytes(b"not a plan")
+    with pytest.raises(TensorRTError, match="pip install tensorrt"):
+        Session(engines / "encoder.engine")
+
+
+def test_engine_paths_are_checked_before_tensorrt_is_needed(tmp_path):
+    lone = tmp_path / "encoder.engine"
+    lone.write_bytes(b"plan")
+    with pytest.raises(BundleError, match="decoder engine beside it"):
+        Session(lone)
+    with pytest.raises(BundleError, match="does not exist"):
+        Session(tmp_path / "missing.plan")
+
+
+def test_engines_from_another_tensorrt_version_are_refused_with_the_fix(tmp_path):
+    (tmp_path / "engines.json").write_text(json.dumps({"tensorrt": "10.3.0", "compute_capability": "unknown"}))
+    check_engine_info(tmp_path, "10.3.0.30")  # same version, longer build number: fine
+    with pytest.raises(TensorRTError, match="built with TensorRT 10.3.0.*11.1.0.*build_engines.sh"):
+        check_engine_info(tmp_path, "11.1.0")
+
+
+def test_numpy_mask_upscaling_matches_torch(tmp_path):
+    import torch.nn.functional as F
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    low_res = np.random.default_rng(0).standard_normal((1, 4, 256, 256)).astype(np.float32) * 8
+    for height, width in ((480, 640), (1024, 1024), (1200, 700), (17, 23)):
+        size = torch.tensor([height, width], dtype=torch.float32)
+        kept = SamOnnxModel.resize_longest_image_size(size, 1024)
+        expected = F.interpolate(torch.from_numpy(low_res), (1024, 1024), mode="bilinear", align_corners=False)
+        expected = F.interpolate(expected[..., : kept[0], : kept[1]], (height, width), mode="bilinear",
+                                 align_corners=False).numpy()
+        got = upscale_masks(low_res, 1024, (height, width))
+        assert got.shape == expected.shape
+        np.testing.assert_allclose(got, expected, atol=5e-4)
+        assert ((got > 0) != (expected > 0)).mean() < 1e-5
