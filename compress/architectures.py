@@ -7,7 +7,7 @@ write (original, pruned, compressed) can be rebuilt with no pickled code.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 # Pixel statistics of the official SAM models (ImageNet, in 0..255 units).

@@ -2,6 +2,7 @@
 
     python -m export.build --target cpu                       # the bundled demo model
     python -m export.build --target jetson --checkpoint sam_vit_b_01ec64.pth --model-type vit_b
+    python -m export.build --target jetson --model-type vit_b --seeded-weights --compress birkhoff
 
 The bundle is assembled in a temporary directory beside --out and renamed into place
 only when every file is written and checked, so an interrupted build leaves nothing
@@ -302,6 +303,17 @@ def _slimsam_into(work: Path, model, source: Path, compress: str, arrays, settin
     return slimmed, path, entry
 
 
+def _seeded_checkpoint(model_type: str, folder: Path) -> Path:
+    """bundles/<type>_seed0.safetensors: the architecture with seeded weights, written once."""
+    from compress import build_sam, save_checkpoint
+
+    path = folder / f"{model_type}_seed0.safetensors"
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(build_sam(model_type, seed=0), path)
+    return path
+
+
 def main(argv=None) -> int:
     from runtime.parity import summary
 
@@ -310,6 +322,9 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="default: the bundled demo model")
     parser.add_argument("--model-type", choices=("vit_b", "vit_l", "vit_h"),
                         help="architecture of an official checkpoint (checked against its shapes)")
+    parser.add_argument("--seeded-weights", action="store_true",
+                        help="with --model-type: that architecture with seeded random weights (no download; "
+                             "for trying the pipeline, not for real masks)")
     parser.add_argument("--out", type=Path, help="default: bundles/<model>-<target>")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument("--skip-parity", action="store_true", help="do not run the parity check")
@@ -322,8 +337,12 @@ def main(argv=None) -> int:
     parser.add_argument("--slim-epochs", type=int, nargs=2, metavar=("STEP1", "STEP2"),
                         help="SlimSAM: distillation epochs of each step (default 40 80, the paper's)")
     args = parser.parse_args(argv)
-    if args.model_type and not args.checkpoint:
-        parser.error("--model-type needs --checkpoint")
+    if args.seeded_weights and (args.checkpoint or not args.model_type):
+        parser.error("--seeded-weights needs --model-type and no --checkpoint")
+    if args.model_type and not (args.checkpoint or args.seeded_weights):
+        parser.error("--model-type needs --checkpoint (or --seeded-weights to try the architecture)")
+    if args.seeded_weights:
+        args.checkpoint = _seeded_checkpoint(args.model_type, Path("bundles"))
     name = args.model_type or ("demo" if args.checkpoint is None else Path(args.checkpoint).stem)
     stem = f"{name}-{args.compress}" if args.compress else name
     out = args.out or Path("bundles") / f"{stem}-{args.target}"

@@ -112,14 +112,18 @@ def test_cli_refuses_an_empty_folder_and_an_unfinished_work_dir(tmp_path, capsys
     assert "--resume" in capsys.readouterr().err
 
 
-def test_slimsam_cli_runs_step_1_alone(tmp_path):
+def test_slimsam_cli_runs_step_1_alone_and_resumes_only_the_same_run(tmp_path, capsys):
     from compress.slimsam.__main__ import main
 
     out = tmp_path / "step1.safetensors"
-    assert main(["--synthetic", "10", "--val-count", "2", "--step", "1", "--epochs1", "1", "--feature-epochs", "1",
-                 "--importance-images", "2", "--batch-size", "4", "--accumulate", "1", "--out", str(out)]) == 0
+    args = ["--synthetic", "10", "--val-count", "2", "--step", "1", "--epochs1", "1", "--feature-epochs", "1",
+            "--importance-images", "2", "--batch-size", "4", "--accumulate", "1", "--out", str(out)]
+    assert main(args) == 0
     model = load_checkpoint(out)
     assert model.config.encoder_embed_dim == 96 and model.config.attn_dim(0) == 192
+    capsys.readouterr()
+    assert main(args + ["--resume", "--ratio", "0.77"]) == 2
+    assert "ratio: 0.5 -> 0.77" in capsys.readouterr().err
 
 
 def test_pruned_demo_bundle_passes_parity(tmp_path):

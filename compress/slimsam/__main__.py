@@ -13,6 +13,7 @@ per-epoch training state, report.json) goes to --work; rerun with --resume to co
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -71,6 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a work directory's state depends on: a resumed run must not change any of them.
+RUN_IDENTITY = ("checkpoint", "model_type", "images", "synthetic", "val_count", "step", "step1", "ratio",
+                "importance", "importance_images", "global_pruning", "normalizer", "seed", "batch_size",
+                "accumulate", "lr")
+
+
+def _check_same_run(work: Path, args) -> None:
+    """Record the run's settings in work/run.json; on --resume, refuse different ones."""
+    from runtime.atomic import atomic_write
+
+    identity = {key: str(getattr(args, key)) for key in RUN_IDENTITY}
+    record = work / "run.json"
+    if record.is_file():
+        earlier = json.loads(record.read_text())
+        changed = [f"{key}: {earlier.get(key)} -> {value}" for key, value in identity.items()
+                   if earlier.get(key) != value]
+        if changed:
+            raise ValueError(f"--resume with other settings than the run in {work} ({'; '.join(changed)}); "
+                             "resume with the same ones, or start over with another --work")
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write(record, lambda tmp: Path(tmp).write_text(json.dumps(identity, indent=2)))
+
+
 def main(argv=None) -> int:
     import torch
 
@@ -96,6 +121,7 @@ def main(argv=None) -> int:
             raise ValueError(f"{len(arrays)} images leave none for training after {args.val_count} for validation")
         tensors = preprocess_images(arrays, sam.config)
         images, val_images = tensors[: -args.val_count], tensors[-args.val_count:]
+        _check_same_run(work, args)
         rank, _ = distributed()  # sets this rank's GPU under torchrun
         if torch.cuda.is_available():
             sam = sam.cuda()

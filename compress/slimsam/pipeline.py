@@ -19,10 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from runtime.atomic import atomic_write
+
 from ..architectures import SamConfig
 from ..checkpoint import load_checkpoint, save_checkpoint
 from .attention import fuse_attention, split_attention
-from .distill import LoopSettings, embedding_mse, run_loop, step1_loss, step2_loss
+from .distill import LoopSettings, distributed, embedding_mse, run_loop, step1_loss, step2_loss
 from .importance import accumulate_gradients, make_importance
 from .prune import prune_bottleneck, prune_embedding
 
@@ -165,7 +167,9 @@ def run_step2(sam, step1: nn.Module, images, val_images, settings: SlimSettings,
     settings.log["step2_log"] = run_loop(student, images, step2_loss(teacher, step1_encoder, settings.alpha_epochs),
                                          lambda: embedding_mse(student, teacher, val_images), loop)
     model = stages("distilled-2", student)
-    (work / "report.json").write_text(json.dumps(settings.log, indent=2, default=float))
+    if distributed()[0] == 0:  # under torchrun the ranks hold the same log: one writer
+        atomic_write(work / "report.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps(settings.log, indent=2, default=float)))
     return model
 
 
