@@ -138,7 +138,10 @@ def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
         manifest["quantization"] = {"method": method, "source_bundle": str(bundle.resolve()),
                                     "weights": weight_error(bundle / ENCODER_FILE, work / ENCODER_FILE, method)}
         manifest["parity"] = None  # the fp32 thresholds do not apply to a quantised model
-        manifest.pop("tensorrt", None)
+        manifest["tensorrt"] = None
+        checkpoint = Path(manifest["model"]["checkpoint"])
+        if not checkpoint.is_absolute():  # a compressed build's checkpoint stays in the source bundle
+            manifest["model"]["checkpoint"] = str((bundle / checkpoint).resolve())
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
         work.chmod(default_mode(directory=True))
         _swap_into_place(work, out)

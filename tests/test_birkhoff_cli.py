@@ -62,3 +62,14 @@ def test_quantised_bundles_run_and_report_their_error(tiny_bundle, tmp_path, met
     assert ours.masks.shape == fp32.masks.shape
     assert np.abs(ours.low_res_logits - fp32.low_res_logits).max() > 0  # it really is another model
     assert (out / "encoder.onnx").stat().st_size < (tiny_bundle / "encoder.onnx").stat().st_size
+
+
+def test_quantising_a_compressed_bundle_keeps_its_checkpoint_reachable(tiny_checkpoint, tmp_path):
+    from export.build import COMPRESSED_CHECKPOINT, build_bundle
+    from export.quantize import quantize_bundle
+    from runtime.bundle import open_bundle
+
+    source = tmp_path / "tiny-birkhoff"
+    build_bundle(source, "cpu", tiny_checkpoint, run_parity=False, compress="birkhoff")
+    out = quantize_bundle(source, tmp_path / "tiny-birkhoff-int8", "int8")
+    assert open_bundle(out).checkpoint == (source / COMPRESSED_CHECKPOINT).resolve()
