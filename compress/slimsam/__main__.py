@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -111,7 +112,9 @@ def main(argv=None) -> int:
     if args.step == "2" and (args.step1 is None or args.checkpoint is None):
         parser.error("--step 2 needs --step1 (the step-1 model) and --checkpoint (the original teacher)")
     work = args.work or args.out.with_name(args.out.name + ".work")
-    if work.exists() and not args.resume:
+    # Under torchrun only rank 0 judges the work directory: other ranks may create it first.
+    first_rank = int(os.environ.get("RANK", "0")) == 0
+    if first_rank and work.exists() and not args.resume:
         print(f"error: {work} holds an earlier run; pass --resume to continue it or remove it", file=sys.stderr)
         return 2
     try:
@@ -121,8 +124,9 @@ def main(argv=None) -> int:
             raise ValueError(f"{len(arrays)} images leave none for training after {args.val_count} for validation")
         tensors = preprocess_images(arrays, sam.config)
         images, val_images = tensors[: -args.val_count], tensors[-args.val_count:]
-        _check_same_run(work, args)
         rank, _ = distributed()  # sets this rank's GPU under torchrun
+        if rank == 0:
+            _check_same_run(work, args)
         if torch.cuda.is_available():
             sam = sam.cuda()
             images, val_images = [t.cuda() for t in images], [t.cuda() for t in val_images]
