@@ -53,8 +53,8 @@ def sniff_format(path) -> str:
     """'samedge', 'safetensors' (someone else's), 'torch' or 'unknown', from the bytes."""
     with open(path, "rb") as f:
         head = f.read(9)
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip, or its legacy pickle stream
-        return "torch"
+    # safetensors first: its 8-byte header length may well start with 0x80 (a header of
+    # 0x..80 bytes), which would otherwise pass for a pickle stream.
     if len(head) == 9 and head[8:9] == b"{":
         (header_len,) = struct.unpack("<Q", head[:8])
         if header_len < 100_000_000:
@@ -64,9 +64,12 @@ def sniff_format(path) -> str:
             try:
                 meta = json.loads(header).get("__metadata__") or {}
             except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-                return "unknown"
-            samedge = isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
-            return "samedge" if samedge else "safetensors"
+                meta = None
+            if meta is not None:
+                samedge = isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
+                return "samedge" if samedge else "safetensors"
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip, or its legacy pickle stream
+        return "torch"
     return "unknown"
 
 

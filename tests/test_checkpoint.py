@@ -140,3 +140,19 @@ def test_state_dict_with_non_tensors_is_refused(tmp_path):
     torch.save({"image_encoder.patch_embed.proj.weight": torch.zeros(1), "epoch": 3}, path)
     with pytest.raises(CheckpointError, match="state dict of tensors"):
         load_checkpoint(path)
+
+
+def test_safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle(tmp_path):
+    """A header of 0x..80 bytes puts 0x80 first in the file, the pickle protocol's opcode."""
+    import torch
+    from safetensors.torch import save_file
+
+    from compress.checkpoint import sniff_format
+
+    path = tmp_path / "w.safetensors"
+    for padding in range(300):  # grow the metadata until the header length's low byte is 0x80
+        save_file({"w": torch.zeros(2)}, str(path), metadata={"note": "x" * padding})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    assert sniff_format(path) == "safetensors"
