@@ -61,7 +61,7 @@ def _versions() -> dict:
     return versions
 
 
-def _parameter_count(model) -> int:
+def parameter_count(model) -> int:
     """Weights of the model, a HyperLinear's encoded weight counted as the dense one it stands for."""
     count = sum(p.numel() for p in model.parameters())
     for module in model.modules():
@@ -91,7 +91,7 @@ def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | N
             # Relative when the checkpoint is inside the bundle (a compressed build).
             "checkpoint": checkpoint.name if checkpoint.parent == root else str(checkpoint.resolve()),
             "checkpoint_sha256": sha256_file(checkpoint),
-            "parameters": _parameter_count(model),
+            "parameters": parameter_count(model),
         },
         "preprocessing": {
             "img_size": config.img_size,
@@ -271,7 +271,7 @@ def _compress_into(work: Path, model, source: Path, variant: str):
         "method": "birkhoff", "variant": variant, "source_checkpoint": str(source.resolve()),
         "source_bytes": source.stat().st_size, "compressed_bytes": path.stat().st_size,
         "ratio": source.stat().st_size / path.stat().st_size, "seconds": compressed.seconds,
-        "parameters": _parameter_count(compressed.model),
+        "parameters": parameter_count(compressed.model),
     }
     return compressed.model, path, entry
 
@@ -297,8 +297,8 @@ def _slimsam_into(work: Path, model, source: Path, compress: str, arrays, settin
              "source_checkpoint": str(source.resolve()), "source_bytes": source.stat().st_size,
              "compressed_bytes": path.stat().st_size, "images": len(tensors) - val_count,
              "epochs": [settings.epochs1, settings.epochs2], "embed": config.encoder_embed_dim,
-             "mlp": list(config.encoder_mlp_dims), "parameters_before": _parameter_count(model),
-             "parameters_after": _parameter_count(slimmed),
+             "mlp": list(config.encoder_mlp_dims), "parameters_before": parameter_count(model),
+             "parameters_after": parameter_count(slimmed),
              "seconds": (datetime.datetime.now() - began).total_seconds()}
     return slimmed, path, entry
 

@@ -1,0 +1,139 @@
+"""The variants the results page compares, and how each becomes a bundle (cached on disk).
+
+Every variant is built with the project's own entry points (export.build.build_bundle,
+export.quantize.quantize_bundle), so the benchmark measures exactly what a user gets.
+A built bundle and a small JSON record (compression wall time, when it was built) stay
+in the work directory; a rerun reuses them instead of rebuilding.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+ORIGINAL = "original"
+VARIANTS = (ORIGINAL, "birkhoff-reference", "birkhoff-scaled", "slimsam-50", "slimsam-77",
+            "slimsam-77+birkhoff", "int8", "int4")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    compress: str | None = None  # an export.build compression
+    birkhoff_variant: str = "reference"
+    quantize: str | None = None  # an export.quantize method, applied to `base`'s bundle
+    base: str | None = None  # the variant this one starts from (None: the original checkpoint)
+
+
+RECIPES = {
+    ORIGINAL: Recipe(),
+    "birkhoff-reference": Recipe("birkhoff", "reference"),
+    "birkhoff-scaled": Recipe("birkhoff", "scaled"),
+    "slimsam-50": Recipe("slimsam-50"),
+    "slimsam-77": Recipe("slimsam-77"),
+    # The two stages of `--compress slimsam-77+birkhoff`, run on slimsam-77's checkpoint so
+    # that one pruning and distillation serves both rows.
+    "slimsam-77+birkhoff": Recipe("birkhoff", "reference", base="slimsam-77"),
+    "int8": Recipe(quantize="int8", base=ORIGINAL),
+    "int4": Recipe(quantize="int4", base=ORIGINAL),
+}
+
+
+def uses_slimsam(variant: str) -> bool:
+    recipe = RECIPES[variant]
+    return "slimsam" in (recipe.compress or "") or (recipe.base is not None and uses_slimsam(recipe.base))
+
+
+@dataclass
+class ModelSource:
+    """What every variant of one model is built from."""
+
+    key: str  # cache directory name: "demo", "vit_b", "tiny"
+    checkpoint: Callable[[], Path]  # the original checkpoint (made on first call, e.g. seeded weights)
+    slim_images: Callable[[], list]  # uint8 RGB arrays SlimSAM distils on
+    slim_settings: Callable[[], object]  # a fresh compress.slimsam.pipeline.SlimSettings
+    slim_tag: str  # names the SlimSAM schedule, so a changed schedule is rebuilt, not reused
+
+
+@dataclass
+class Built:
+    variant: str
+    bundle: Path
+    checkpoint: Path | None  # what the torch backend runs; None for ONNX-only (quantised) bundles
+    compression_seconds: float  # wall time of the compression itself (export excluded)
+    build_seconds: float  # the whole build, export included
+    built_at: str
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "bundle": str(self.bundle),
+                           "checkpoint": None if self.checkpoint is None else str(self.checkpoint)}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Built":
+        data = json.loads(text)
+        data["bundle"] = Path(data["bundle"])
+        data["checkpoint"] = None if data["checkpoint"] is None else Path(data["checkpoint"])
+        return cls(**data)
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.bundle / "manifest.json").read_text())
+
+
+def cache_dir(work: Path, source: ModelSource, variant: str) -> Path:
+    suffix = f"@{source.slim_tag}" if uses_slimsam(variant) else ""
+    return work / source.key / f"{variant}{suffix}"
+
+
+def build_variant(variant: str, source: ModelSource, work: Path, built: dict[str, Built]) -> Built:
+    """The bundle of `variant`, from the cache when an earlier run finished it.
+    `built` must already hold the recipe's base variant."""
+    directory = cache_dir(work, source, variant)
+    record = directory.with_name(directory.name + ".json")
+    if record.is_file() and directory.is_dir():
+        return Built.from_json(record.read_text())
+    recipe = RECIPES[variant]
+    began = time.perf_counter()
+    if recipe.quantize:
+        compression_seconds = _quantize(built[recipe.base], directory, recipe.quantize)
+    else:
+        compression_seconds = _build(recipe, source, directory, built)
+    result = Built(variant, directory, _torch_checkpoint(directory), compression_seconds,
+                   time.perf_counter() - began, datetime.datetime.now().isoformat(timespec="seconds"))
+    record.write_text(result.to_json())
+    return result
+
+
+def _build(recipe: Recipe, source: ModelSource, out: Path, built: dict[str, Built]) -> float:
+    from export.build import build_bundle
+
+    start = built[recipe.base] if recipe.base else None
+    checkpoint = start.checkpoint if start else source.checkpoint()
+    slimming = "slimsam" in (recipe.compress or "")
+    # Parity is skipped: the fidelity measurements of the run compare every variant anyway.
+    build_bundle(out, "cpu", checkpoint, run_parity=False, overwrite=True, compress=recipe.compress,
+                 variant=recipe.birkhoff_variant, slimsam_images=source.slim_images() if slimming else None,
+                 slimsam_settings=source.slim_settings() if slimming else None)
+    compression = json.loads((out / "manifest.json").read_text())["compression"]
+    own = 0.0 if compression is None else compression["seconds"]
+    return own + (start.compression_seconds if start else 0.0)
+
+
+def _quantize(base: Built, out: Path, method: str) -> float:
+    from export.quantize import quantize_bundle
+
+    began = time.perf_counter()
+    quantize_bundle(base.bundle, out, method, overwrite=True)
+    return time.perf_counter() - began
+
+
+def _torch_checkpoint(bundle: Path) -> Path | None:
+    """The checkpoint the bundle's model is; None when the ONNX files are not that model
+    (a quantised bundle's manifest still names its fp32 source)."""
+    from runtime.bundle import open_bundle
+
+    opened = open_bundle(bundle)
+    return None if opened.manifest.get("quantization") else opened.checkpoint

@@ -1,0 +1,52 @@
+"""HyperLinear layers of a torch model running the fused CUDA kernel (torch CUDA latency).
+
+`use_fused_kernel(model, kernel)` replaces every `compress.birkhoff.hyper_linear.HyperLinear`
+in `model` by `FusedHyperLinear`, which hands CUDA inputs to the kernel that
+`harness.Kernel` wraps (decode inside the GEMM, no dense weight) and anything else to the
+original layer, so a model stays usable on the CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+
+class FusedHyperLinear(nn.Module):
+    def __init__(self, layer: nn.Module, kernel):
+        super().__init__()
+        self.layer = layer  # keeps the codes, scales and bias (moved with the model by .to())
+        self.kernel = kernel
+
+    def forward(self, x):
+        if x.is_cuda:
+            return self.kernel(x, self.layer)
+        return self.layer(x)
+
+
+def use_fused_kernel(model: nn.Module, kernel) -> int:
+    """Swap every HyperLinear of `model` for a FusedHyperLinear in place; how many were swapped."""
+    from compress.birkhoff.hyper_linear import HyperLinear
+
+    swapped = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, HyperLinear):
+                setattr(parent, name, FusedHyperLinear(child, kernel))
+                swapped += 1
+    return swapped
+
+
+def load_kernel(work: Path):
+    """The kernel compiled with nvcc for this machine's GPU (cached in `work`)."""
+    import torch
+
+    from . import harness
+
+    major, minor = torch.cuda.get_device_capability()
+    library = Path(work) / f"libhyperlinear_sm{major}{minor}.so"
+    if not library.is_file():
+        library.parent.mkdir(parents=True, exist_ok=True)
+        harness.build(library, archs=(f"{major}{minor}",))
+    return harness.Kernel(library)
