@@ -105,7 +105,9 @@ def open_runner(spec: BackendSpec, built, image: np.ndarray, kernel=None) -> Run
 
             use_fused_kernel(session.backend.model, kernel)
     else:
-        session = Session(built.bundle, backend="onnxruntime", providers=list(spec.providers))
+        # All variants' sessions stay open for the interleaving: with ORT's arenas, eight
+        # vit_b sessions would hold their peak activations each (about 3 GB apiece).
+        session = Session(built.bundle, backend="onnxruntime", providers=list(spec.providers), low_memory=True)
     return Runner(session, image)
 
 

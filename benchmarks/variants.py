@@ -8,12 +8,15 @@ in the work directory; a rerun reuses them instead of rebuilding.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
+
+from runtime.atomic import atomic_write
 
 ORIGINAL = "original"
 VARIANTS = (ORIGINAL, "birkhoff-reference", "birkhoff-scaled", "slimsam-50", "slimsam-77",
@@ -94,7 +97,9 @@ def build_variant(variant: str, source: ModelSource, work: Path, built: dict[str
     directory = cache_dir(work, source, variant)
     record = directory.with_name(directory.name + ".json")
     if record.is_file() and directory.is_dir():
-        return Built.from_json(record.read_text())
+        cached = Built.from_json(record.read_text())
+        # The work directory may have moved since: the bundle is the one beside the record.
+        return dataclasses.replace(cached, bundle=directory, checkpoint=_torch_checkpoint(directory))
     recipe = RECIPES[variant]
     began = time.perf_counter()
     if recipe.quantize:
@@ -103,7 +108,7 @@ def build_variant(variant: str, source: ModelSource, work: Path, built: dict[str
         compression_seconds = _build(recipe, source, directory, built)
     result = Built(variant, directory, _torch_checkpoint(directory), compression_seconds,
                    time.perf_counter() - began, datetime.datetime.now().isoformat(timespec="seconds"))
-    record.write_text(result.to_json())
+    atomic_write(record, lambda tmp: Path(tmp).write_text(result.to_json()))
     return result
 
 

@@ -31,9 +31,12 @@ class Session:
     >>> masks, scores, logits = session.predict(points=[[120, 80]], labels=[1])
     """
 
-    def __init__(self, source, backend: str = "auto", providers=None, device: str = "cpu"):
+    def __init__(self, source, backend: str = "auto", providers=None, device: str = "cpu",
+                 low_memory: bool = False):
+        """`low_memory`: ONNX Runtime returns activation memory after each run instead of
+        keeping it for the next (for small devices, or many sessions in one process)."""
         self.bundle = open_bundle(source)
-        self.backend = make_backend(self.bundle, backend, providers, device)
+        self.backend = make_backend(self.bundle, backend, providers, device, low_memory)
         self.img_size = self.bundle.img_size or self.backend.img_size
         # The decoder upscales the embedding grid 4x (256 x 256 for official SAM).
         self.low_res_size = 4 * self.backend.embedding_size

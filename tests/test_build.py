@@ -112,3 +112,12 @@ def test_rerunning_parity_keeps_the_bundle_verifiable(tiny_bundle, tiny_checkpoi
 
 def test_encoder_inside_a_bundle_uses_the_bundle_manifest(tiny_bundle):
     assert open_bundle(tiny_bundle / "encoder.onnx").manifest["model"]["name"] == "tiny"
+
+
+def test_low_memory_sessions_answer_exactly_the_same(tiny_bundle):
+    image = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    usual = Session(tiny_bundle).predict(image, points=[[30, 20]], labels=[1])
+    lean = Session(tiny_bundle, low_memory=True)
+    assert not lean.backend.encoder.get_session_options().enable_cpu_mem_arena
+    np.testing.assert_array_equal(lean.predict(image, points=[[30, 20]], labels=[1]).low_res_logits,
+                                  usual.low_res_logits)

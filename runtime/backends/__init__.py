@@ -13,7 +13,7 @@ def _tensorrt_importable() -> bool:
     return importlib.util.find_spec("tensorrt") is not None
 
 
-def make_backend(bundle: Bundle, name: str = "auto", providers=None, device: str = "cpu"):
+def make_backend(bundle: Bundle, name: str = "auto", providers=None, device: str = "cpu", low_memory: bool = False):
     """auto: TensorRT when the bundle has engines and tensorrt is installed, else ONNX Runtime."""
     if name == "auto":
         name = "tensorrt" if bundle.engines and (bundle.encoder is None or _tensorrt_importable()) else "onnxruntime"
@@ -31,7 +31,7 @@ def make_backend(bundle: Bundle, name: str = "auto", providers=None, device: str
         if bundle.encoder is None:
             raise BundleError(f"{bundle.root} holds TensorRT engines only; ONNX Runtime needs the bundle's "
                               "encoder.onnx and decoder.onnx")
-        return OnnxRuntimeBackend(bundle.encoder, bundle.decoder, providers)
+        return OnnxRuntimeBackend(bundle.encoder, bundle.decoder, providers, low_memory)
     if name == "torch":
         from .torch_backend import TorchBackend
 
