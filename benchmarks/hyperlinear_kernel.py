@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .report import write_page
+
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "hyperlinear-kernel.md"
 SHAPES = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]
 TOKENS = [1, 8, 64, 4096]
@@ -72,14 +74,9 @@ def main(argv=None) -> int:
                     rows.append((in_features, out_features, tokens, str(dtype).split(".")[1], fused, cublas))
     lines = ["| K x N | M | dtype | fused ms | cuBLAS ms | fused / cuBLAS |", "|---|---|---|---|---|---|"]
     lines += [f"| {k} x {n} | {m} | {d} | {f:.4f} | {c:.4f} | {f / c:.2f} |" for k, n, m, d, f, c in rows]
-    table = "\n".join(lines)
-    print(table)
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text("\n".join([
-        "# HyperLinear kernel vs cuBLAS", "",
-        f"Measured {datetime.date.today()} with `python -m benchmarks.hyperlinear_kernel --repeats {args.repeats}` "
-        f"on {torch.cuda.get_device_name()}; CUDA-event medians.", "", table, ""]))
-    print(f"written to {DOCS}")
+    write_page(DOCS, "HyperLinear kernel vs cuBLAS",
+               f"Measured {datetime.date.today()} with `python -m benchmarks.hyperlinear_kernel --repeats "
+               f"{args.repeats}` on {torch.cuda.get_device_name()}; CUDA-event medians.", "\n".join(lines))
     return 0
 
 

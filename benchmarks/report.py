@@ -8,6 +8,8 @@ import os
 import platform
 from pathlib import Path
 
+from runtime.atomic import atomic_write
+
 PACKAGES = ("torch", "onnxruntime", "onnx", "numpy", "torch-pruning", "segment-anything", "tensorrt")
 
 
@@ -16,6 +18,14 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def write_page(path: Path, title: str, intro: str, table_text: str) -> None:
+    """Print the table, then write `# title`, the intro and the table to `path` (atomically)."""
+    print(table_text)
+    page = "\n".join([f"# {title}", "", intro, "", table_text, ""])
+    atomic_write(path, lambda tmp: Path(tmp).write_text(page))
+    print(f"written to {path}")
 
 
 def fmt(value, spec: str, missing: str = "-") -> str:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .report import write_page
+
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "slimsam-demo.md"
 STAGES = ("pruned-1", "distilled-1", "pruned-2", "distilled-2")
 
@@ -76,19 +78,14 @@ def main(argv=None) -> int:
             lines.append(f"| {r['importance']} | {stage} | {m['point_miou']:.4f} | {m['box_miou']:.4f} | "
                          f"{(m['point_miou'] - baseline['point_miou']) * 100:+.2f} / "
                          f"{(m['box_miou'] - baseline['box_miou']) * 100:+.2f} |")
-    table = "\n".join(lines)
-    print(table)
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text("\n".join([
-        "# SlimSAM-50 on the demo model", "",
-        f"Measured {datetime.date.today()} with `python -m benchmarks.slimsam_demo --images {args.images} "
-        f"--epochs {args.epochs} --lr {args.lr}` on this 2-core CPU: {args.images} synthetic training images, "
-        f"{args.val} for validation, {args.epochs} + {args.epochs} epochs (batch 4), importance from "
-        f"{args.importance_images} images; mIoU on {args.count} held-out images (docs/demo-model.md). "
-        f"Wall time per run: " + ", ".join(f"{r['importance']} {r['seconds']:.0f} s" for r in rows) + ".",
-        "", table, ""]))
     DOCS.with_suffix(".json").write_text(json.dumps({"baseline": baseline, "runs": rows}, indent=2, default=float))
-    print(f"written to {DOCS}")
+    write_page(DOCS, "SlimSAM-50 on the demo model",
+               f"Measured {datetime.date.today()} with `python -m benchmarks.slimsam_demo --images {args.images} "
+               f"--epochs {args.epochs} --lr {args.lr}` on this 2-core CPU: {args.images} synthetic training "
+               f"images, {args.val} for validation, {args.epochs} + {args.epochs} epochs (batch 4), importance "
+               f"from {args.importance_images} images; mIoU on {args.count} held-out images (docs/demo-model.md). "
+               "Wall time per run: " + ", ".join(f"{r['importance']} {r['seconds']:.0f} s" for r in rows) + ".",
+               "\n".join(lines))
     return 0
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .report import write_page
+
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "slimsam-size.md"
 PUBLISHED = {"vit_b": (93e6, 372e9), "slimsam-50": (26e6, 98e9), "slimsam-77": (9.1e6, 23e9)}
 
@@ -149,18 +151,13 @@ def main() -> int:
             f"| {r['macs_published_convention'] / 1e9:.1f}G | {(r['macs_published_convention'] / pub_macs - 1) * 100:+.1f} % "
             f"| {r['macs_with_decoder'] / 1e9:.1f}G | {(r['macs_with_decoder'] / pub_macs - 1) * 100:+.1f} % "
             f"| {r['params_all'] / 1e6:.2f}M | {r['macs_all'] / 1e9:.1f}G |")
-    table = "\n".join(lines)
-    print(table)
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text("\n".join([
-        "# SlimSAM widths, parameters and MACs (vit_b)", "",
-        f"Measured {datetime.date.today()} with `python -m benchmarks.slimsam_size` "
-        f"({time.perf_counter() - began:.0f} s). Published figures: SlimSAM paper (SAM-B 93M / 372G). "
-        "'Published convention': parameters of leaf layers (no `pos_embed`, no relative-position "
-        "tables) and the image encoder's Linear + Conv2d MACs at 1024 px, window padding included. "
-        "'All': every parameter of the whole model; MACs with attention's matmuls and relative-position terms.",
-        "", table, ""]))
-    print(f"written to {DOCS}")
+    write_page(DOCS, "SlimSAM widths, parameters and MACs (vit_b)",
+               f"Measured {datetime.date.today()} with `python -m benchmarks.slimsam_size` "
+               f"({time.perf_counter() - began:.0f} s). Published figures: SlimSAM paper (SAM-B 93M / 372G). "
+               "'Published convention': parameters of leaf layers (no `pos_embed`, no relative-position "
+               "tables) and the image encoder's Linear + Conv2d MACs at 1024 px, window padding included. "
+               "'All': every parameter of the whole model; MACs with attention's matmuls and relative-position "
+               "terms.", "\n".join(lines))
     return 0
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from .report import write_page
+
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "slimsam-step-time.md"
 IMAGES, EPOCHS1, EPOCHS2 = 10_000, 40, 80
 
@@ -70,16 +72,12 @@ def main(argv=None) -> int:
         f"{IMAGES} x {EPOCHS2} | {IMAGES * EPOCHS2 * times['step 2'] / 3600:.0f} |",
         f"| total | | | {cpu_hours:.0f} |",
     ]
-    table = "\n".join(lines)
-    print(table)
-    DOCS.parent.mkdir(parents=True, exist_ok=True)
-    DOCS.write_text("\n".join([
-        "# SlimSAM-50 on SAM-B: step time and the cost of the paper's schedule", "",
-        f"Measured {datetime.date.today()} with `python -m benchmarks.slimsam_step_time --repeats {args.repeats}` "
-        f"on {platform.machine()} ({torch.get_num_threads()} threads, no GPU), torch {torch.__version__}. "
-        "This is CPU time measured here; no GPU was available to this work, so GPU hours are not measured "
-        "(docs/slimsam.md gives an extrapolation, labelled as such).", "", table, ""]))
-    print(f"written to {DOCS}")
+    write_page(DOCS, "SlimSAM-50 on SAM-B: step time and the cost of the paper's schedule",
+               f"Measured {datetime.date.today()} with `python -m benchmarks.slimsam_step_time --repeats "
+               f"{args.repeats}` on {platform.machine()} ({torch.get_num_threads()} threads, no GPU), torch "
+               f"{torch.__version__}. This is CPU time measured here; no GPU was available to this work, so GPU "
+               "hours are not measured (docs/slimsam.md gives an extrapolation, labelled as such).",
+               "\n".join(lines))
     return 0
 
 

@@ -57,6 +57,22 @@ __device__ __forceinline__ void decodePair(int32_t index, const HyperLinearParam
     w1 = __fmul_rn(__fadd_rn(p.center[1], __fmul_rn(__fsub_rn(y, half), gain)), rowScale);
 }
 
+// The four weights of code word `word` of output row `outRow`: columns 4 word .. 4 word + 3
+// of W. Weights past N or past K (padding, and the odd-K pair's second weight) are zero,
+// so they contribute nothing to the tile product.
+__device__ __forceinline__ void decodeWord(const int32_t* __restrict__ codes, const float* __restrict__ rowScale,
+                                           const HyperLinearParams& p, int32_t outRow, int32_t word,
+                                           int32_t wordsPerRow, float (&weights)[4]) {
+    weights[0] = weights[1] = weights[2] = weights[3] = 0.0f;
+    if (outRow >= p.out_features || word >= wordsPerRow) return;
+    const int32_t packed = codes[static_cast<int64_t>(outRow) * wordsPerRow + word];
+    const float scale = rowScale[outRow];
+    decodePair(packed & ((1 << kWordBits) - 1), p, scale, weights[0], weights[1]);
+    decodePair(packed >> kWordBits, p, scale, weights[2], weights[3]);
+    for (int j = 0; j < 4; ++j)
+        if (4 * word + j >= p.in_features) weights[j] = 0.0f;
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
 hyperlinearKernel(const T* __restrict__ x, const int32_t* __restrict__ codes, const float* __restrict__ rowScale,
@@ -83,19 +99,9 @@ hyperlinearKernel(const T* __restrict__ x, const int32_t* __restrict__ codes, co
         // Decode W[colBase .. +64, k0 .. +32] from 64 rows x 8 words into ws[k][n].
         for (int i = threadIdx.x; i < kTileN * kWordsPerTile; i += kThreads) {
             const int r = i / kWordsPerTile, w = i % kWordsPerTile;
-            const int32_t outRow = colBase + r;
-            const int32_t word = k0 / 4 + w;
-            float weights[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (outRow < n && word < wordsPerRow) {
-                const int32_t packed = codes[static_cast<int64_t>(outRow) * wordsPerRow + word];
-                const float scale = rowScale[outRow];
-                decodePair(packed & ((1 << kWordBits) - 1), p, scale, weights[0], weights[1]);
-                decodePair(packed >> kWordBits, p, scale, weights[2], weights[3]);
-            }
-            for (int j = 0; j < 4; ++j) {
-                const int32_t col = k0 + 4 * w + j;
-                ws[4 * w + j][r] = col < k ? weights[j] : 0.0f;  // padding columns contribute nothing
-            }
+            float weights[4];
+            decodeWord(codes, rowScale, p, colBase + r, k0 / 4 + w, wordsPerRow, weights);
+            for (int j = 0; j < 4; ++j) ws[4 * w + j][r] = weights[j];
         }
         __syncthreads();
 #pragma unroll 8
@@ -203,19 +209,11 @@ hyperlinearTensorCoreKernel(const __half* __restrict__ x, const int32_t* __restr
         // rounded once to half; zeros past N and K (the odd-K pair's second weight included).
         for (int i = threadIdx.x; i < kTcTileN * kTcWordsPerTile; i += kTcThreads) {
             const int r = i / kTcWordsPerTile, w = i % kTcWordsPerTile;
-            const int32_t outRow = colBase + r;
-            const int32_t word = k0 / 4 + w;
-            float weights[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            if (outRow < n && word < wordsPerRow) {
-                const int32_t packed = codes[static_cast<int64_t>(outRow) * wordsPerRow + word];
-                const float scale = rowScale[outRow];
-                decodePair(packed & ((1 << kWordBits) - 1), p, scale, weights[0], weights[1]);
-                decodePair(packed >> kWordBits, p, scale, weights[2], weights[3]);
-            }
-            const int32_t col = k0 + 4 * w;
+            float weights[4];
+            decodeWord(codes, rowScale, p, colBase + r, k0 / 4 + w, wordsPerRow, weights);
             __half2* dst = reinterpret_cast<__half2*>(&ws[r][4 * w]);  // 8-byte aligned: 80 r + 8 w bytes
-            dst[0] = __floats2half2_rn(col < k ? weights[0] : 0.0f, col + 1 < k ? weights[1] : 0.0f);
-            dst[1] = __floats2half2_rn(col + 2 < k ? weights[2] : 0.0f, col + 3 < k ? weights[3] : 0.0f);
+            dst[0] = __floats2half2_rn(weights[0], weights[1]);
+            dst[1] = __floats2half2_rn(weights[2], weights[3]);
         }
         __syncthreads();
 #pragma unroll
