@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .variants import VARIANTS, ModelSource
@@ -36,7 +36,6 @@ class ModelPlan:
     latency_backends: tuple[str, ...] = ("torch CPU", "ONNX Runtime CPU", "ONNX Runtime CUDA", "torch CUDA")
     repeats: int = 5
     schedule: str = ""  # the SlimSAM schedule, in words, for the page
-    notes: list[str] = field(default_factory=list)
 
 
 def _tag(settings, images: str) -> str:
@@ -68,13 +67,9 @@ def _photos(names):
 
 def _seeded(work: Path, model_type: str):
     def checkpoint() -> Path:
-        from compress import build_sam, save_checkpoint
+        from export.build import seeded_checkpoint
 
-        path = work / model_type / f"{model_type}_seed0.safetensors"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(build_sam(model_type, seed=0), path)
-        return path
+        return seeded_checkpoint(model_type, work / model_type)
     return checkpoint
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import os
 import platform
 from pathlib import Path
 
+from export.build import package_versions
 from runtime.atomic import atomic_write
 
 PACKAGES = ("torch", "onnxruntime", "onnx", "numpy", "torch-pruning", "segment-anything", "tensorrt")
@@ -65,16 +65,6 @@ def memory_gib() -> float | None:
     return None
 
 
-def versions() -> dict[str, str | None]:
-    found = {"python": platform.python_version()}
-    for package in PACKAGES:
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = None
-    return found
-
-
 def gpu_name() -> str | None:
     try:
         import torch
@@ -88,6 +78,6 @@ def machine() -> dict:
     return {
         "cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": None if memory is None else round(memory, 1),
         "system": f"{platform.system()} {platform.release()} ({platform.machine()})",
-        "gpu": gpu_name(), "versions": versions(),
+        "gpu": gpu_name(), "versions": package_versions(PACKAGES),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
     }

@@ -49,11 +49,15 @@ GPU_PARITY_FILE = "parity.tensorrt.json"
 FP16_MIN_IOU, FP16_MAX_RELATIVE_LOGIT_ERROR = 0.97, 0.05
 
 
-def _versions() -> dict:
+BUNDLE_PACKAGES = ("samedge", "torch", "onnx", "onnxruntime", "segment-anything", "numpy")
+
+
+def package_versions(packages=BUNDLE_PACKAGES) -> dict:
+    """Python's version and each package's (None when not installed)."""
     import importlib.metadata as metadata
 
     versions = {"python": platform.python_version()}
-    for package in ("samedge", "torch", "onnx", "onnxruntime", "segment-anything", "numpy"):
+    for package in packages:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -105,7 +109,7 @@ def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | N
             "low_res_size": config.low_res_size,
         },
         "files": files,
-        "versions": _versions(),
+        "versions": package_versions(),
         "parity": None if parity is None else {"passed": parity["passed"], **parity["worst"]},
         "compression": compression,
         "tensorrt": tensorrt,
@@ -181,7 +185,7 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
             tensorrt = None
             if target != "cpu":
                 step("tensorrt")
-                tensorrt = _tensorrt_into(work / TENSORRT_FOLDER, model, target)
+                tensorrt = _tensorrt_into(work / TENSORRT_FOLDER, model, target, work / ENCODER_FILE)
                 bar.update()
             if run_parity:
                 step("parity")
@@ -210,7 +214,7 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
     return report
 
 
-def _tensorrt_into(folder: Path, model, target: str) -> dict:
+def _tensorrt_into(folder: Path, model, target: str, encoder_onnx: Path) -> dict:
     """The bundle's tensorrt/ folder: ONNX files for TensorRT, build script, engines if we can."""
     from compress.birkhoff.hyper_linear import HyperLinear
 
@@ -218,7 +222,7 @@ def _tensorrt_into(folder: Path, model, target: str) -> dict:
     from .tensorrt_onnx import export_tensorrt_inputs
 
     plugin = any(isinstance(m, HyperLinear) for m in model.modules())
-    export_tensorrt_inputs(model, folder)
+    export_tensorrt_inputs(model, folder, encoder_onnx=encoder_onnx)
     prepare_folder(folder, target, plugin)
     entry = {"folder": TENSORRT_FOLDER, "build_script": f"{TENSORRT_FOLDER}/{BUILD_SCRIPT}",
              "precision": {"encoder": "fp16 (LayerNorm, softmax, LayerNorm2d in fp32)", "decoder": "fp32"},
@@ -303,8 +307,8 @@ def _slimsam_into(work: Path, model, source: Path, compress: str, arrays, settin
     return slimmed, path, entry
 
 
-def _seeded_checkpoint(model_type: str, folder: Path) -> Path:
-    """bundles/<type>_seed0.safetensors: the architecture with seeded weights, written once."""
+def seeded_checkpoint(model_type: str, folder: Path) -> Path:
+    """<folder>/<type>_seed0.safetensors: the architecture with seeded weights, written once."""
     from compress import build_sam, save_checkpoint
 
     path = folder / f"{model_type}_seed0.safetensors"
@@ -342,7 +346,7 @@ def main(argv=None) -> int:
     if args.model_type and not (args.checkpoint or args.seeded_weights):
         parser.error("--model-type needs --checkpoint (or --seeded-weights to try the architecture)")
     if args.seeded_weights:
-        args.checkpoint = _seeded_checkpoint(args.model_type, Path("bundles"))
+        args.checkpoint = seeded_checkpoint(args.model_type, Path("bundles"))
     name = args.model_type or ("demo" if args.checkpoint is None else Path(args.checkpoint).stem)
     stem = f"{name}-{args.compress}" if args.compress else name
     out = args.out or Path("bundles") / f"{stem}-{args.target}"

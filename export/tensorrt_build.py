@@ -130,14 +130,14 @@ def build_engines(folder: Path, target: str, plugin: bool) -> dict:
     """Build encoder.engine and decoder.engine in `folder` with the tensorrt package."""
     import tensorrt as trt
 
-    from runtime.backends.tensorrt_backend import _make_logger, gpu_description, load_plugin
+    from runtime.backends.tensorrt_backend import gpu_description, load_plugin, make_logger
 
     if plugin:
         build_plugin(folder, target)
         load_plugin(folder)
         if trt.get_plugin_registry().get_creator("HyperLinear", "1", "samedge") is None:
             raise TensorRTError(f"{PLUGIN_LIBRARY} loaded but registered no HyperLinear creator; rebuild it")
-    logger = _make_logger(trt)
+    logger = make_logger(trt)
     builder = trt.Builder(logger)
     cache_path = folder / TIMING_CACHE
     for onnx_name, engine_name in ENGINES.items():

@@ -22,6 +22,7 @@ from pathlib import Path
 import onnx
 
 from . import hyper_linear
+from .onnx_export import OPSET, _export, decoder_dummy_inputs, export_encoder, save_checked
 
 ENCODER = "encoder.onnx"
 DECODER = "decoder.onnx"
@@ -159,32 +160,30 @@ def _cast_to(node: onnx.NodeProto) -> int:
     return next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "to")
 
 
-def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_functions: bool = False) -> dict:
+def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_functions: bool = False,
+                           encoder_onnx=None) -> dict:
     """Write tensorrt/encoder.onnx and tensorrt/decoder.onnx for `model` into `directory`.
 
-    `keep_functions` keeps the HyperLinear bodies, for checking the files with ONNX
-    Runtime (tests); files for TensorRT never have them. Returns {name: path}.
+    The encoder starts from `encoder_onnx` (the bundle's own encoder.onnx: the same graph)
+    or, without it, from a fresh export. `keep_functions` keeps the HyperLinear bodies, for
+    checking the files with ONNX Runtime (tests); files for TensorRT never have them.
+    Returns {name: path}.
     """
     import torch
-
-    from .onnx_export import OPSET, ENCODER_INPUT, ENCODER_OUTPUT, _export, decoder_dummy_inputs, save_checked
 
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    size = model.image_encoder.img_size
     dummy = decoder_dummy_inputs(model)
     dynamic_axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
     paths = {}
     with tempfile.TemporaryDirectory(dir=directory) as work, torch.no_grad():
         work = Path(work)
-        _export(model.image_encoder, (torch.zeros(1, 3, size, size),), work / "e.onnx", [ENCODER_INPUT],
-                [ENCODER_OUTPUT])
+        encoder = Path(encoder_onnx) if encoder_onnx else export_encoder(model, work / "e.onnx")
         _export(_low_res_decoder(model), tuple(dummy[name] for name in DECODER_INPUTS), work / "d.onnx",
                 DECODER_INPUTS, DECODER_OUTPUTS, dynamic_axes)
-        for staged, name, convert in ((work / "e.onnx", ENCODER, precision == "fp16"),
-                                      (work / "d.onnx", DECODER, False)):
+        for staged, name, convert in ((encoder, ENCODER, precision == "fp16"), (work / "d.onnx", DECODER, False)):
             # The decoder stays fp32 (as nanosam's): it is small, and its masks are thresholded logits.
             onnx_model = onnx.load(str(staged))
             if hyper_linear.has_hyper_linear(onnx_model):

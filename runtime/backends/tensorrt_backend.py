@@ -93,7 +93,7 @@ def check_engine_info(folder: Path, tensorrt_version: str) -> None:
                                 f"{REBUILD}")
 
 
-def _make_logger(trt):
+def make_logger(trt):
     """A TensorRT logger that keeps error messages, so a failed deserialisation can say why."""
 
     class Logger(trt.ILogger):
@@ -181,7 +181,7 @@ class TensorRTBackend:
         folder = Path(encoder_engine).parent
         check_engine_info(folder, trt.__version__)
         self.plugin = load_plugin(folder)
-        self.logger = _make_logger(trt)
+        self.logger = make_logger(trt)
         self.runtime = trt.Runtime(self.logger)
         self.stream = _check(cudart.cudaStreamCreate())
         self.cudart = cudart
