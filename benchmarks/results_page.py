@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from runtime.atomic import atomic_write
+
 from .plots import LATENCY, SIZE_VS_FIDELITY
 from .published import published_table
 from .report import count, fmt, megabytes, table
@@ -178,6 +180,5 @@ def write_page(results: dict, out: Path, png_folder: Path) -> Path:
     lines += ["## Published figures (theirs, not measured here)", "",
               "Other hardware, data and metrics: not comparable number for number with the tables above.", "",
               published_table(), ""]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines))
+    atomic_write(out, lambda tmp: Path(tmp).write_text("\n".join(lines)))
     return out

@@ -18,6 +18,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from benchmarks.tensorrt_files import compare_tensorrt_files
 from compress import build_sam, load_checkpoint
 from compress.birkhoff.model import compress_model
 from export import tensorrt_onnx
@@ -26,32 +27,10 @@ from runtime import Session
 from runtime.backends.tensorrt_backend import TensorRTError, check_engine_info
 from runtime.bundle import BundleError
 from runtime.masks import upscale_masks
-from runtime.parity import Thresholds, compare, standard_images
+from runtime.parity import Thresholds
 from tests.conftest import DEMO_CHECKPOINT
 
 has_tensorrt = importlib.util.find_spec("tensorrt") is not None
-
-
-class OnnxRuntimeOnTensorRTFiles:
-    """The TensorRT backend's data path with ONNX Runtime in TensorRT's place."""
-
-    name = "onnxruntime (tensorrt files)"
-
-    def __init__(self, folder):
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.encoder = ort.InferenceSession(str(folder / tensorrt_onnx.ENCODER), options)
-        self.decoder = ort.InferenceSession(str(folder / tensorrt_onnx.DECODER), options)
-        self.img_size = self.encoder.get_inputs()[0].shape[-1]
-        self.embedding_size = self.encoder.get_outputs()[0].shape[-1]
-
-    def encode(self, pixels):
-        return self.encoder.run(None, {"image": pixels})[0]
-
-    def decode(self, inputs):
-        feeds = {name: inputs[name] for name in tensorrt_onnx.DECODER_INPUTS}
-        iou_predictions, low_res = self.decoder.run(None, feeds)
-        return upscale_masks(low_res, self.img_size, inputs["orig_im_size"]), iou_predictions, low_res
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +40,11 @@ def demo_models():
 
 
 @pytest.mark.parametrize("kind", ["fp32", "birkhoff"])
-def test_tensorrt_files_answer_like_the_reference(tmp_path, demo_bundle, demo_models, kind):
+def test_tensorrt_files_answer_like_the_reference(demo_bundle, demo_models, kind):
     """fp16 encoder + low-res decoder + numpy upscaling agree with segment_anything."""
-    model = demo_models[kind]
-    folder = tmp_path / "tensorrt"
-    tensorrt_onnx.export_tensorrt_inputs(model, folder, keep_functions=True)
-    session = Session(demo_bundle)
-    session.backend = OnnxRuntimeOnTensorRTFiles(folder)
     # fp16 activations: IoU and logits within fp16 rounding, not float32's.
-    results = compare(session, model, standard_images(), Thresholds(min_mask_iou=0.97, max_relative_logit_error=0.05))
+    results = compare_tensorrt_files(demo_models[kind], demo_bundle,
+                                     Thresholds(min_mask_iou=0.97, max_relative_logit_error=0.05))
     assert len(results) >= 25
     assert min(r.mask_iou for r in results) >= 0.97
     assert max(r.max_relative_logit_diff for r in results) <= 0.05
