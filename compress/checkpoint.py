@@ -123,14 +123,31 @@ def detect_official_type(state: dict) -> str:
     )
 
 
+# What a state dict cannot tell: attention head counts are not stored in any tensor, and
+# segment_anything keeps pixel_mean/std out of the state dict (non-persistent buffers).
+# The encoder's head count is read from its relative-position tables; the decoder's is
+# known only for SAM's own decoder, which the SAM family (official sizes, SlimSAM and
+# other encoder-only compressions) shares unchanged.
+_DECODER_FIELDS = ("prompt_embed_dim", "decoder_depth", "decoder_mlp_dim", "mask_in_chans", "iou_head_depth",
+                   "iou_head_hidden_dim", "num_multimask_outputs")
+
+
+def _count(state: dict, prefix: str) -> int:
+    """How many numbered submodules `prefix.N.` the state dict holds."""
+    return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+
 def infer_sam_config(state: dict, name: str = "sam-pruned") -> SamConfig:
     """A SAM architecture read from a state dict's shapes: for pruned models such as the
-    published uniform SlimSAM checkpoints (vit_p50 / vit_p77), whose widths are not official."""
+    published uniform SlimSAM checkpoints (vit_p50 / vit_p77), whose widths are not official.
+
+    Only what the tensors determine is read; a decoder other than SAM's is refused, since
+    its head count cannot be known (pass the architecture instead)."""
     try:
         patch_weight = state["image_encoder.patch_embed.proj.weight"]  # [E, 3, p, p]
         embed, patch = patch_weight.shape[0], patch_weight.shape[-1]
         grid = state["image_encoder.pos_embed"].shape[1]
-        depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
+        depth = _count(state, "image_encoder.blocks.")
         attn_dims, mlp_dims, head_dims, rel_rows = [], [], [], []
         for i in range(depth):
             prefix = f"image_encoder.blocks.{i}."
@@ -139,35 +156,63 @@ def infer_sam_config(state: dict, name: str = "sam-pruned") -> SamConfig:
             mlp_dims.append(state[prefix + "mlp.lin1.weight"].shape[0])
             head_dims.append(state[prefix + "attn.rel_pos_h"].shape[1])
             rel_rows.append(state[prefix + "attn.rel_pos_h"].shape[0])
-        prompt_dim = state["image_encoder.neck.0.weight"].shape[0]
-        decoder_mlp = state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]
+        decoder = {
+            "prompt_embed_dim": state["image_encoder.neck.0.weight"].shape[0],
+            "decoder_depth": _count(state, "mask_decoder.transformer.layers."),
+            "decoder_mlp_dim": state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
+            "mask_in_chans": state["prompt_encoder.mask_downscaling.3.weight"].shape[0],
+            "iou_head_depth": _count(state, "mask_decoder.iou_prediction_head.layers."),
+            "iou_head_hidden_dim": state["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
+            "num_multimask_outputs": state["mask_decoder.mask_tokens.weight"].shape[0] - 1,
+        }
     except (KeyError, AttributeError, IndexError) as err:
         raise CheckpointError(f"not a SAM state dict: no {err}") from None
     heads = {a // h for a, h in zip(attn_dims, head_dims)}
     windows = {(r + 1) // 2 for r in rel_rows if r != 2 * grid - 1}
     if len(heads) != 1 or len(windows) > 1:
         raise CheckpointError("SAM state dict with blocks of different head counts or windows; not supported")
-    base = get_config("vit_b")
-    return base.replace(
+    sam = get_config("vit_b")
+    if decoder != {field: getattr(sam, field) for field in _DECODER_FIELDS}:
+        widths = ", ".join(f"{k} {v}" for k, v in decoder.items())
+        raise CheckpointError(
+            f"this state dict's decoder is not SAM's ({widths}), and a state dict does not store the decoder's "
+            f"attention head count: pass its architecture with --model-type (one of {sorted(ARCHITECTURES)}), "
+            "or save it in samedge's format with compress.save_checkpoint(model, path, config=...)"
+        )
+    return sam.replace(
         name=name, img_size=grid * patch, patch_size=patch, encoder_embed_dim=embed, encoder_depth=depth,
-        encoder_num_heads=heads.pop(), window_size=windows.pop() if windows else base.window_size,
+        encoder_num_heads=heads.pop(), window_size=windows.pop() if windows else sam.window_size,
         encoder_global_attn_indexes=tuple(i for i, r in enumerate(rel_rows) if r == 2 * grid - 1),
-        prompt_embed_dim=prompt_dim, decoder_mlp_dim=decoder_mlp,
         encoder_attn_dims=None if set(attn_dims) == {embed} else tuple(attn_dims),
-        encoder_mlp_dims=tuple(mlp_dims),
+        encoder_mlp_dims=tuple(mlp_dims), **decoder,
     )
 
 
+def _unpickling_reason(err: Exception) -> str:
+    """torch's own reason, without its advice to retry with weights_only=False (never do)."""
+    text = str(err)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1]
+    reason = next((line.strip() for line in text.splitlines() if line.strip()), type(err).__name__)
+    return reason.split(" Please use", 1)[0][:200]  # torch's ways to allow the objects: not for us
+
+
 def _load_torch(path, model_type: str | None):
+    import warnings
+
     import torch
 
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 171": noise for a corrupt file
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for bad files
         raise CheckpointError(
-            f"{path}: cannot read as a PyTorch checkpoint with weights_only=True ({err}). "
-            "samedge never unpickles code; re-save the state dict with torch.save(model.state_dict())"
-        ) from err
+            f"{path}: not readable as a PyTorch state dict with weights_only=True ({_unpickling_reason(err)}): "
+            "the file is corrupt, or holds Python objects besides tensors. samedge never unpickles code; "
+            "re-save the weights with torch.save(model.state_dict(), path)"
+        ) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -176,7 +221,9 @@ def _load_torch(path, model_type: str | None):
     try:
         detected = detect_official_type(state)
     except CheckpointError:
-        if model_type is not None or "image_encoder.patch_embed.proj.weight" not in state:
+        if model_type is not None:
+            return get_config(model_type), state  # the caller's architecture; strict loading checks it
+        if "image_encoder.patch_embed.proj.weight" not in state:
             raise
         # Not an official size: a pruned SAM (e.g. SlimSAM's uniform releases); read its widths.
         return infer_sam_config(state, name=Path(path).stem), state
@@ -188,9 +235,35 @@ def _load_torch(path, model_type: str | None):
     return get_config(detected), state
 
 
+def check_weights(state: dict, path, packed_suffix: str | None = None) -> None:
+    """Refuse integer or non-finite weights: loading would truncate or spread them silently.
+
+    fp16/bf16 weights are fine (upcast on loading). Tensors named `*<packed_suffix>` are
+    packed integer codes (Birkhoff) and must be uint8 instead."""
+    import torch
+
+    for name, tensor in state.items():
+        if packed_suffix and name.endswith(packed_suffix):
+            if tensor.dtype != torch.uint8:
+                raise CheckpointError(f"{path}: {name} holds {tensor.dtype} codes, not uint8; re-compress the model")
+            continue
+        if not tensor.is_floating_point():
+            raise CheckpointError(
+                f"{path}: tensor {name} is {tensor.dtype}; SAM weights are floating point (float32, float16 or "
+                "bfloat16), and integers would be loaded truncated. Re-save the original floating-point weights"
+            )
+        if not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{path}: tensor {name} holds {bad} NaN or infinite values of {tensor.numel()}; "
+                                  "the checkpoint is damaged (or training diverged): use an earlier or intact copy")
+
+
 def load_checkpoint(path, model_type: str | None = None):
     """Build a Sam (eval mode, `.config` set) from a samedge or official checkpoint."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; pass the checkpoint file itself "
+                              "(a samedge .safetensors or an official .pth)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     kind = sniff_format(path)
@@ -216,6 +289,7 @@ def load_checkpoint(path, model_type: str | None = None):
             f"{path} is neither a samedge checkpoint (safetensors) nor a PyTorch "
             "checkpoint; the file is corrupt or of another kind"
         )
+    check_weights(state, path)
     model = build_sam(config)
     try:
         model.load_state_dict(state, strict=True)

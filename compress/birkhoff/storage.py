@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..architectures import SamConfig, build_sam
-from ..checkpoint import CheckpointError, write_checkpoint
+from ..checkpoint import CheckpointError, check_weights, write_checkpoint
 from .codec import EncodedTensor, decode
 from .model import DECODE_AT_LOAD, HYPER_LINEAR, CompressedModel, Entry, install_hyper_linears
 from .packing import pack_indices, unpack_indices
@@ -58,6 +58,7 @@ def save_compressed(compressed: CompressedModel, path, config: SamConfig | None 
 
 def build_compressed(path, config: SamConfig, state: dict, metadata: dict) -> CompressedModel:
     """The model and its entries from a compressed checkpoint's tensors and metadata."""
+    check_weights(state, path, packed_suffix=CODES)
     try:
         birkhoff = json.loads(metadata["birkhoff"])
         specs, variant = birkhoff["tensors"], birkhoff["variant"]
@@ -81,7 +82,10 @@ def build_compressed(path, config: SamConfig, state: dict, metadata: dict) -> Co
             dense[name] = torch.from_numpy(decode(encoded))
     for name, tensor in state.items():
         entries[name] = Entry(name, "raw", tuple(tensor.shape))
-    result = model.load_state_dict({**state, **dense}, strict=False)
+    try:
+        result = model.load_state_dict({**state, **dense}, strict=False)
+    except RuntimeError as err:  # a tensor of the wrong shape
+        raise CheckpointError(f"{path}: tensors do not fit the {config.name} architecture ({str(err)[:300]})") from None
     hyper = {n for n, e in entries.items() if e.role == HYPER_LINEAR}
     if result.unexpected_keys or set(result.missing_keys) != hyper:
         missing = sorted(set(result.missing_keys) - hyper)
