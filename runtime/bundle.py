@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,8 +15,16 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 SINGLE_MASK_DECODER_FILE = "decoder_single.onnx"
 PARITY_FILE = "parity.json"
+GPU_PARITY_FILE = "parity.tensorrt.json"
 TENSORRT_FOLDER = "tensorrt"  # ONNX files for TensorRT, plugin sources, build script, engines
 ENGINE_FILES = ("encoder.engine", "decoder.engine")
+# What samedge writes into a bundle besides the files its manifest lists (patterns, relative
+# to the bundle): the manifest, reports a later runtime.parity may rewrite, and what
+# tensorrt/build_engines.sh makes on the device.
+UNLISTED_FILES = (MANIFEST, PARITY_FILE, GPU_PARITY_FILE, f"{TENSORRT_FOLDER}/*.engine",
+                  f"{TENSORRT_FOLDER}/*.engine.partial", f"{TENSORRT_FOLDER}/*.engine.log",
+                  f"{TENSORRT_FOLDER}/engines.json", f"{TENSORRT_FOLDER}/timing.cache",
+                  f"{TENSORRT_FOLDER}/plugin/build/*")
 # segment_anything's pixel statistics, used when a lone encoder.onnx comes without a manifest.
 DEFAULT_PIXEL_MEAN = (123.675, 116.28, 103.53)
 DEFAULT_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -55,7 +64,9 @@ class Bundle:
             if not path.is_file():
                 raise BundleError(f"bundle {self.root} lacks {name}; rebuild it with python -m export.build")
             if path.stat().st_size != info["bytes"] or sha256_file(path) != info["sha256"]:
-                raise BundleError(f"{path} does not match the manifest (corrupt or replaced); rebuild the bundle")
+                raise BundleError(f"{path} does not match the manifest: it was edited, damaged or copied from "
+                                  "another bundle. Rebuild the bundle (or restore the file); Session(..., "
+                                  "verify=False) skips this check at your own risk")
 
 
 def sha256_file(path) -> str:
@@ -66,8 +77,50 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-def open_bundle(source) -> Bundle:
-    """A bundle directory, or a lone encoder.onnx with decoder.onnx beside it."""
+def _read_manifest(path: Path) -> dict:
+    """The manifest's JSON, with every field the runtime relies on checked."""
+    fix = "rebuild the bundle with python -m export.build"
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{path} is not valid JSON ({str(err)[:200]}): the manifest is damaged; {fix}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path} is not a samedge bundle manifest (no \"format\": \"{BUNDLE_FORMAT}\"); {fix}")
+    if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
+        raise BundleError(f"bundle format version {manifest.get('format_version')} is not "
+                          f"{BUNDLE_FORMAT_VERSION}; rebuild it with this samedge")
+    for key in ("model", "preprocessing", "files"):
+        if not isinstance(manifest.get(key), dict):
+            raise BundleError(f"{path} lacks its {key!r} section or it is not an object: the manifest is damaged; {fix}")
+    _check_preprocessing(manifest["preprocessing"], path, fix)
+    for name, info in manifest["files"].items():
+        if not (isinstance(info, dict) and isinstance(info.get("bytes"), int) and isinstance(info.get("sha256"), str)):
+            raise BundleError(f"{path}: the entry of {name!r} in 'files' lacks bytes/sha256; {fix}")
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise BundleError(f"{path} lists {name!r}, outside the bundle: the manifest was tampered with; {fix}")
+    return manifest
+
+
+def _check_preprocessing(preprocessing: dict, path: Path, fix: str) -> None:
+    """img_size a positive integer, pixel_mean three finite numbers, pixel_std three positive ones."""
+    size = preprocessing.get("img_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise BundleError(f"{path}: preprocessing.img_size is {size!r}, not a positive integer; {fix}")
+    for key, low in (("pixel_mean", None), ("pixel_std", 0.0)):
+        values = preprocessing.get(key)
+        numbers = isinstance(values, list) and len(values) == 3 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+        if not numbers or (low is not None and min(values) <= low):
+            wanted = "three positive numbers" if low is not None else "three finite numbers"
+            raise BundleError(f"{path}: preprocessing.{key} is {values!r}, not {wanted} (one per RGB channel, "
+                              f"0..255 units); {fix}")
+
+
+def open_bundle(source, verify: bool = True) -> Bundle:
+    """A bundle directory, or a lone encoder.onnx with decoder.onnx beside it.
+
+    `verify` checks every file the manifest lists against its size and SHA-256, so files
+    that were edited or come from another bundle are refused (docs/formats.md)."""
     path = Path(source)
     if path.is_file() and path.name == ENCODER_FILE and (path.parent / MANIFEST).is_file():
         path = path.parent  # an encoder inside a bundle: its manifest knows the pre-processing
@@ -75,21 +128,13 @@ def open_bundle(source) -> Bundle:
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             raise BundleError(f"{path} has no {MANIFEST}; is it a bundle made by python -m export.build?")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as err:
-            raise BundleError(f"{manifest_path} is not valid JSON ({err}); rebuild the bundle") from err
-        if manifest.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{manifest_path} is not a samedge bundle manifest")
-        if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
-            raise BundleError(f"bundle format version {manifest.get('format_version')} is not "
-                              f"{BUNDLE_FORMAT_VERSION}; rebuild it with this samedge")
+        manifest = _read_manifest(manifest_path)
         preprocessing = manifest["preprocessing"]
         bundle = Bundle(
             root=path,
             encoder=path / ENCODER_FILE,
             decoder=path / DECODER_FILE,
-            img_size=int(preprocessing["img_size"]),
+            img_size=preprocessing["img_size"],
             pixel_mean=tuple(preprocessing["pixel_mean"]),
             pixel_std=tuple(preprocessing["pixel_std"]),
             manifest=manifest,
@@ -97,19 +142,30 @@ def open_bundle(source) -> Bundle:
     elif path.is_file() and path.suffix == ".onnx":
         bundle = Bundle(root=path.parent, encoder=path, decoder=path.parent / DECODER_FILE)
     elif path.suffix in (".engine", ".plan"):
-        return _open_engine(path)
+        return _open_engine(path, verify)
+    elif not path.exists():
+        from .atomic import ASIDE, stale_leftovers
+
+        aside = stale_leftovers(path, ASIDE)
+        if aside:
+            raise BundleError(f"{source} does not exist: a build replacing it was interrupted and left the previous "
+                              f"bundle in {aside[0]}; run the build again (it puts the old one back first), or "
+                              f"rename it to {path.name}")
+        raise BundleError(f"{source} does not exist; pass a bundle directory made by python -m export.build")
     else:
         raise BundleError(f"{source} is neither a bundle directory, an encoder .onnx nor a TensorRT .engine file")
     for part in (bundle.encoder, bundle.decoder):
         if not part.is_file():
             raise BundleError(f"{part} is missing; a bundle needs {ENCODER_FILE} and {DECODER_FILE}")
+    if verify:
+        bundle.verify()
     engines = tuple(path / TENSORRT_FOLDER / name for name in ENGINE_FILES) if path.is_dir() else ()
     if engines and all(engine.is_file() for engine in engines):
         bundle.engines = engines
     return bundle
 
 
-def _open_engine(path: Path) -> Bundle:
+def _open_engine(path: Path, verify: bool) -> Bundle:
     """An encoder engine with its decoder engine beside it (in a bundle's tensorrt/ or alone)."""
     if not path.is_file():
         raise BundleError(f"{path} does not exist")
@@ -118,7 +174,7 @@ def _open_engine(path: Path) -> Bundle:
         raise BundleError(f"{decoder} is missing: an encoder engine needs the decoder engine beside it")
     folder = path.parent
     if folder.name == TENSORRT_FOLDER and (folder.parent / MANIFEST).is_file():
-        bundle = open_bundle(folder.parent)  # the manifest knows the pre-processing
+        bundle = open_bundle(folder.parent, verify)  # the manifest knows the pre-processing
         bundle.engines = (path, decoder)
         return bundle
     return Bundle(root=folder, encoder=None, decoder=None, engines=(path, decoder))

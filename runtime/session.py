@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numpy as np
 
 from .backends import make_backend
-from .bundle import open_bundle
+from .bundle import BundleError, open_bundle
 from .images import load_image
 from .prompts import prompt_inputs
 from .transforms import preprocess
@@ -23,53 +24,74 @@ class Prediction(NamedTuple):
     low_res_logits: np.ndarray  # float32 [M, L, L] (L = 256 for official SAM), usable as mask_input
 
 
+class _Image(NamedTuple):
+    embedding: np.ndarray  # [1, C, h, w]
+    hw: tuple[int, int]  # the original image's (H, W), which prompts refer to
+
+
 class Session:
     """Run a samedge bundle.
 
     >>> session = Session("bundles/demo-cpu")
     >>> session.set_image("photo.jpg")
     >>> masks, scores, logits = session.predict(points=[[120, 80]], labels=[1])
+
+    A Session may be shared by threads: the image set by `set_image` (or passed to
+    `predict`) belongs to the calling thread, so each thread predicts on its own image,
+    and the backends' sessions are safe to run concurrently. An image set in one thread
+    is not seen by another: call set_image in the thread that predicts.
     """
 
     def __init__(self, source, backend: str = "auto", providers=None, device: str = "cpu",
-                 low_memory: bool = False):
+                 low_memory: bool = False, verify: bool = True):
         """`low_memory`: ONNX Runtime returns activation memory after each run instead of
-        keeping it for the next (for small devices, or many sessions in one process)."""
-        self.bundle = open_bundle(source)
+        keeping it for the next (for small devices, or many sessions in one process).
+        `verify`: check the bundle's files against the SHA-256 hashes in its manifest
+        (docs/benchmarks/session-open.md has the cost); False skips it."""
+        self.bundle = open_bundle(source, verify=verify)
         self.backend = make_backend(self.bundle, backend, providers, device, low_memory)
-        self.img_size = self.bundle.img_size or self.backend.img_size
+        if self.bundle.img_size is not None and self.backend.img_size != self.bundle.img_size:
+            raise BundleError(f"the {self.backend.name} model takes {self.backend.img_size} px images but the "
+                              f"manifest of {self.bundle.root} says {self.bundle.img_size}: they do not belong "
+                              "together; rebuild the bundle with python -m export.build")
+        self.img_size = self.backend.img_size
         # The decoder upscales the embedding grid 4x (256 x 256 for official SAM).
         self.low_res_size = 4 * self.backend.embedding_size
-        self._embedding = None
-        self._image_hw = None
+        self._thread = threading.local()  # .image: this thread's _Image
 
     def set_image(self, image) -> None:
         """Encode an image (path, PIL image or uint8 array; greyscale/RGBA/16-bit converted)."""
-        self._encode(load_image(image))
+        self._thread.image = self._encode(load_image(image))
 
-    def _encode(self, rgb: np.ndarray) -> None:
+    def _encode(self, rgb: np.ndarray) -> _Image:
         pixels = preprocess(rgb, self.img_size, self.bundle.pixel_mean, self.bundle.pixel_std)
-        self._embedding = self.backend.encode(pixels)
-        self._image_hw = rgb.shape[:2]
+        return _Image(self.backend.encode(pixels), rgb.shape[:2])
+
+    def _current(self) -> _Image:
+        image = getattr(self._thread, "image", None)
+        if image is None:
+            raise RuntimeError("no image set in this thread: call set_image(image) first (in the thread that "
+                               "predicts), or pass image= to predict")
+        return image
 
     @property
     def image_embedding(self) -> np.ndarray:
-        if self._embedding is None:
-            raise RuntimeError("no image set: call set_image(image) first, or pass image= to predict")
-        return self._embedding
+        """The embedding of this thread's current image, [1, C, h, w]."""
+        return self._current().embedding
 
     def predict(self, image=None, points=None, labels=None, box=None, mask_input=None,
                 multimask_output: bool = True) -> Prediction:
-        """Masks for XY pixel `points` (labels 1 fg / 0 bg) and/or an XYXY `box`."""
+        """Masks for XY pixel `points` (labels 1 fg / 0 bg) and/or an XYXY `box`.
+
+        With `image`, it is encoded and becomes this thread's current image."""
         rgb = None if image is None else load_image(image)
-        image_hw = rgb.shape[:2] if rgb is not None else self._image_hw
-        if image_hw is None:
-            raise RuntimeError("no image set: call set_image(image) first, or pass image= to predict")
+        image_hw = rgb.shape[:2] if rgb is not None else self._current().hw
         # Prompts are checked before the (costly) encoder runs on a new image.
         prompt = prompt_inputs(image_hw, self.img_size, self.low_res_size, points, labels, box, mask_input)
         if rgb is not None:
-            self._encode(rgb)
-        logits, scores, low_res = self.backend.decode({"image_embeddings": self.image_embedding, **prompt})
+            self._thread.image = self._encode(rgb)
+        current = self._current()  # this call's image: another thread's set_image cannot swap it
+        logits, scores, low_res = self.backend.decode({"image_embeddings": current.embedding, **prompt})
         # Mask 0 is SAM's single-mask answer, masks 1..3 the multimask ones.
         chosen = slice(1, None) if multimask_output else slice(0, 1)
         return Prediction(

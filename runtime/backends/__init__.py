@@ -24,14 +24,14 @@ def make_backend(bundle: Bundle, name: str = "auto", providers=None, device: str
             raise BundleError(f"{bundle.root} has no TensorRT engines: build them on the device with "
                               f"bash {bundle.root}/tensorrt/build_engines.sh, or build the bundle with "
                               "python -m export.build --target jetson|desktop where tensorrt is installed")
-        return TensorRTBackend(*bundle.engines)
+        return TensorRTBackend(*bundle.engines, img_size=bundle.img_size)
     if name == "onnxruntime":
         from .ort_backend import OnnxRuntimeBackend
 
         if bundle.encoder is None:
             raise BundleError(f"{bundle.root} holds TensorRT engines only; ONNX Runtime needs the bundle's "
                               "encoder.onnx and decoder.onnx")
-        return OnnxRuntimeBackend(bundle.encoder, bundle.decoder, providers, low_memory)
+        return OnnxRuntimeBackend(bundle.encoder, bundle.decoder, providers, low_memory, bundle.img_size)
     if name == "torch":
         from .torch_backend import TorchBackend
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import BundleError
+from ..signature import check_decoder, check_encoder
 
 
 def _session(path: Path, providers, low_memory: bool = False):
@@ -25,10 +26,16 @@ def _session(path: Path, providers, low_memory: bool = False):
                           "the file is corrupt or was not written by samedge: rebuild the bundle") from err
 
 
+def _shapes(arguments) -> dict:
+    return {argument.name: argument.shape for argument in arguments}
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, encoder: Path, decoder: Path, providers=None, low_memory: bool = False):
+    def __init__(self, encoder: Path, decoder: Path, providers=None, low_memory: bool = False,
+                 img_size: int | None = None):
+        """`img_size`: what the bundle's manifest says the encoder takes (checked)."""
         import onnxruntime as ort
 
         available = ort.get_available_providers()
@@ -38,6 +45,9 @@ class OnnxRuntimeBackend:
         self.encoder = _session(encoder, self.providers, low_memory)
         self.decoder = _session(decoder, self.providers, low_memory)
         self.encoder_input = self.encoder.get_inputs()[0]
+        embedding = check_encoder(_shapes(self.encoder.get_inputs()), _shapes(self.encoder.get_outputs()),
+                                  encoder, img_size)
+        check_decoder(_shapes(self.decoder.get_inputs()), _shapes(self.decoder.get_outputs()), decoder, embedding)
 
     @property
     def img_size(self) -> int:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from ..bundle import BundleError
 from ..masks import upscale_masks
+from ..signature import TENSORRT_DECODER_INPUTS, TENSORRT_DECODER_OUTPUTS, check_decoder, check_encoder
 
 PLUGIN_LIBRARY = "libsamedge_hyperlinear.so"
 ENGINES_INFO = "engines.json"
@@ -130,6 +132,11 @@ class _Engine:
     def shape(self, name: str) -> tuple:
         return tuple(self.engine.get_tensor_shape(name))
 
+    def io_shapes(self) -> tuple[dict, dict]:
+        """({input: shape}, {output: shape}), -1 for dynamic dimensions."""
+        return ({n: self.shape(n) for n in self.inputs},
+                {n: self.shape(n) for n in self.names if n not in self.inputs})
+
     def max_shape(self, name: str) -> tuple:
         return tuple(self.engine.get_tensor_profile_shape(name, 0)[2])
 
@@ -175,7 +182,8 @@ class _Engine:
 class TensorRTBackend:
     name = "tensorrt"
 
-    def __init__(self, encoder_engine: Path, decoder_engine: Path):
+    def __init__(self, encoder_engine: Path, decoder_engine: Path, img_size: int | None = None):
+        """`img_size`: what the bundle's manifest says the encoder takes (checked)."""
         trt = import_tensorrt()
         cudart = import_cudart()
         folder = Path(encoder_engine).parent
@@ -187,7 +195,13 @@ class TensorRTBackend:
         self.cudart = cudart
         self.encoder = _Engine(Path(encoder_engine), self.runtime, self.logger, trt, cudart, self.stream)
         self.decoder = _Engine(Path(decoder_engine), self.runtime, self.logger, trt, cudart, self.stream)
+        embedding = check_encoder(*self.encoder.io_shapes(), encoder_engine, img_size)
+        check_decoder(*self.decoder.io_shapes(), decoder_engine, embedding,
+                      TENSORRT_DECODER_INPUTS, TENSORRT_DECODER_OUTPUTS)
         self.max_points = self.decoder.max_shape("point_coords")[1]
+        # One execution context, stream and set of buffers per engine: runs from several
+        # threads must take turns (ONNX Runtime sessions need no such lock).
+        self._lock = threading.Lock()
 
     @property
     def img_size(self) -> int:
@@ -199,7 +213,8 @@ class TensorRTBackend:
         return int(self.encoder.shape(output)[-1])
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
-        outputs = self.encoder.run({self.encoder.inputs[0]: pixels})
+        with self._lock:
+            outputs = self.encoder.run({self.encoder.inputs[0]: pixels})
         return next(iter(outputs.values())).astype(np.float32)
 
     def decode(self, inputs):
@@ -207,7 +222,8 @@ class TensorRTBackend:
         if points > self.max_points:
             raise ValueError(f"{points} prompt points (padding included) but the decoder engine takes at most "
                              f"{self.max_points}; pass fewer points, or rebuild it with a larger profile")
-        outputs = self.decoder.run({name: inputs[name] for name in self.decoder.inputs})
+        with self._lock:
+            outputs = self.decoder.run({name: inputs[name] for name in self.decoder.inputs})
         iou_predictions = outputs["iou_predictions"].astype(np.float32)
         low_res = outputs["low_res_masks"].astype(np.float32)
         image_hw = np.asarray(inputs["orig_im_size"]).astype(np.int64)
