@@ -14,27 +14,28 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from tqdm import tqdm
 
-from runtime.atomic import default_mode
+from compress.architectures import ARCHITECTURES
 from runtime.bundle import (
     BUNDLE_FORMAT,
     BUNDLE_FORMAT_VERSION,
     DECODER_FILE,
     ENCODER_FILE,
+    GPU_PARITY_FILE,
     MANIFEST,
     PARITY_FILE,
     SINGLE_MASK_DECODER_FILE,
     TENSORRT_FOLDER,
     sha256_file,
 )
+
+from .staging import check_target, staged_bundle
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "compress" / "weights" / "demo_sam.safetensors"
 TARGETS = ("cpu", "desktop", "jetson")
@@ -44,7 +45,6 @@ COMPRESSIONS = ("birkhoff", "slimsam-50", "slimsam-77", "slimsam-50+birkhoff", "
 # is that compressed model, and the runtime never needs the original.
 COMPRESSED_CHECKPOINT = "model.birkhoff.safetensors"
 PRUNED_CHECKPOINT = "model.slimsam.safetensors"
-GPU_PARITY_FILE = "parity.tensorrt.json"
 # fp16 engines answer within fp16 rounding: looser than float32's defaults (runtime.parity).
 FP16_MIN_IOU, FP16_MAX_RELATIVE_LOGIT_ERROR = 0.97, 0.05
 
@@ -75,7 +75,7 @@ def parameter_count(model) -> int:
 
 
 def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | None,
-              compression: dict | None = None, tensorrt: dict | None = None) -> dict:
+              compression: dict | None = None, tensorrt: dict | None = None, model_type: str | None = None) -> dict:
     config = model.config
     # Reports (parity.json) may be rewritten by a later `runtime.parity`; only model files are pinned.
     files = {}
@@ -95,6 +95,9 @@ def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | N
             # Relative when the checkpoint is inside the bundle (a compressed build).
             "checkpoint": checkpoint.name if checkpoint.parent == root else str(checkpoint.resolve()),
             "checkpoint_sha256": sha256_file(checkpoint),
+            # The architecture the user named (None: the checkpoint itself says): parity's
+            # reference is read with it, from the checkpoint, not from this manifest.
+            "model_type": model_type if checkpoint.parent != root else None,
             "parameters": parameter_count(model),
         },
         "preprocessing": {
@@ -117,22 +120,6 @@ def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | N
     return manifest
 
 
-def _swap_into_place(new: Path, out: Path) -> None:
-    """Rename `new` to `out`; an old bundle there is moved aside first and restored on failure."""
-    if not out.exists():
-        os.replace(new, out)
-        return
-    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-    os.replace(out, aside / out.name)
-    try:
-        os.replace(new, out)
-    except OSError:
-        os.replace(aside / out.name, out)
-        raise
-    finally:
-        shutil.rmtree(aside, ignore_errors=True)
-
-
 def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
                  model_type: str | None = None, run_parity: bool = True, overwrite: bool = False,
                  compress: str | None = None, variant: str = "reference", slimsam_images=None,
@@ -143,8 +130,6 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
     SlimSettings) are needed for the slimsam compressions: distillation needs images.
     """
     from compress import load_checkpoint
-    from runtime.parity import Thresholds
-    from runtime.parity import run_parity as parity_check
 
     from .onnx_export import export_decoder, export_encoder
 
@@ -153,64 +138,65 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
     if compress not in (None,) + COMPRESSIONS:
         raise ValueError(f"unknown compression {compress!r}; choose one of {COMPRESSIONS}")
     checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = check_target(out, overwrite, inputs=[checkpoint])
     steps = (["load checkpoint"] + ([f"compress ({compress})"] if compress else []) + ["export encoder", "export decoders"]
              + (["tensorrt"] if target != "cpu" else []) + (["parity"] if run_parity else []) + ["manifest"])
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    report = None
-    try:
-        with tqdm(total=len(steps), desc="build", unit="step") as bar:
-            def step(name):
-                bar.set_postfix_str(name)
+    with staged_bundle(out) as work, tqdm(total=len(steps), desc="build", unit="step") as bar:
+        def step(name):
+            bar.set_postfix_str(name)
 
-            step("load checkpoint")
-            model = load_checkpoint(checkpoint, model_type)
+        step("load checkpoint")
+        model = load_checkpoint(checkpoint, model_type)
+        bar.update()
+        compression = None
+        if compress:
+            step(f"compress ({compress})")
+            model, checkpoint, compression = _compress_stages(work, model, checkpoint, compress, variant,
+                                                              slimsam_images, slimsam_settings)
             bar.update()
-            compression = None
-            if compress:
-                step(f"compress ({compress})")
-                model, checkpoint, compression = _compress_stages(work, model, checkpoint, compress, variant,
-                                                                  slimsam_images, slimsam_settings)
-                bar.update()
-            step("export encoder")
-            export_encoder(model, work / ENCODER_FILE)
+        step("export encoder")
+        export_encoder(model, work / ENCODER_FILE)
+        bar.update()
+        step("export decoders")
+        export_decoder(model, work / DECODER_FILE)
+        export_decoder(model, work / SINGLE_MASK_DECODER_FILE, return_single_mask=True)
+        bar.update()
+        tensorrt = None
+        if target != "cpu":
+            step("tensorrt")
+            tensorrt = _tensorrt_into(work / TENSORRT_FOLDER, model, target, work / ENCODER_FILE)
             bar.update()
-            step("export decoders")
-            export_decoder(model, work / DECODER_FILE)
-            export_decoder(model, work / SINGLE_MASK_DECODER_FILE, return_single_mask=True)
+
+        def manifest(report):
+            return json.dumps(_manifest(model, checkpoint, target, work, report, compression, tensorrt, model_type),
+                              indent=2)
+
+        report = None
+        if run_parity:
+            step("parity")
+            # The manifest names the checkpoint; write it first so Session can open the bundle.
+            (work / MANIFEST).write_text(manifest(None))
+            report = _parity_into(work, out, checkpoint, tensorrt)
             bar.update()
-            tensorrt = None
-            if target != "cpu":
-                step("tensorrt")
-                tensorrt = _tensorrt_into(work / TENSORRT_FOLDER, model, target, work / ENCODER_FILE)
-                bar.update()
-            if run_parity:
-                step("parity")
-                # The manifest names the checkpoint; write it first so Session can open the bundle.
-                (work / MANIFEST).write_text(json.dumps(_manifest(model, checkpoint, target, work, None, compression,
-                                                                  tensorrt)))
-                report = parity_check(work, checkpoint, show_progress=False, backend="onnxruntime")
-                report["bundle"] = str(out)
-                (work / PARITY_FILE).write_text(json.dumps(report, indent=2))
-                if tensorrt and tensorrt["status"] == "built":
-                    engines = parity_check(work, checkpoint, Thresholds(FP16_MIN_IOU, FP16_MAX_RELATIVE_LOGIT_ERROR),
-                                           show_progress=False, backend="tensorrt")
-                    (work / GPU_PARITY_FILE).write_text(json.dumps(engines, indent=2))
-                    tensorrt["parity"] = {"passed": engines["passed"], **engines["worst"]}
-                    report["passed"] = report["passed"] and engines["passed"]
-                bar.update()
-            step("manifest")
-            manifest = _manifest(model, checkpoint, target, work, report, compression, tensorrt)
-            (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            bar.update()
-        os.chmod(work, default_mode(directory=True))
-        _swap_into_place(work, out)
-    finally:
-        if work.exists():
-            shutil.rmtree(work)
+        step("manifest")
+        (work / MANIFEST).write_text(manifest(report))
+        bar.update()
+    return report
+
+
+def _parity_into(work: Path, out: Path, checkpoint: Path, tensorrt: dict | None) -> dict:
+    """Parity of the ONNX files (and of the engines, when built) against the checkpoint."""
+    from runtime.parity import Thresholds, run_parity
+
+    report = run_parity(work, checkpoint, show_progress=False, backend="onnxruntime")
+    report["bundle"] = str(out)
+    (work / PARITY_FILE).write_text(json.dumps(report, indent=2))
+    if tensorrt and tensorrt["status"] == "built":
+        engines = run_parity(work, checkpoint, Thresholds(FP16_MIN_IOU, FP16_MAX_RELATIVE_LOGIT_ERROR),
+                             show_progress=False, backend="tensorrt")
+        (work / GPU_PARITY_FILE).write_text(json.dumps(engines, indent=2))
+        tensorrt["parity"] = {"passed": engines["passed"], **engines["worst"]}
+        report["passed"] = report["passed"] and engines["passed"]
     return report
 
 
@@ -292,7 +278,7 @@ def _slimsam_into(work: Path, model, source: Path, compress: str, arrays, settin
     tensors = preprocess_images(arrays, model.config)
     val_count = max(1, len(tensors) // 20)
     began = datetime.datetime.now()
-    with tempfile.TemporaryDirectory(dir=work.parent) as scratch:
+    with tempfile.TemporaryDirectory(dir=work) as scratch:  # inside the bundle's staging: never left behind
         slimmed = slim(model, tensors[:-val_count], tensors[-val_count:], settings, Path(scratch))
     path = work / PRUNED_CHECKPOINT
     save_checkpoint(slimmed, path, extra_metadata={"slimsam": {"ratio": settings.ratio, "source": str(source)}})
@@ -324,8 +310,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=TARGETS, default="cpu")
     parser.add_argument("--checkpoint", type=Path, help="default: the bundled demo model")
-    parser.add_argument("--model-type", choices=("vit_b", "vit_l", "vit_h"),
-                        help="architecture of an official checkpoint (checked against its shapes)")
+    parser.add_argument("--model-type", choices=sorted(ARCHITECTURES),
+                        help="architecture of a .pth checkpoint (checked against its shapes); needed when the "
+                             "file cannot say, e.g. a state dict of the demo model")
     parser.add_argument("--seeded-weights", action="store_true",
                         help="with --model-type: that architecture with seeded random weights (no download; "
                              "for trying the pipeline, not for real masks)")

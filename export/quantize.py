@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from runtime.atomic import default_mode
-from runtime.bundle import DECODER_FILE, ENCODER_FILE, MANIFEST, SINGLE_MASK_DECODER_FILE, sha256_file
+from runtime.bundle import DECODER_FILE, ENCODER_FILE, MANIFEST, SINGLE_MASK_DECODER_FILE, open_bundle, sha256_file
+
+from .staging import check_target, staged_bundle
 
 METHODS = ("int8", "int4")
 INT4_BLOCK = 32
@@ -121,15 +120,10 @@ def weight_error(original_path, quantized_path, method: str) -> dict:
 
 def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
     """A copy of `bundle` whose ONNX files are quantised; the manifest says so."""
-    from .build import _swap_into_place  # one way to replace a bundle: the old one survives a failure
-
-    bundle, out = Path(bundle), Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    manifest = json.loads((bundle / MANIFEST).read_text())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    bundle = Path(bundle)
+    manifest = open_bundle(bundle).manifest  # a damaged or tampered source is refused here
+    out = check_target(out, overwrite, inputs=[bundle])
+    with staged_bundle(out) as work:
         for name in MODEL_FILES:
             quantize_onnx(bundle / name, work / name, method)
         manifest["files"] = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
@@ -143,11 +137,6 @@ def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
         if not checkpoint.is_absolute():  # a compressed build's checkpoint stays in the source bundle
             manifest["model"]["checkpoint"] = str((bundle / checkpoint).resolve())
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        work.chmod(default_mode(directory=True))
-        _swap_into_place(work, out)
-    finally:
-        if work.exists():
-            shutil.rmtree(work)
     return out
 
 
@@ -159,13 +148,9 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     out = args.out or args.bundle.with_name(f"{args.bundle.name}-{args.method}")
-    if not (args.bundle / MANIFEST).is_file():
-        print(f"error: {args.bundle} is not a bundle (no {MANIFEST}); build one with python -m export.build",
-              file=sys.stderr)
-        return 2
     try:
         quantize_bundle(args.bundle, out, args.method, args.overwrite)
-    except FileExistsError as err:
+    except (ValueError, FileExistsError) as err:  # BundleError, OutputError
         print(f"error: {err}", file=sys.stderr)
         return 2
     weights = json.loads((out / MANIFEST).read_text())["quantization"]["weights"]

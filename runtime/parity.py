@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_write, check_output_file
 from .backends import BACKENDS
 from .images import load_image
 from .session import Session
@@ -34,6 +35,15 @@ DEFAULT_MAX_RELATIVE_LOGIT_ERROR = 1e-3
 class Thresholds:
     min_mask_iou: float = DEFAULT_MIN_IOU
     max_relative_logit_error: float = DEFAULT_MAX_RELATIVE_LOGIT_ERROR
+
+    def __post_init__(self):
+        # A threshold no comparison can meet (IoU 2) or that every one meets (error -1) says nothing.
+        if not 0.0 <= self.min_mask_iou <= 1.0:
+            raise ValueError(f"min mask IoU {self.min_mask_iou:g} is outside 0..1 (an IoU is a fraction); "
+                             f"e.g. --min-iou {DEFAULT_MIN_IOU}")
+        if not 0.0 <= self.max_relative_logit_error < float("inf"):
+            raise ValueError(f"max relative logit error {self.max_relative_logit_error:g} must be a finite number "
+                             f">= 0; e.g. --max-relative-logit-error {DEFAULT_MAX_RELATIVE_LOGIT_ERROR:g}")
 
 
 def standard_images() -> dict[str, np.ndarray]:
@@ -121,14 +131,14 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
     """Compare a bundle with the PyTorch reference; write the report to `out` if given."""
     from tqdm import tqdm
 
-    from compress import load_checkpoint
-
     thresholds = thresholds or Thresholds()
+    if out is not None:
+        check_output_file(out)
     session = Session(bundle, backend=backend)
     checkpoint = checkpoint or session.bundle.checkpoint
     if checkpoint is None:
         raise ValueError(f"parity needs the checkpoint {bundle} was built from; pass --checkpoint")
-    model = load_checkpoint(checkpoint)
+    model = reference_model(session.bundle, checkpoint)
     images = images if images is not None else standard_images()
     with tqdm(total=len(images), desc="parity", unit="image", disable=not show_progress) as bar:
         results = compare(session, model, images, thresholds, bar)
@@ -147,10 +157,24 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
         "cases": [asdict(r) for r in results],
     }
     if out is not None:
-        from .atomic import atomic_write
-
         atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     return report
+
+
+def reference_model(bundle, checkpoint):
+    """The checkpoint's model, as the checkpoint itself (or the architecture named at build
+    time) says, refused before any work when it is not the bundle's architecture."""
+    from compress import load_checkpoint
+
+    model = load_checkpoint(checkpoint, bundle.manifest.get("model", {}).get("model_type"))
+    built_from = bundle.manifest.get("model", {}).get("architecture")
+    architecture = json.loads(json.dumps(model.config.to_dict()))  # tuples as the manifest's lists
+    differences = [f"{key}: bundle {built_from.get(key)!r}, checkpoint {value!r}" for key, value in architecture.items()
+                   if isinstance(built_from, dict) and key != "name" and built_from.get(key) != value]
+    if differences:
+        raise ValueError(f"{checkpoint} holds another architecture than {bundle.root} was built from "
+                         f"({'; '.join(differences[:4])}); pass the checkpoint the bundle was built from")
+    return model
 
 
 def summary(report: dict) -> str:
@@ -182,10 +206,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-relative-logit-error", type=float, default=DEFAULT_MAX_RELATIVE_LOGIT_ERROR)
     args = parser.parse_args(argv)
     try:
+        thresholds = Thresholds(args.min_iou, args.max_relative_logit_error)
         images = None if args.images is None else {str(p): load_image(p) for p in args.images}
-        report = run_parity(args.bundle, args.checkpoint, images,
-                            Thresholds(args.min_iou, args.max_relative_logit_error),
-                            out=args.out or args.bundle / "parity.json", backend=args.backend)
+        report = run_parity(args.bundle, args.checkpoint, images, thresholds, out=args.out or args.bundle / "parity.json", backend=args.backend)
     except ValueError as err:  # BundleError, CheckpointError, ImageError
         print(f"error: {err}", file=sys.stderr)
         return 2

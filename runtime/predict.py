@@ -24,8 +24,21 @@ def _numbers(text: str, count: tuple[int, ...], what: str) -> list[float]:
     return values
 
 
+def image_format(path: Path) -> str:
+    """Pillow's format for the file name's suffix (.png, .jpg, .webp, ...), or an error."""
+    from PIL import Image
+
+    from .atomic import OutputError
+
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise OutputError(f"--out {path}: {path.suffix or 'no suffix'} is not an image format Pillow can write; "
+                          "end the name with .png or .jpg")
+    return fmt
+
+
 def main(argv=None) -> int:
-    from .atomic import atomic_write
+    from .atomic import atomic_write, check_output_file
 
     from .images import load_image
     from .overlay import draw_overlay
@@ -38,11 +51,13 @@ def main(argv=None) -> int:
                         type=lambda t: _numbers(t, (2, 3), "point"), help="X,Y or X,Y,LABEL")
     parser.add_argument("--box", type=lambda t: _numbers(t, (4,), "box"), help="x0,y0,x1,y1")
     parser.add_argument("--single-mask", action="store_true", help="one mask instead of the best of three")
-    parser.add_argument("--out", type=Path, default=Path("overlay.png"))
+    parser.add_argument("--out", type=Path, default=Path("overlay.png"),
+                        help="the overlay picture; its suffix names the format (.png, .jpg, ...)")
     args = parser.parse_args(argv)
     points = [p[:2] for p in args.point] or None
     labels = [p[2] if len(p) == 3 else 1 for p in args.point] or None  # checked by Session
     try:
+        fmt = image_format(check_output_file(args.out))
         image = load_image(args.image)
         session = Session(args.bundle)
         masks, scores, _ = session.predict(image, points=points, labels=labels, box=args.box,
@@ -53,7 +68,7 @@ def main(argv=None) -> int:
     best = int(np.argmax(scores))
     picture = draw_overlay(image, masks[best], points, labels, args.box,
                            caption=f"score {scores[best]:.3f}, {int(masks[best].sum())} px")
-    atomic_write(args.out, lambda tmp: picture.save(tmp, format="PNG"))
+    atomic_write(args.out, lambda tmp: picture.save(tmp, format=fmt))
     print(f"mask {best} of {len(scores)} (score {scores[best]:.3f}, {int(masks[best].sum())} px) -> {args.out}")
     return 0
 

@@ -11,9 +11,13 @@ by Juntongkuki/Birkhoff-Model-Compression is recognised and imported as it is. N
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
+
+from runtime.atomic import OutputError, check_output_file
+from runtime.bundle import sha256_file
 
 
 def _is_reference_file(path: Path) -> bool:
@@ -48,7 +52,14 @@ def main(argv=None) -> int:
     parser.add_argument("--model-type", help="architecture, when the file does not say (official or imported files)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = parser.parse_args(argv)
+    json_path, png_path = report_paths(args.out)
     try:
+        for path in (args.out, json_path, png_path):  # before the work, not after it
+            check_output_file(path)
+        if Path(os.path.abspath(args.out)) == Path(os.path.abspath(args.checkpoint)):
+            raise OutputError(f"--out {args.out} is the input checkpoint; name another file")
+        if args.checkpoint.is_dir():
+            raise CheckpointError(f"checkpoint {args.checkpoint} is a directory; pass the checkpoint file itself")
         if not args.checkpoint.is_file():
             raise CheckpointError(f"checkpoint {args.checkpoint} does not exist")
         began = time.perf_counter()
@@ -61,12 +72,16 @@ def main(argv=None) -> int:
             model = load_checkpoint(args.checkpoint, args.model_type)
             compressed = compress_model(model, args.variant)
             source_bytes = args.checkpoint.stat().st_size
+        # An earlier run's report must never sit beside this run's checkpoint, even if
+        # this run is killed between the files: remove it first; the new one names its checkpoint.
+        for path in (json_path, png_path):
+            path.unlink(missing_ok=True)
         save_compressed(compressed, args.out)
-    except (CheckpointError, CodecError) as err:
+    except (CheckpointError, CodecError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     report = build_report(compressed, source_bytes, args.out.stat().st_size)
-    json_path, png_path = report_paths(args.out)
+    report["checkpoint"] = {"file": args.out.name, "sha256": sha256_file(args.out)}
     write_report(report, json_path, None if args.no_plot else png_path)
     ratio = f"ratio {report['ratio']:.2f}, " if report["ratio"] else ""
     print(f"wrote {args.out} ({report['compressed_bytes'] / 2**20:.1f} MiB, {ratio}"
