@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import reprlib
+
 import numpy as np
 
 from .transforms import scale_coords
@@ -15,60 +17,97 @@ class PromptError(ValueError):
     """A prompt samedge cannot use, with the reason and the fix."""
 
 
-def _finite_array(value, name: str, dtype=np.float64) -> np.ndarray:
+# What numpy makes of inputs that are not numbers, in words.
+_NOT_NUMBERS = {"U": "text", "S": "bytes", "O": "Python objects", "c": "complex numbers"}
+
+
+def _shown(value) -> str:
+    """User data in an error message, cut short: a message must stay readable whatever was passed."""
+    text = reprlib.repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _finite_array(value, name: str, expected: str, dtype=np.float64) -> np.ndarray:
+    """`value` as a `dtype` array of finite numbers, else a PromptError naming the first bad one."""
     try:
-        array = np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as err:
-        raise PromptError(f"{name} must be numeric ({err})") from err
-    if not np.all(np.isfinite(array)):
-        raise PromptError(f"{name} contains NaN or infinite values: {value!r}")
-    return array
+        array = np.asarray(value)
+    except ValueError as err:  # unevenly nested lists
+        raise PromptError(f"{name} must be {expected}, got unevenly nested {_shown(value)}") from err
+    # Text, objects and complex numbers would convert only by luck or by dropping a part.
+    if array.dtype.kind not in "biuf":
+        what = _NOT_NUMBERS.get(array.dtype.kind, f"{array.dtype} values")
+        raise PromptError(f"{name} must be {expected}, got {what}: {_shown(value)}")
+    with np.errstate(over="ignore"):  # a value too large for dtype becomes inf, refused below
+        converted = array.astype(dtype, copy=False)
+    bad = ~np.isfinite(converted)
+    if bad.any():
+        first = np.unravel_index(np.argmax(bad), bad.shape)
+        where = f"{name}[{', '.join(map(str, first))}]" if first else name
+        raise PromptError(f"{name} contains NaN or infinite values ({int(bad.sum())} of {bad.size}; the "
+                          f"first is {where} = {float(array[first]):g}); pass finite {expected}")
+    return converted
 
 
 def check_points(points, labels, image_hw) -> tuple[np.ndarray, np.ndarray]:
     height, width = image_hw
-    points = _finite_array(points, "points")
+    points = _finite_array(points, "points", "XY pixel coordinates [[x, y], ...]")
     if points.ndim == 1 and points.shape == (2,):
         points = points[None]
     if points.ndim != 2 or points.shape[1] != 2 or len(points) == 0:
-        raise PromptError(f"points must have shape [N, 2] (XY pixels) with N >= 1, got {points.shape}")
+        raise PromptError(f"points must have shape [N, 2] (XY pixels) with N >= 1, got {points.shape}; "
+                          "e.g. [[x0, y0], [x1, y1]]")
     if labels is None:
         raise PromptError("points need labels: 1 for foreground, 0 for background, one per point")
-    labels = _finite_array(labels, "labels").reshape(-1)
+    labels = _finite_array(labels, "labels", "numbers (1 foreground, 0 background)").reshape(-1)
     if len(labels) != len(points):
         raise PromptError(f"{len(points)} points but {len(labels)} labels; give one label per point")
-    if not np.all(np.isin(labels, (0.0, 1.0))):
-        raise PromptError(f"labels must be 1 (foreground) or 0 (background), got {labels.tolist()}")
+    wrong = ~np.isin(labels, (0.0, 1.0))
+    if wrong.any():
+        first = np.argmax(wrong)
+        raise PromptError(f"labels must be 1 (foreground) or 0 (background), got labels[{first}] = "
+                          f"{labels[first]:g} ({int(wrong.sum())} of {len(labels)} are neither)")
     outside = (points[:, 0] < 0) | (points[:, 0] > width) | (points[:, 1] < 0) | (points[:, 1] > height)
     if outside.any():
-        x, y = points[np.argmax(outside)]
+        first = np.argmax(outside)
+        x, y = points[first]
         raise PromptError(
-            f"point ({x:g}, {y:g}) lies outside the {width}x{height} image; points are XY pixel "
+            f"point {first} ({x:g}, {y:g}) lies outside the {width}x{height} image "
+            f"({int(outside.sum())} of {len(points)} points do); points are XY pixel "
             f"coordinates with 0 <= x <= {width} and 0 <= y <= {height}"
         )
     return points, labels
 
 
 def check_box(box, image_hw) -> np.ndarray:
+    """One XYXY box; [[x0, y0], [x1, y1]] (its two corners) is the same box."""
     height, width = image_hw
-    box = _finite_array(box, "box").reshape(-1)
-    if box.shape != (4,):
-        raise PromptError(f"box must be [x0, y0, x1, y1] in pixels, got shape {box.shape}")
+    given = _finite_array(box, "box", "pixel coordinates [x0, y0, x1, y1]")
+    if given.size != 4:
+        several = " (one box per call: predict once per box)" if given.size % 4 == 0 and given.size else ""
+        raise PromptError(f"box must be [x0, y0, x1, y1] in pixels, got shape {given.shape}{several}")
+    box = given.reshape(-1)
     x0, y0, x1, y1 = box
     if x1 <= x0 or y1 <= y0:
-        raise PromptError(f"box {box.tolist()} is empty or reversed; use [x0, y0, x1, y1] with x1 > x0, y1 > y0")
+        raise PromptError(f"box {box.tolist()} is empty or reversed; use [x0, y0, x1, y1] with x1 > x0, "
+                          "y1 > y0 (for an [x, y, w, h] box pass [x, y, x + w, y + h])")
     if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
         raise PromptError(f"box {box.tolist()} reaches outside the {width}x{height} image; clip it to the image")
     return box
 
 
 def check_mask_input(mask_input, low_res_size: int) -> np.ndarray:
-    mask = _finite_array(mask_input, "mask_input")
-    if mask.shape not in ((low_res_size, low_res_size), (1, low_res_size, low_res_size)):
-        raise PromptError(
-            f"mask_input must be low-res logits of shape [1, {low_res_size}, {low_res_size}] "
-            f"(the third result of a previous predict), got {mask.shape}"
-        )
+    """Low-res logits [1, L, L] ([L, L] and the decoder's own [1, 1, L, L] too) as float32 [1, 1, L, L]."""
+    given = np.asarray(mask_input).dtype
+    if given.kind in "biu":  # a mask (e.g. the bool masks of predict) where logits belong
+        raise PromptError(f"mask_input must be float logits, got {given} values; "
+                          "pass the third result of a previous predict (low_res_logits), not its masks")
+    expected = f"float32 logits of shape [1, {low_res_size}, {low_res_size}]"
+    mask = _finite_array(mask_input, "mask_input", expected, dtype=np.float32)
+    if mask.shape[-2:] != (low_res_size, low_res_size) or mask.size != low_res_size ** 2:
+        several = (" (one mask: e.g. logits[np.argmax(scores)][None])"
+                   if mask.shape[-2:] == (low_res_size, low_res_size) else "")
+        raise PromptError(f"mask_input must be low-res logits of shape [1, {low_res_size}, {low_res_size}] "
+                          f"(the third result of a previous predict), got {mask.shape}{several}")
     return mask.reshape(1, 1, low_res_size, low_res_size)
 
 
@@ -84,7 +123,7 @@ def prompt_inputs(image_hw, img_size, low_res_size,
         coords.append(points)
         point_labels.append(labels)
     elif labels is not None:
-        raise PromptError("labels were given without points")
+        raise PromptError("labels were given without points; pass the points too, or no labels")
     if box is not None:
         coords.append(check_box(box, image_hw).reshape(2, 2))
         point_labels.append(np.array(BOX_LABELS))
@@ -95,7 +134,7 @@ def prompt_inputs(image_hw, img_size, low_res_size,
     if mask_input is None:
         mask, has_mask = np.zeros((1, 1, low_res_size, low_res_size), np.float32), 0.0
     else:
-        mask, has_mask = check_mask_input(mask_input, low_res_size).astype(np.float32), 1.0
+        mask, has_mask = check_mask_input(mask_input, low_res_size), 1.0
     return {
         "point_coords": scaled[None],
         "point_labels": np.concatenate(point_labels)[None].astype(np.float32),

@@ -7,14 +7,25 @@ and gives bit-identical pixels.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from PIL import Image
+
+from .images import ImageError
 
 
 def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
     """(h, w) after scaling the longer side to `long_side` (segment_anything's rounding)."""
     scale = long_side * 1.0 / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    new_hw = int(height * scale + 0.5), int(width * scale + 0.5)
+    if min(new_hw) < 1:  # segment_anything fails there too, deep inside the resize
+        short = math.ceil(max(height, width) / (2 * long_side))  # the least that rounds to 1 px,
+        short += int(short * scale + 0.5) < 1  # unless float rounding at the edge needs one more
+        raise ImageError(f"a {width}x{height} image is too elongated for the model's {long_side}-px "
+                         f"input: its short side would shrink to 0 px; crop it, or pad its short side "
+                         f"to at least {short} px (e.g. with np.pad)")
+    return new_hw
 
 
 def resize_longest_side(image: np.ndarray, long_side: int) -> np.ndarray:
