@@ -16,20 +16,13 @@ from pathlib import Path
 
 import onnx
 
+from runtime.signature import DECODER_INPUTS, DECODER_OUTPUTS  # the official decoder's, checked at open
+
 from . import hyper_linear
 
 OPSET = 17
 ENCODER_INPUT = "image"
 ENCODER_OUTPUT = "image_embeddings"
-DECODER_INPUTS = (
-    "image_embeddings",
-    "point_coords",
-    "point_labels",
-    "mask_input",
-    "has_mask_input",
-    "orig_im_size",
-)
-DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 # protobuf cannot hold a single message over 2 GiB (vit_h); such weights go to a side file.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
@@ -55,20 +48,41 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_axes=No
 
 def _finish(exported: Path, path: Path) -> None:
     """Re-save (external data if large) with the HyperLinear function body, check, move into place."""
-    model = onnx.load(str(exported))
+    # Over 2 GiB the TorchScript exporter writes each tensor (of over 1024 elements) to its
+    # own file beside `exported`; loaded here, save_checked gathers them into one `.data` file.
+    model = onnx.load(str(exported), load_external_data=True)
     if hyper_linear.has_hyper_linear(model):
         hyper_linear.attach_function(model, OPSET)
     save_checked(model, path, exported.parent / "staged")
 
 
+def initializer_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the graph's initializers held in raw_data: what external data moves out of the graph file.
+
+    Counted tensor by tensor: protobuf cannot measure (ByteSize) or serialise a model
+    over 2 GiB, which is the very case this decides.
+    """
+    return sum(len(tensor.raw_data) for tensor in model.graph.initializer)
+
+
+def needs_external_data(model: onnx.ModelProto) -> bool:
+    return initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
+
+
 def save_checked(model: onnx.ModelProto, path: Path, staged: Path) -> Path:
-    """Save under `staged/`, run the full checker, then rename into `path` (graph last)."""
-    large = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    """Save under `staged/`, run the full checker, then rename into `path` (graph last).
+
+    `model` must hold its tensors in memory. A large one is saved with all its weights in
+    one file beside `path`, its name + `.data`, referenced by that relative name so that
+    the folder can be moved; this moves the weights out of `model` too.
+    """
+    large = needs_external_data(model)
     staged.mkdir()
     staged_model = staged / path.name
     data_name = f"{path.name}.data"
     onnx.save_model(model, str(staged_model), save_as_external_data=large,
                     all_tensors_to_one_file=True, location=data_name if large else None)
+    # A path, not the proto: the checker would serialise a proto, which fails over 2 GiB.
     onnx.checker.check_model(str(staged_model), full_check=True)
     if large:
         os.replace(staged / data_name, path.parent / data_name)

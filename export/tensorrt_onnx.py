@@ -21,13 +21,14 @@ from pathlib import Path
 
 import onnx
 
+from runtime.signature import TENSORRT_DECODER_INPUTS as DECODER_INPUTS
+from runtime.signature import TENSORRT_DECODER_OUTPUTS as DECODER_OUTPUTS
+
 from . import hyper_linear
-from .onnx_export import OPSET, _export, decoder_dummy_inputs, export_encoder, save_checked
+from .onnx_export import OPSET, _export, decoder_dummy_inputs, export_encoder, needs_external_data, save_checked
 
 ENCODER = "encoder.onnx"
 DECODER = "decoder.onnx"
-DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
-DECODER_OUTPUTS = ("iou_predictions", "low_res_masks")
 # Kept in fp32 in the fp16 encoder. ReduceMean/Sub/Pow/Sqrt/Div make up LayerNorm2d.
 FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Div")
 PRECISIONS = ("fp16", "fp32")
@@ -72,25 +73,41 @@ def _low_res_decoder(model):
     return LowResDecoder(model, return_single_mask=False).eval()
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+def to_fp16(model: onnx.ModelProto, scratch=None) -> onnx.ModelProto:
     """fp16 weights and activations, fp32 inputs/outputs and FP32_OPS; HyperLinear in fp16.
 
     onnxruntime's converter (a maintained fork of onnxconverter-common's, which mistypes
     the encoder's own Cast nodes) does the work. It would also turn the HyperLinear
     row scales and biases into fp16, which the plugin takes in fp32, so the node is
     blocked there and the casts it gets around X and Y are removed afterwards.
+    A large model (vit_h) has its shapes inferred through a file in the directory
+    `scratch` (default: the system's), and gives its weights up to the result.
     """
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     float32_inputs = dict(_hyper_linear_float_inputs(model.graph))
+    shaped = _infer_shapes(model, scratch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns about every fp32 constant it clamps
-        converted = convert_float_to_float16(model, keep_io_types=True,
+        converted = convert_float_to_float16(shaped, keep_io_types=True, disable_shape_infer=True,
                                              op_block_list=list(FP32_OPS) + [hyper_linear.OP_TYPE])
     _hyper_linear_in_fp16(converted.graph, float32_inputs)
     OnnxModel(converted).topological_sort()  # the converter appends its input casts last
     return converted
+
+
+def _infer_shapes(model: onnx.ModelProto, scratch) -> onnx.ModelProto:
+    """The shape inference the converter would run. It serialises the model, which protobuf
+    cannot do over 2 GiB, so a large model goes through a file with external data."""
+    if not needs_external_data(model):
+        return onnx.shape_inference.infer_shapes(model)
+    with tempfile.TemporaryDirectory(dir=scratch) as work:
+        path = Path(work) / "model.onnx"
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=f"{path.name}.data")
+        onnx.shape_inference.infer_shapes_path(str(path))
+        return onnx.load(str(path), load_external_data=True)
 
 
 def _hyper_linear_float_inputs(graph: onnx.GraphProto):
@@ -185,11 +202,12 @@ def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_funct
                 DECODER_INPUTS, DECODER_OUTPUTS, dynamic_axes)
         for staged, name, convert in ((encoder, ENCODER, precision == "fp16"), (work / "d.onnx", DECODER, False)):
             # The decoder stays fp32 (as nanosam's): it is small, and its masks are thresholded logits.
-            onnx_model = onnx.load(str(staged))
+            # A large encoder's weights are in its `.data` file, found beside it.
+            onnx_model = onnx.load(str(staged), load_external_data=True)
             if hyper_linear.has_hyper_linear(onnx_model):
                 hyper_linear.attach_function(onnx_model, OPSET)
             if convert:
-                onnx_model = to_fp16(onnx_model)
+                onnx_model = to_fp16(onnx_model, scratch=work)
             if not keep_functions:
                 onnx_model = hyper_linear.without_functions(onnx_model)
             paths[name] = save_checked(onnx_model, directory / name, work / name)
