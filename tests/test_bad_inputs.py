@@ -153,6 +153,47 @@ def build_in_current_directory(ctx: Context):
     return refused_by_cli(result)
 
 
+def overwrite_a_read_only_bundle(ctx: Context):
+    """check_target as a user who may not change the bundle: nobody when we are root (root may
+    write anywhere), else ourselves after chmod -w. Runs in a forked child; its verdict comes back."""
+    import tempfile
+
+    place = Path(tempfile.mkdtemp(dir="/tmp"))  # not below pytest's private tmp: nobody must reach it
+    try:
+        place.chmod(0o755)
+        bundle = place / "b"
+        shutil.copytree(ctx.bundle, bundle)
+        if os.geteuid() != 0:
+            for path in [bundle, *bundle.rglob("*")]:
+                path.chmod(path.stat().st_mode & ~0o222)
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child reports through the pipe
+            os.close(read)
+            try:
+                if os.geteuid() == 0:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                from export.staging import check_target
+
+                check_target(bundle, overwrite=True)
+                verdict = "accepted"
+            except Exception as err:
+                verdict = f"{type(err).__name__}: {err}"
+            os.write(write, verdict.encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            verdict = pipe.read()
+        os.waitpid(child, 0)
+        assert (bundle / "manifest.json").is_file() and not [p for p in place.iterdir() if p.name.startswith(".")]
+        raise ValueError(verdict)
+    finally:
+        for path in [place, *place.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(place)
+
+
 def quantize_truncated(ctx: Context):
     bundle = ctx.copy_bundle()
     text = (bundle / "manifest.json").read_text()
@@ -205,6 +246,18 @@ CASES: list[tuple[str, str, Callable, str | None, Callable | None]] = [
      same_answers_as_the_fp32_model(0.05)),
     ("3", "bf16 weights", lambda ctx: load_checkpoint(tiny_state_dict(ctx, lambda k, v: v.bfloat16()), "tiny"), None,
      same_answers_as_the_fp32_model(0.3)),
+    # 4: images and prompts (tests/test_images.py and test_prompts.py go through every PIL mode and more)
+    ("4", "PIL image of mode F (floats 0..1)",
+     lambda ctx: Session(ctx.bundle).predict(_float_image(), points=[[30, 20]], labels=[1]),
+     r"float32 pixels are not supported; pass uint8 RGB .*\* 255", None),
+    ("12", "a directory as image", lambda ctx: Session(ctx.bundle).predict(ctx.tmp, points=[[3, 3]], labels=[1]),
+     r"is a directory, not an image file", None),
+    ("12", "200k points, one NaN", lambda ctx: Session(ctx.bundle).predict(IMAGE, points=_many_points(),
+                                                                          labels=np.ones(200_000)),
+     r"points contains NaN .*1 of 400000; the first is points\[123456, 1\] = nan", None),
+    ("12", "a 1 x 5000 image", lambda ctx: Session(ctx.bundle).predict(np.zeros((1, 5000, 3), np.uint8),
+                                                                      points=[[3, 0]], labels=[1]),
+     r"too elongated .* pad its short side to at least", None),
     # 5, 10: manifests are checked when a bundle is opened
     ("5", "pixel_std 0", lambda ctx: predict(ctx.edit_manifest(lambda m: m["preprocessing"].update(pixel_std=[0, 0, 0]))),
      r"pixel_std is \[0, 0, 0\], not three positive numbers", None),
@@ -251,6 +304,8 @@ CASES: list[tuple[str, str, Callable, str | None, Callable | None]] = [
     ("11", "build --out below a regular file", lambda ctx: refused_by_cli(build_over(ctx, under_a_file)),
      r"afile is a file, so nothing can be created below it", None),
     ("11", "build --out . --overwrite", build_in_current_directory, r"is the current directory", None),
+    ("11", "build --overwrite a read-only bundle", overwrite_a_read_only_bundle,
+     r"OutputError: .*is read-only, so the old bundle cannot be removed; make it writable \(chmod -R u\+w", None),
     ("11", "predict --out an existing directory", lambda ctx: refused_by_cli(predict_cli(ctx, ctx.tmp)),
      r"is a directory; name the file", None),
     ("11", "predict --out below a regular file", lambda ctx: refused_by_cli(predict_cli(ctx, under_a_file(ctx))),
@@ -271,6 +326,18 @@ CASES: list[tuple[str, str, Callable, str | None, Callable | None]] = [
      lambda ctx: refused_by_cli(cli("runtime.parity", ctx.bundle, "--min-iou", "2", "--out", ctx.tmp / "p.json")),
      r"min mask IoU 2 is outside 0..1", None),
 ]
+
+
+def _float_image():
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(1).random((48, 64), dtype=np.float32), mode="F")
+
+
+def _many_points() -> np.ndarray:
+    points = np.full((200_000, 2), 10.0)
+    points[123456, 1] = np.nan
+    return points
 
 
 def _file(ctx: Context, name: str, data: bytes) -> Path:
