@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -48,8 +49,17 @@ class Session:
         keeping it for the next (for small devices, or many sessions in one process).
         `verify`: check the bundle's files against the SHA-256 hashes in its manifest
         (docs/benchmarks/session-open.md has the cost); False skips it."""
-        self.bundle = open_bundle(source, verify=verify)
-        self.backend = make_backend(self.bundle, backend, providers, device, low_memory)
+        self.bundle = open_bundle(source, verify=False)
+        # Hashing (hashlib) and loading the models (the backend) both release the GIL:
+        # done side by side, the check costs little more than the longer of the two.
+        with ThreadPoolExecutor(1) as pool:
+            verified = pool.submit(self.bundle.verify if verify else lambda: None)
+            try:
+                self.backend = make_backend(self.bundle, backend, providers, device, low_memory)
+            except Exception:
+                verified.result()  # a file that fails its hash explains the failure best
+                raise
+            verified.result()  # refused before any use
         if self.bundle.img_size is not None and self.backend.img_size != self.bundle.img_size:
             raise BundleError(f"the {self.backend.name} model takes {self.backend.img_size} px images but the "
                               f"manifest of {self.bundle.root} says {self.bundle.img_size}: they do not belong "
