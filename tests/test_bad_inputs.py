@@ -223,6 +223,66 @@ def parity_with_another_model(ctx: Context):
     return refused_by_cli(cli("runtime.parity", ctx.bundle, "--checkpoint", DEMO, "--out", ctx.tmp / "p.json"))
 
 
+def _float_image():
+    from PIL import Image
+
+    return Image.fromarray(np.random.default_rng(1).random((48, 64), dtype=np.float32), mode="F")
+
+
+def _many_points() -> np.ndarray:
+    points = np.full((200_000, 2), 10.0)
+    points[123456, 1] = np.nan
+    return points
+
+
+def _compressed(ctx: Context) -> Path:
+    from compress.birkhoff.model import compress_model
+    from compress.birkhoff.storage import save_compressed
+
+    path = ctx.tmp / "tiny.birkhoff.safetensors"
+    save_compressed(compress_model(load_checkpoint(ctx.checkpoint), show_progress=False), path)
+    return path
+
+
+def _slim_a_compressed_model(ctx: Context):
+    from compress.slimsam.pipeline import SlimSettings, slim
+
+    model = load_checkpoint(_compressed(ctx))
+    images = [torch.zeros(1, 3, 64, 64)] * 3
+    return slim(model, images[:2], images[2:], SlimSettings(), ctx.tmp / "work")
+
+
+def _file(ctx: Context, name: str, data: bytes) -> Path:
+    (ctx.tmp / name).write_bytes(data)
+    return ctx.tmp / name
+
+
+def _manifest_text(ctx: Context, text: str) -> Path:
+    bundle = ctx.copy_bundle()
+    (bundle / "manifest.json").write_text(text)
+    return bundle
+
+
+def _manifest_bytes(ctx: Context, data: bytes) -> Path:
+    bundle = ctx.copy_bundle()
+    (bundle / "manifest.json").write_bytes(data)
+    return bundle
+
+
+def _flip_a_byte(path: Path) -> Path:
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01  # inside the last initializer: the file still loads, with other weights
+    path.write_bytes(bytes(data))
+    return path.parent
+
+
+def _one_nan(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    if name == "mask_decoder.iou_token.weight":
+        tensor = tensor.clone()
+        tensor.view(-1)[3] = float("nan")
+    return tensor
+
+
 # (item, name, action, regex of the refusal, or None and a check of the accepted answer)
 CASES: list[tuple[str, str, Callable, str | None, Callable | None]] = [
     # 1: --overwrite only replaces samedge bundles, never the input
@@ -322,53 +382,24 @@ CASES: list[tuple[str, str, Callable, str | None, Callable | None]] = [
      r"tensor mask_decoder.iou_token.weight holds 1 NaN or infinite values", None),
     ("12", "parity of a bundle with another model's checkpoint", parity_with_another_model,
      r"another architecture than .* was built from \(img_size: bundle 64, checkpoint 256", None),
+    # beyond the list
+    ("+", "Birkhoff on an already compressed checkpoint", lambda ctx: refused_by_cli(
+        cli("compress.birkhoff", _compressed(ctx), "--out", ctx.tmp / "again.safetensors")),
+     r"already Birkhoff-compressed; use its checkpoint as it is", None),
+    ("+", "SlimSAM on a compressed model", _slim_a_compressed_model,
+     r"SlimSAM prunes dense models and this one is Birkhoff-compressed", None),
+    ("+", "slimsam --images that does not exist", lambda ctx: refused_by_cli(
+        cli("compress.slimsam", "--images", ctx.tmp / "nothing", "--out", ctx.tmp / "s.safetensors")),
+     r"image folder .*nothing does not exist", None),
+    ("+", "slimsam --out below a regular file", lambda ctx: refused_by_cli(
+        cli("compress.slimsam", "--synthetic", "12", "--out", under_a_file(ctx))), r"afile is a file", None),
+    ("+", "birkhoff --model-type unknown", lambda ctx: refused_by_cli(
+        cli("compress.birkhoff", ctx.checkpoint, "--model-type", "vit_x", "--out", ctx.tmp / "o.safetensors")),
+     r"invalid choice: 'vit_x'", None),
     ("12", "parity --min-iou 2",
      lambda ctx: refused_by_cli(cli("runtime.parity", ctx.bundle, "--min-iou", "2", "--out", ctx.tmp / "p.json")),
      r"min mask IoU 2 is outside 0..1", None),
 ]
-
-
-def _float_image():
-    from PIL import Image
-
-    return Image.fromarray(np.random.default_rng(1).random((48, 64), dtype=np.float32), mode="F")
-
-
-def _many_points() -> np.ndarray:
-    points = np.full((200_000, 2), 10.0)
-    points[123456, 1] = np.nan
-    return points
-
-
-def _file(ctx: Context, name: str, data: bytes) -> Path:
-    (ctx.tmp / name).write_bytes(data)
-    return ctx.tmp / name
-
-
-def _manifest_text(ctx: Context, text: str) -> Path:
-    bundle = ctx.copy_bundle()
-    (bundle / "manifest.json").write_text(text)
-    return bundle
-
-
-def _manifest_bytes(ctx: Context, data: bytes) -> Path:
-    bundle = ctx.copy_bundle()
-    (bundle / "manifest.json").write_bytes(data)
-    return bundle
-
-
-def _flip_a_byte(path: Path) -> Path:
-    data = bytearray(path.read_bytes())
-    data[-100] ^= 0x01  # inside the last initializer: the file still loads, with other weights
-    path.write_bytes(bytes(data))
-    return path.parent
-
-
-def _one_nan(name: str, tensor: torch.Tensor) -> torch.Tensor:
-    if name == "mask_decoder.iou_token.weight":
-        tensor = tensor.clone()
-        tensor.view(-1)[3] = float("nan")
-    return tensor
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 from runtime.atomic import OutputError, check_output_file
+
+from ..architectures import ARCHITECTURES
 from runtime.bundle import sha256_file
 
 
@@ -49,7 +51,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="compressed checkpoint (samedge format)")
     parser.add_argument("--variant", choices=VARIANTS, default="reference",
                         help="reference: the authors' codec; scaled: the same lattice in units of each row's scale")
-    parser.add_argument("--model-type", help="architecture, when the file does not say (official or imported files)")
+    parser.add_argument("--model-type", choices=sorted(ARCHITECTURES),
+                        help="architecture, when the file does not say (official or imported files)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = parser.parse_args(argv)
     json_path, png_path = report_paths(args.out)

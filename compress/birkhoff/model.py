@@ -106,6 +106,10 @@ def compress_model(model: nn.Module, variant: str = "reference", show_progress: 
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown Birkhoff variant {variant!r}; choose one of {VARIANTS}")
+    if any(isinstance(m, HyperLinear) for m in model.modules()):
+        # Its other tensors already hold decoded values: encoding them again only adds error.
+        raise codec.CodecError("the model is already Birkhoff-compressed; use its checkpoint as it is "
+                               "(without --compress birkhoff), or compress the original")
     began = time.perf_counter()
     linear_weights = linear_weight_names(model)
     parameters = dict(model.named_parameters())

@@ -24,6 +24,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 def load_folder(folder: Path) -> list:
     from runtime.images import load_image
 
+    if not folder.is_dir():
+        raise ValueError(f"image folder {folder} {'is a file' if folder.exists() else 'does not exist'}; "
+                         "pass a folder of images")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
@@ -40,13 +43,15 @@ def synthetic_images(count: int, seed: int = 7) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..architectures import ARCHITECTURES
     from .importance import IMPORTANCE_KINDS
     from .prune import NORMALIZERS
 
     parser = argparse.ArgumentParser(prog="python -m compress.slimsam", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="the model to slim (default: the bundled demo model)")
-    parser.add_argument("--model-type", help="architecture of an official checkpoint")
+    parser.add_argument("--model-type", choices=sorted(ARCHITECTURES),
+                        help="architecture of a .pth checkpoint, when the file cannot say")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="folder of unlabelled images")
     source.add_argument("--synthetic", type=int, help="use N synthetic shape images (for the demo model)")
@@ -100,6 +105,8 @@ def _check_same_run(work: Path, args) -> None:
 def main(argv=None) -> int:
     import torch
 
+    from runtime.atomic import check_output_file
+
     from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from ..demo.evaluate import DEFAULT_CHECKPOINT
     from .distill import distributed
@@ -118,6 +125,7 @@ def main(argv=None) -> int:
         print(f"error: {work} holds an earlier run; pass --resume to continue it or remove it", file=sys.stderr)
         return 2
     try:
+        check_output_file(args.out)  # before hours of distillation, not after
         sam = load_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, args.model_type)
         arrays = synthetic_images(args.synthetic) if args.synthetic else load_folder(args.images)
         if len(arrays) <= args.val_count:

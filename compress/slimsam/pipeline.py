@@ -107,6 +107,9 @@ class _Stages:
 
 
 def _teacher(sam) -> nn.Module:
+    if any(hasattr(m, "codes") for m in sam.image_encoder.modules()):  # HyperLinear: no dense weight to prune
+        raise ValueError("SlimSAM prunes dense models and this one is Birkhoff-compressed: start from the "
+                         "original checkpoint (--compress slimsam-R+birkhoff prunes first, then compresses)")
     teacher = _frozen(sam.image_encoder)
     split_attention(teacher)
     return teacher
