@@ -35,7 +35,7 @@ from runtime.bundle import (
     sha256_file,
 )
 
-from .staging import check_target, staged_bundle
+from .staging import prepare_target, staged_bundle
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "compress" / "weights" / "demo_sam.safetensors"
 TARGETS = ("cpu", "desktop", "jetson")
@@ -138,7 +138,7 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
     if compress not in (None,) + COMPRESSIONS:
         raise ValueError(f"unknown compression {compress!r}; choose one of {COMPRESSIONS}")
     checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
-    out = check_target(out, overwrite, inputs=[checkpoint])
+    out = prepare_target(out, overwrite, inputs=[checkpoint])
     steps = (["load checkpoint"] + ([f"compress ({compress})"] if compress else []) + ["export encoder", "export decoders"]
              + (["tensorrt"] if target != "cpu" else []) + (["parity"] if run_parity else []) + ["manifest"])
     with staged_bundle(out) as work, tqdm(total=len(steps), desc="build", unit="step") as bar:

@@ -25,7 +25,7 @@ from onnx import numpy_helper
 
 from runtime.bundle import DECODER_FILE, ENCODER_FILE, MANIFEST, SINGLE_MASK_DECODER_FILE, open_bundle, sha256_file
 
-from .staging import check_target, staged_bundle
+from .staging import prepare_target, staged_bundle
 
 METHODS = ("int8", "int4")
 INT4_BLOCK = 32
@@ -122,7 +122,7 @@ def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
     """A copy of `bundle` whose ONNX files are quantised; the manifest says so."""
     bundle = Path(bundle)
     manifest = open_bundle(bundle).manifest  # a damaged or tampered source is refused here
-    out = check_target(out, overwrite, inputs=[bundle])
+    out = prepare_target(out, overwrite, inputs=[bundle])
     with staged_bundle(out) as work:
         for name in MODEL_FILES:
             quantize_onnx(bundle / name, work / name, method)

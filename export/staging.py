@@ -51,8 +51,9 @@ def _foreign_files(out: Path, manifest: dict) -> list[str]:
     return foreign
 
 
-def check_target(out, overwrite: bool, inputs=()) -> Path:
-    """The absolute path to write a bundle to, or an OutputError saying why not and what to do.
+def prepare_target(out, overwrite: bool, inputs=()) -> Path:
+    """Repair what killed runs left (`recover`), then the absolute path to write a bundle
+    to, or an OutputError saying why not and what to do.
 
     `inputs`: files or directories the run reads, which the target must not hold."""
     out = Path(os.path.abspath(out))
@@ -82,9 +83,8 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
     if not out.is_dir():
         raise OutputError(f"--out {out} is a file, not a bundle; --overwrite only replaces bundles samedge wrote")
     if not (out / MANIFEST).is_file():
-        entries = sorted(p.name for p in out.iterdir())
-        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-        raise OutputError(f"--out {out} is not a samedge bundle (no {MANIFEST}; it holds {shown or 'nothing'}); "
+        shown = _listing(sorted(p.name for p in out.iterdir()))
+        raise OutputError(f"--out {out} is not a samedge bundle (no {MANIFEST}; it holds {shown}); "
                           "--overwrite only replaces bundles samedge wrote: choose another --out")
     try:
         manifest = open_bundle(out, verify=False).manifest
@@ -93,13 +93,16 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
                           "if it is one, or choose another --out") from None
     foreign = _foreign_files(out, manifest)
     if foreign:
-        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-        raise OutputError(f"--out {out} holds files samedge did not write ({shown}); --overwrite would delete "
-                          "them: move them out of the bundle first, or choose another --out")
+        raise OutputError(f"--out {out} holds files samedge did not write ({_listing(foreign)}); --overwrite "
+                          "would delete them: move them out of the bundle first, or choose another --out")
     for folder in [out] + [p for p in out.rglob("*") if p.is_dir() and not p.is_symlink()]:
         if not os.access(folder, os.W_OK | os.X_OK):
             raise OutputError(f"--out {out}: {folder} is read-only, so the old bundle cannot be removed; "
                               f"make it writable (chmod -R u+w {out}) or choose another --out")
+
+
+def _listing(names: list[str]) -> str:
+    return (", ".join(names[:5]) + (", ..." if len(names) > 5 else "")) or "nothing"
 
 
 @contextmanager

@@ -91,7 +91,8 @@ def _read_manifest(path: Path) -> dict:
                           f"{BUNDLE_FORMAT_VERSION}; rebuild it with this samedge")
     for key in ("model", "preprocessing", "files"):
         if not isinstance(manifest.get(key), dict):
-            raise BundleError(f"{path} lacks its {key!r} section or it is not an object: the manifest is damaged; {fix}")
+            raise BundleError(f"{path} lacks its {key!r} section or it is not an object: the manifest is "
+                              f"damaged; {fix}")
     _check_preprocessing(manifest["preprocessing"], path, fix)
     for name, info in manifest["files"].items():
         if not (isinstance(info, dict) and isinstance(info.get("bytes"), int) and isinstance(info.get("sha256"), str)):

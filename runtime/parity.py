@@ -208,7 +208,8 @@ def main(argv=None) -> int:
     try:
         thresholds = Thresholds(args.min_iou, args.max_relative_logit_error)
         images = None if args.images is None else {str(p): load_image(p) for p in args.images}
-        report = run_parity(args.bundle, args.checkpoint, images, thresholds, out=args.out or args.bundle / "parity.json", backend=args.backend)
+        report = run_parity(args.bundle, args.checkpoint, images, thresholds,
+                            out=args.out or args.bundle / "parity.json", backend=args.backend)
     except ValueError as err:  # BundleError, CheckpointError, ImageError
         print(f"error: {err}", file=sys.stderr)
         return 2

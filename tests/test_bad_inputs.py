@@ -154,7 +154,7 @@ def build_in_current_directory(ctx: Context):
 
 
 def overwrite_a_read_only_bundle(ctx: Context):
-    """check_target as a user who may not change the bundle: nobody when we are root (root may
+    """prepare_target as a user who may not change the bundle: nobody when we are root (root may
     write anywhere), else ourselves after chmod -w. Runs in a forked child; its verdict comes back."""
     import tempfile
 
@@ -174,9 +174,9 @@ def overwrite_a_read_only_bundle(ctx: Context):
                 if os.geteuid() == 0:
                     os.setgid(65534)
                     os.setuid(65534)
-                from export.staging import check_target
+                from export.staging import prepare_target
 
-                check_target(bundle, overwrite=True)
+                prepare_target(bundle, overwrite=True)
                 verdict = "accepted"
             except Exception as err:
                 verdict = f"{type(err).__name__}: {err}"
@@ -319,7 +319,8 @@ CASES: list[tuple[str, str, Callable, str | None, Callable | None]] = [
                                                                       points=[[3, 0]], labels=[1]),
      r"too elongated .* pad its short side to at least", None),
     # 5, 10: manifests are checked when a bundle is opened
-    ("5", "pixel_std 0", lambda ctx: predict(ctx.edit_manifest(lambda m: m["preprocessing"].update(pixel_std=[0, 0, 0]))),
+    ("5", "pixel_std 0",
+     lambda ctx: predict(ctx.edit_manifest(lambda m: m["preprocessing"].update(pixel_std=[0, 0, 0]))),
      r"pixel_std is \[0, 0, 0\], not three positive numbers", None),
     ("5", "pixel_mean not numbers",
      lambda ctx: predict(ctx.edit_manifest(lambda m: m["preprocessing"].update(pixel_mean=["a", 1, 2]))),
@@ -376,8 +377,8 @@ CASES: list[tuple[str, str, Callable, str | None, Callable | None]] = [
     ("12", "random bytes starting with 0x80",
      lambda ctx: load_checkpoint(_file(ctx, "r.pth", b"\x80" + os.urandom(500))),
      r"^(?!.*weights_only=False).*corrupt, or holds Python objects", None),
-    ("12", "a directory as checkpoint", lambda ctx: load_checkpoint(ctx.tmp), r"is a directory; pass the checkpoint file",
-     None),
+    ("12", "a directory as checkpoint", lambda ctx: load_checkpoint(ctx.tmp),
+     r"is a directory; pass the checkpoint file", None),
     ("12", "NaN weights", lambda ctx: load_checkpoint(tiny_state_dict(ctx, _one_nan), "tiny"),
      r"tensor mask_decoder.iou_token.weight holds 1 NaN or infinite values", None),
     ("12", "parity of a bundle with another model's checkpoint", parity_with_another_model,

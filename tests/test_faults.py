@@ -6,13 +6,12 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from export.build import build_bundle
-from export.staging import check_target
+from export.staging import prepare_target
 from runtime import BundleError, open_bundle
 from runtime.bundle import sha256_file
 
@@ -79,7 +78,7 @@ build_bundle({str(out)!r}, "desktop", {str(tiny_checkpoint)!r}, run_parity=False
     assert not out.exists()
     with pytest.raises(BundleError, match="interrupted and left the previous bundle in .*run the build again"):
         open_bundle(out)
-    check_target(out, overwrite=True)  # what every run does first
+    prepare_target(out, overwrite=True)  # what every run does first
     assert (out / "manifest.json").read_text() == old_manifest
     open_bundle(out)
     assert _hidden(tmp_path) == []
