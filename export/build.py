@@ -74,9 +74,8 @@ def parameter_count(model) -> int:
     return count
 
 
-def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | None,
+def _manifest(config, parameters: int, checkpoint: Path, target: str, root: Path, parity: dict | None,
               compression: dict | None = None, tensorrt: dict | None = None, model_type: str | None = None) -> dict:
-    config = model.config
     # Reports (parity.json) may be rewritten by a later `runtime.parity`; only model files are pinned.
     files = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -98,7 +97,7 @@ def _manifest(model, checkpoint: Path, target: str, root: Path, parity: dict | N
             # The architecture the user named (None: the checkpoint itself says): parity's
             # reference is read with it, from the checkpoint, not from this manifest.
             "model_type": model_type if checkpoint.parent != root else None,
-            "parameters": parameter_count(model),
+            "parameters": parameters,
         },
         "preprocessing": {
             "img_size": config.img_size,
@@ -167,9 +166,14 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
             tensorrt = _tensorrt_into(work / TENSORRT_FOLDER, model, target, work / ENCODER_FILE)
             bar.update()
 
+        # Parity loads the checkpoint again beside the ONNX Runtime sessions: without this
+        # copy of the weights, vit_h's build fits in less memory.
+        config, parameters = model.config, parameter_count(model)
+        del model
+
         def manifest(report):
-            return json.dumps(_manifest(model, checkpoint, target, work, report, compression, tensorrt, model_type),
-                              indent=2)
+            return json.dumps(_manifest(config, parameters, checkpoint, target, work, report, compression, tensorrt,
+                                        model_type), indent=2)
 
         report = None
         if run_parity:

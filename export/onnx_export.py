@@ -16,6 +16,7 @@ from pathlib import Path
 
 import onnx
 
+from runtime.atomic import default_mode
 from runtime.signature import DECODER_INPUTS, DECODER_OUTPUTS  # the official decoder's, checked at open
 
 from . import hyper_linear
@@ -85,6 +86,7 @@ def save_checked(model: onnx.ModelProto, path: Path, staged: Path) -> Path:
     # A path, not the proto: the checker would serialise a proto, which fails over 2 GiB.
     onnx.checker.check_model(str(staged_model), full_check=True)
     if large:
+        (staged / data_name).chmod(default_mode())  # onnx creates it private (0600), unlike the graph
         os.replace(staged / data_name, path.parent / data_name)
     os.replace(staged_model, path)
     return path

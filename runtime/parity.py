@@ -134,7 +134,8 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
     thresholds = thresholds or Thresholds()
     if out is not None:
         check_output_file(out)
-    session = Session(bundle, backend=backend)
+    # No ONNX Runtime arenas: between its runs the reference runs, and both peaks would add up.
+    session = Session(bundle, backend=backend, low_memory=True)
     checkpoint = checkpoint or session.bundle.checkpoint
     if checkpoint is None:
         raise ValueError(f"parity needs the checkpoint {bundle} was built from; pass --checkpoint")

@@ -83,6 +83,9 @@ def test_each_file_keeps_its_weights_in_one_data_file_beside_it(external_bundle)
         assert all(len(t.raw_data) < 1024 for t in graph.initializer if not uses_external_data(t))
         lengths = sum(ExternalDataInfo(t).length for t in external)
         assert lengths == (external_bundle / f"{name}.data").stat().st_size
+        # Readable like the graph beside it (onnx makes the data file private).
+        modes = {(external_bundle / n).stat().st_mode & 0o777 for n in (name, f"{name}.data")}
+        assert len(modes) == 1, modes
 
 
 def test_manifest_lists_and_hashes_the_data_files(external_bundle):
