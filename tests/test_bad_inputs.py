@@ -153,19 +153,17 @@ def build_in_current_directory(ctx: Context):
     return refused_by_cli(result)
 
 
-def overwrite_a_read_only_bundle(ctx: Context):
-    """prepare_target as a user who may not change the bundle: nobody when we are root (root may
-    write anywhere), else ourselves after chmod -w. Runs in a forked child; its verdict comes back."""
+def without_write_access(ctx: Context, target: str, overwrite: bool):
+    """prepare_target for `place/<target>` as a user who may not change `place` (a read-only folder
+    holding a copy of the tiny bundle, `b`): nobody when we are root (root may write anywhere),
+    else ourselves after chmod -w. Runs in a forked child; its verdict comes back as the error."""
     import tempfile
 
     place = Path(tempfile.mkdtemp(dir="/tmp"))  # not below pytest's private tmp: nobody must reach it
     try:
-        place.chmod(0o755)
-        bundle = place / "b"
-        shutil.copytree(ctx.bundle, bundle)
-        if os.geteuid() != 0:
-            for path in [bundle, *bundle.rglob("*")]:
-                path.chmod(path.stat().st_mode & ~0o222)
+        shutil.copytree(ctx.bundle, place / "b")
+        for path in [place, *place.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
         read, write = os.pipe()
         child = os.fork()
         if child == 0:  # pragma: no cover - the child reports through the pipe
@@ -176,7 +174,7 @@ def overwrite_a_read_only_bundle(ctx: Context):
                     os.setuid(65534)
                 from export.staging import prepare_target
 
-                prepare_target(bundle, overwrite=True)
+                prepare_target(place / target, overwrite=overwrite)
                 verdict = "accepted"
             except Exception as err:
                 verdict = f"{type(err).__name__}: {err}"
@@ -186,7 +184,7 @@ def overwrite_a_read_only_bundle(ctx: Context):
         with os.fdopen(read) as pipe:
             verdict = pipe.read()
         os.waitpid(child, 0)
-        assert (bundle / "manifest.json").is_file() and not [p for p in place.iterdir() if p.name.startswith(".")]
+        assert (place / "b" / "manifest.json").is_file() and sorted(p.name for p in place.iterdir()) == ["b"]
         raise ValueError(verdict)
     finally:
         for path in [place, *place.rglob("*")]:
@@ -365,7 +363,9 @@ CASES: list[tuple[str, str, Callable, str | None, Callable | None]] = [
     ("11", "build --out below a regular file", lambda ctx: refused_by_cli(build_over(ctx, under_a_file)),
      r"afile is a file, so nothing can be created below it", None),
     ("11", "build --out . --overwrite", build_in_current_directory, r"is the current directory", None),
-    ("11", "build --overwrite a read-only bundle", overwrite_a_read_only_bundle,
+    ("11", "build --out in a read-only folder", lambda ctx: without_write_access(ctx, "new", overwrite=False),
+     r"OutputError: --out .*new: cannot write in .* \(Permission denied\); choose a writable location", None),
+    ("11", "build --overwrite a read-only bundle", lambda ctx: without_write_access(ctx, "b", overwrite=True),
      r"OutputError: .*is read-only, so the old bundle cannot be removed; make it writable \(chmod -R u\+w", None),
     ("11", "predict --out an existing directory", lambda ctx: refused_by_cli(predict_cli(ctx, ctx.tmp)),
      r"is a directory; name the file", None),
