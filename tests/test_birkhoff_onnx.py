@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from compress import build_sam
-from compress.birkhoff import codec
 from compress.birkhoff.hyper_linear import HyperLinear
 from compress.birkhoff.model import compress_model
 from export.hyper_linear import DOMAIN, OP_TYPE
@@ -103,14 +102,14 @@ def test_compressed_demo_bundle_passes_parity_on_photos(tmp_path):
     Session(out).bundle.verify()
 
 
-def test_codec_error_names_the_tensor_in_a_build(tmp_path):
-    from compress import save_checkpoint
+def test_non_finite_weight_is_named_before_a_build_compresses(tmp_path):
+    from compress import CheckpointError, save_checkpoint
     from export.build import build_bundle
 
     model = build_sam("tiny", seed=0)
     with torch.no_grad():
         model.mask_decoder.iou_prediction_head.layers[0].weight[0, 0] = float("inf")
     save_checkpoint(model, tmp_path / "bad.safetensors")
-    with pytest.raises(codec.CodecError, match="iou_prediction_head.layers.0.weight"):
+    with pytest.raises(CheckpointError, match="iou_prediction_head.layers.0.weight holds 1 NaN or infinite"):
         build_bundle(tmp_path / "out", "cpu", tmp_path / "bad.safetensors", compress="birkhoff")
     assert not (tmp_path / "out").exists()
