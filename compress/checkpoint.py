@@ -119,7 +119,7 @@ def detect_official_type(state: dict) -> str:
             return model_type
     raise CheckpointError(
         f"SAM state dict with embed dim {embed_dim} and {depth} blocks matches none of "
-        f"{OFFICIAL_MODEL_TYPES}; if it is a pruned model, convert it to samedge's format"
+        f"{OFFICIAL_MODEL_TYPES}; a pruned model (SlimSAM) loads without --model-type, its widths read from the file"
     )
 
 
@@ -221,9 +221,9 @@ def _load_torch(path, model_type: str | None):
     try:
         detected = detect_official_type(state)
     except CheckpointError:
-        if model_type is not None:
+        if model_type is not None and model_type not in OFFICIAL_MODEL_TYPES:
             return get_config(model_type), state  # the caller's architecture; strict loading checks it
-        if "image_encoder.patch_embed.proj.weight" not in state:
+        if model_type is not None or "image_encoder.patch_embed.proj.weight" not in state:
             raise
         # Not an official size: a pruned SAM (e.g. SlimSAM's uniform releases); read its widths.
         return infer_sam_config(state, name=Path(path).stem), state
