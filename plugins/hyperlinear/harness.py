@@ -1,20 +1,44 @@
-"""Build and call the HyperLinear CUDA kernel without TensorRT (tests and benchmarks).
+"""Build and call the HyperLinear CUDA kernel without TensorRT (tests, benchmarks, GPU checks).
 
 The kernel source is compiled with nvcc into a shared library and called through its C
-entry point with ctypes on torch CUDA tensors, so it is checked against the torch decode
+entry points with ctypes on torch CUDA tensors, so it is checked against the torch decode
 + matmul (compress.birkhoff.hyper_linear) on any machine with a GPU and nvcc.
+
+Which GPUs a build targets is decided in one place, `kernel_archs()`: the visible GPU's own
+compute capability where torch sees one (SASS for it plus its PTX, so a build is never
+refused with error 209 "no kernel image"), else `CI_ARCHS` (Jetson Orin and Hopper), which
+is what a machine without a GPU can only compile-check.
+
+    python -m plugins.hyperlinear.harness [--arch 90 ...] [--out lib.so] [--ptxas]
+
+builds the library (for `kernel_archs()` unless --arch is given) and, with --ptxas, prints
+ptxas's registers / spills / shared memory per kernel.
 """
 
 from __future__ import annotations
 
+import argparse
 import ctypes
+import hashlib
+import json
+import os
+import re
 import shutil
 import subprocess
+import sys
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().parent / "hyperlinear_kernel.cu"
-DEFAULT_ARCHS = ("87", "90")  # Jetson Orin, Hopper; CI compiles these
+HEADER = SOURCE.with_suffix(".cuh")
+CI_ARCHS = ("87", "90")  # Jetson Orin, Hopper: the compile-only check where there is no GPU
+DEFAULT_ARCHS = CI_ARCHS  # the former name
 MAX_GAINS = 4
+CUDA_ERROR_INVALID_VALUE = 1
+# samedge::HyperLinearStatus (hyperlinear_kernel.cuh)
+STATUS_NAMES = {0: "ok", 1: "bad rows", 2: "bad features", 3: "bad codebook_size", 4: "bad lattice_side",
+                5: "bad gain_count", 6: "null params"}
 
 
 class Params(ctypes.Structure):
@@ -26,23 +50,180 @@ class Params(ctypes.Structure):
                 ("gain_count", ctypes.c_int32)]
 
 
-def nvcc_command(output: Path, archs=DEFAULT_ARCHS, shared: bool = False) -> list[str]:
+def find_nvcc() -> str:
     nvcc = shutil.which("nvcc")
+    if nvcc is None and Path("/usr/local/cuda/bin/nvcc").is_file():
+        nvcc = "/usr/local/cuda/bin/nvcc"
     if nvcc is None:
         raise FileNotFoundError("nvcc is not on PATH; install the CUDA toolkit to build the HyperLinear kernel")
-    command = [nvcc, "-std=c++17", "-O3"]
+    return nvcc
+
+
+@lru_cache(maxsize=None)
+def _nvcc_archs(nvcc: str) -> tuple[int, ...]:
+    """The compute_XY this nvcc can generate (empty when it cannot say: nvcc < 11)."""
+    try:
+        out = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(sorted({int(v) for v in re.findall(r"compute_(\d+)\b", out)}))
+
+
+def kernel_archs(device=None) -> tuple[str, ...]:
+    """The archs to build for: the GPU's compute capability ("86", "90", ...) where torch sees a
+    CUDA GPU (`device`, default the current one), else CI_ARCHS. Where this nvcc cannot
+    generate code for the GPU's own capability, the newest arch below it that it can (its
+    PTX is then JIT-compiled by the driver)."""
+    try:
+        import torch
+    except ImportError:
+        return CI_ARCHS
+    if not torch.cuda.is_available():
+        return CI_ARCHS
+    major, minor = torch.cuda.get_device_capability(device)
+    wanted = 10 * major + minor
+    try:
+        supported = _nvcc_archs(find_nvcc())
+    except FileNotFoundError:
+        supported = ()
+    if supported and wanted not in supported:
+        below = [arch for arch in supported if arch <= wanted and arch >= 70]
+        if below:
+            wanted = below[-1]
+    return (str(wanted),)
+
+
+def nvcc_command(output: Path, archs=None, shared: bool = False, ptxas_verbose: bool = False) -> list[str]:
+    """nvcc for `archs` (None: kernel_archs()), each as SASS plus PTX (code=[sm_XY,compute_XY]).
+    -ffp-contract=off keeps the host copy of the decode (samedge_hyperlinear_decode_host)
+    free of FMA contraction, as the device code is by its intrinsics."""
+    archs = tuple(kernel_archs() if archs is None else archs)
+    command = [find_nvcc(), "-std=c++17", "-O3", "-Xcompiler", "-ffp-contract=off"]
     for arch in archs:
-        command += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
+        command += ["-gencode", f"arch=compute_{arch},code=[sm_{arch},compute_{arch}]"]
+    if ptxas_verbose:
+        command += ["-Xptxas", "-v"]
     command += ["-shared", "-Xcompiler", "-fPIC"] if shared else ["-c"]
     return command + [str(SOURCE), "-o", str(output)]
 
 
-def build(output: Path, archs=DEFAULT_ARCHS, shared: bool = True) -> Path:
-    result = subprocess.run(nvcc_command(output, archs, shared), capture_output=True, text=True)
+def build(output: Path, archs=None, shared: bool = True, ptxas_verbose: bool = False) -> Path:
+    """Compile to `output` (archs None: kernel_archs()). With ptxas_verbose, ptxas's report
+    is written next to it as `<output>.ptxas.txt`."""
+    output = Path(output)
+    result = subprocess.run(nvcc_command(output, archs, shared, ptxas_verbose), capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"nvcc failed:\n{result.stderr[-4000:]}")
+    if ptxas_verbose:
+        Path(f"{output}.ptxas.txt").write_text(result.stderr)
     return output
 
+
+def source_digest(archs) -> str:
+    """What a cached library depends on: the kernel sources, the archs, nvcc's flags."""
+    digest = hashlib.sha256()
+    for path in (SOURCE, HEADER):
+        digest.update(path.read_bytes())
+    digest.update(" ".join(nvcc_command(Path("x"), archs, shared=True)[1:]).encode())
+    return digest.hexdigest()[:12]
+
+
+def default_cache_dir() -> Path:
+    """$SAMEDGE_KERNEL_CACHE, else a per-user folder in the temporary directory."""
+    explicit = os.environ.get("SAMEDGE_KERNEL_CACHE")
+    if explicit:
+        return Path(explicit)
+    return Path(tempfile.gettempdir()) / f"samedge-hyperlinear-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+
+
+def cached_library(directory=None, archs=None) -> Path:
+    """The shared library for `archs` (None: kernel_archs()), built once per source version
+    into `directory` (None: default_cache_dir()); built under a temporary name and renamed, so
+    concurrent callers never load a half-written file."""
+    archs = tuple(kernel_archs() if archs is None else archs)
+    directory = Path(directory) if directory is not None else default_cache_dir()
+    library = directory / f"libhyperlinear-{source_digest(archs)}-sm{'_'.join(archs)}.so"
+    if not library.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = directory / f".{library.name}.{os.getpid()}.partial"
+        try:
+            build(partial, archs, shared=True)
+            os.replace(partial, library)
+        finally:
+            partial.unlink(missing_ok=True)
+    return library
+
+
+# ---- ptxas -v -----------------------------------------------------------------------------
+
+_ENTRY = re.compile(r"Compiling entry function '([^']+)' for '(sm_\d+\w*)'")
+_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
+
+
+def _demangle(names: list[str]) -> dict[str, str]:
+    """Short names: 'hyperlinearTensorCoreKernel<4, 2, true>' (c++filt where it exists)."""
+    out = {}
+    cxxfilt = shutil.which("c++filt")
+    if cxxfilt and names:
+        try:
+            lines = subprocess.run([cxxfilt], input="\n".join(names), capture_output=True, text=True,
+                                   timeout=30).stdout.splitlines()
+            for name, line in zip(names, lines):
+                match = re.search(r"(\w+<[^()]*>)\(", line) or re.search(r"(\w+)\(", line)
+                out[name] = match.group(1) if match else line
+        except (OSError, subprocess.SubprocessError):
+            pass
+    for name in names:
+        if name not in out:
+            match = re.search(r"\d+(hyperlinear\w*?Kernel)I(.*?)EEvP", name)
+            if not match:
+                out[name] = name
+                continue
+            pretty = []
+            for number, flag, half, _ in re.findall(r"Li(\d+)E|Lb([01])E|(6__half)|(f)", match.group(2) + "E"):
+                if number:
+                    pretty.append(number)
+                elif flag:
+                    pretty.append("true" if flag == "1" else "false")
+                else:
+                    pretty.append("__half" if half else "float")
+            out[name] = f"{match.group(1)}<{', '.join(pretty)}>"
+    return out
+
+
+def ptxas_summary(report: str) -> list[dict]:
+    """[{'arch', 'kernel', 'registers', 'stack', 'spill_stores', 'spill_loads', 'smem'}] per
+    entry function of a `-Xptxas -v` report."""
+    rows, current = [], None
+    for line in report.splitlines():
+        entry = _ENTRY.search(line)
+        if entry:
+            current = {"arch": entry.group(2), "mangled": entry.group(1), "registers": None, "stack": None,
+                       "spill_stores": None, "spill_loads": None, "smem": 0}
+            rows.append(current)
+            continue
+        if current is None:
+            continue
+        frame = _FRAME.search(line)
+        if frame and current["stack"] is None:
+            current["stack"], current["spill_stores"], current["spill_loads"] = map(int, frame.groups())
+        used = _USED.search(line)
+        if used and current["registers"] is None:
+            current["registers"] = int(used.group(1))
+            current["smem"] = int(used.group(2) or 0)
+    names = _demangle(sorted({row["mangled"] for row in rows}))
+    for row in rows:
+        row["kernel"] = names[row.pop("mangled")]
+    return rows
+
+
+def format_ptxas(rows: list[dict]) -> str:
+    return "\n".join(f"{r['arch']} {r['kernel']}: {r['registers']} registers, {r['spill_stores']} B spill stores, "
+                     f"{r['spill_loads']} B spill loads, {r['stack']} B stack, {r['smem']} B smem" for r in rows)
+
+
+# ---- calling the kernel -------------------------------------------------------------------
 
 def params_for(layer) -> Params:
     """Params of a compress.birkhoff.hyper_linear.HyperLinear layer."""
@@ -56,18 +237,81 @@ def params_for(layer) -> Params:
                   len(layer.gains))
 
 
+class KernelError(RuntimeError):
+    """The kernel refused a call or its launch failed; `status` is the CUDA error code."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 class Kernel:
     """The compiled kernel: `kernel(x, layer)` = layer(x) computed on the GPU by the fused kernel."""
 
     def __init__(self, library: Path):
+        self.path = Path(library)
         self.library = ctypes.CDLL(str(library))
-        entry = self.library.samedge_hyperlinear_forward
-        entry.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                          ctypes.c_void_p, ctypes.c_int32, ctypes.POINTER(Params), ctypes.c_void_p]
-        entry.restype = ctypes.c_int
-        self._entry = entry
+        lib = self.library
+        pointers = [ctypes.c_void_p] * 5
+        # dtype, [tile_m,] x, codes, row_scale, bias, y, m, params, stream
+        lib.samedge_hyperlinear_forward.argtypes = [ctypes.c_int] + pointers + [
+            ctypes.c_int32, ctypes.POINTER(Params), ctypes.c_void_p]
+        lib.samedge_hyperlinear_forward.restype = ctypes.c_int
+        lib.samedge_hyperlinear_forward_path.argtypes = [ctypes.c_int, ctypes.c_int] + pointers + [
+            ctypes.c_int32, ctypes.POINTER(Params), ctypes.c_void_p]
+        lib.samedge_hyperlinear_forward_path.restype = ctypes.c_int
+        lib.samedge_hyperlinear_check.argtypes = [ctypes.c_int32, ctypes.POINTER(Params)]
+        lib.samedge_hyperlinear_check.restype = ctypes.c_int
+        lib.samedge_hyperlinear_status_name.argtypes = [ctypes.c_int]
+        lib.samedge_hyperlinear_status_name.restype = ctypes.c_char_p
+        lib.samedge_hyperlinear_decode_host.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(Params),
+                                                         ctypes.c_void_p]
+        lib.samedge_hyperlinear_decode_host.restype = ctypes.c_int
+        self._entry = lib.samedge_hyperlinear_forward
+        self._path_entry = lib.samedge_hyperlinear_forward_path
 
-    def __call__(self, x, layer):
+    # -- checks without a GPU
+    def check(self, m: int, params: Params | None) -> int:
+        """samedge::HyperLinearStatus of (m, params): 0 when the kernel would take them."""
+        return self.library.samedge_hyperlinear_check(m, None if params is None else ctypes.byref(params))
+
+    def status_name(self, status: int) -> str:
+        return self.library.samedge_hyperlinear_status_name(status).decode()
+
+    def decode_host(self, layer, codes=None):
+        """[N, K] float32 weight decoded on the CPU by the kernel's own decode function;
+        `codes` (int32 [N, words], default the layer's) may replace the layer's codes."""
+        import torch
+
+        codes = (layer.codes if codes is None else codes).detach().cpu().to(torch.int32).contiguous()
+        row_scale = layer.row_scale.detach().cpu().to(torch.float32).contiguous()
+        weight = torch.empty(layer.out_features, layer.in_features, dtype=torch.float32)
+        params = params_for(layer)
+        status = self.library.samedge_hyperlinear_decode_host(codes.data_ptr(), row_scale.data_ptr(),
+                                                             ctypes.byref(params), weight.data_ptr())
+        if status != 0:
+            raise KernelError(f"the kernel refuses these parameters: {self.status_name(status)}", status)
+        return weight
+
+    # -- GPU calls
+    def launch(self, dtype_code: int, x_ptr, codes_ptr, row_scale_ptr, bias_ptr, y_ptr, m: int, params: Params,
+               stream, tile_m: int | None = None) -> int:
+        """The raw C call (device pointers as ints or None); returns the CUDA error code."""
+        if tile_m is None:
+            return self._entry(dtype_code, x_ptr, codes_ptr, row_scale_ptr, bias_ptr, y_ptr, m,
+                               ctypes.byref(params), stream)
+        return self._path_entry(dtype_code, tile_m, x_ptr, codes_ptr, row_scale_ptr, bias_ptr, y_ptr, m,
+                                ctypes.byref(params), stream)
+
+    def _failure(self, status: int, m: int, params: Params) -> KernelError:
+        reason = self.check(m, params)
+        why = self.status_name(reason) if reason else (
+            "invalid value (a null operand, an unknown path, or too many rows for the grid)"
+            if status == CUDA_ERROR_INVALID_VALUE else "launch failed")
+        return KernelError(f"HyperLinear kernel call failed with CUDA error {status}: {why}", status)
+
+    def __call__(self, x, layer, tile_m: int | None = None):
+        """y = layer(x) on x's GPU; tile_m forces a path (samedge_hyperlinear_forward_path)."""
         import torch
 
         if x.dtype not in (torch.float32, torch.float16) or not x.is_cuda:
@@ -76,12 +320,79 @@ class Kernel:
         codes = layer.codes.to(device=x.device, dtype=torch.int32).contiguous()
         row_scale = layer.row_scale.to(device=x.device, dtype=torch.float32).contiguous()
         bias = None if layer.bias is None else layer.bias.detach().to(device=x.device, dtype=torch.float32)
+        bias = None if bias is None else bias.contiguous()
         y = torch.empty(flat.shape[0], layer.out_features, device=x.device, dtype=x.dtype)
         params = params_for(layer)
         stream = torch.cuda.current_stream(x.device).cuda_stream
-        status = self._entry(0 if x.dtype == torch.float32 else 1, flat.data_ptr(), codes.data_ptr(),
+        status = self.launch(0 if x.dtype == torch.float32 else 1, flat.data_ptr(), codes.data_ptr(),
                              row_scale.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
-                             flat.shape[0], ctypes.byref(params), stream)
+                             flat.shape[0], params, stream, tile_m)
         if status != 0:
-            raise RuntimeError(f"HyperLinear kernel launch failed with CUDA error {status}")
+            raise self._failure(status, flat.shape[0], params)
         return y.reshape(*x.shape[:-1], layer.out_features)
+
+    def bind(self, x, layer, y=None, tile_m: int | None = None):
+        """A zero-argument callable launching the kernel on these tensors (x [M, K] contiguous
+        on the GPU, the layer's tensors moved there once), for timing without Python overhead."""
+        import torch
+
+        codes = layer.codes.to(device=x.device, dtype=torch.int32).contiguous()
+        row_scale = layer.row_scale.to(device=x.device, dtype=torch.float32).contiguous()
+        bias = None if layer.bias is None else layer.bias.detach().to(device=x.device, dtype=torch.float32)
+        bias = None if bias is None else bias.contiguous()
+        y = torch.empty(x.shape[0], layer.out_features, device=x.device, dtype=x.dtype) if y is None else y
+        params = params_for(layer)
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        args = (0 if x.dtype == torch.float32 else 1, x.data_ptr(), codes.data_ptr(), row_scale.data_ptr(),
+                None if bias is None else bias.data_ptr(), y.data_ptr(), x.shape[0], params, stream, tile_m)
+        keep = (x, codes, row_scale, bias, y)  # alive as long as the callable
+
+        def run():
+            status = self.launch(*args)
+            if status != 0:
+                raise self._failure(status, x.shape[0], params)
+            return keep[-1]
+
+        return run
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", action="append", help="compute capability as XY (repeatable); "
+                        "default: this machine's GPU, else " + "/".join(CI_ARCHS))
+    parser.add_argument("--out", type=Path, help="library path (default: the kernel cache)")
+    parser.add_argument("--ptxas", action="store_true", help="print ptxas -v per kernel")
+    parser.add_argument("--json", type=Path, help="also write {archs, library, kernels} as JSON")
+    parser.add_argument("--object", action="store_true", help="compile only (-c), no shared library")
+    args = parser.parse_args(argv)
+    archs = tuple(args.arch) if args.arch else kernel_archs()
+    print(f"archs: {', '.join('sm_' + a for a in archs)} (SASS + PTX); nvcc: {find_nvcc()}")
+    rows = []
+    if args.object:
+        library = build(args.out or Path(tempfile.mkdtemp()) / "hyperlinear.o", archs, shared=False,
+                        ptxas_verbose=args.ptxas)
+        report = Path(f"{library}.ptxas.txt") if args.ptxas else None
+    else:
+        # Into the kernel cache by default, where later cached_library() calls find it.
+        library = args.out or default_cache_dir() / f"libhyperlinear-{source_digest(archs)}-sm{'_'.join(archs)}.so"
+        library.parent.mkdir(parents=True, exist_ok=True)
+        partial = library.with_name(f".{library.name}.{os.getpid()}.partial")
+        report = Path(f"{partial}.ptxas.txt") if args.ptxas else None
+        try:
+            build(partial, archs, shared=True, ptxas_verbose=args.ptxas)
+            os.replace(partial, library)
+            if report is not None:
+                report = report.replace(Path(f"{library}.ptxas.txt"))
+        finally:
+            partial.unlink(missing_ok=True)
+    if report is not None:
+        rows = ptxas_summary(report.read_text())
+        print(format_ptxas(rows))
+    print(f"built {library}")
+    if args.json:
+        args.json.write_text(json.dumps({"archs": list(archs), "library": str(library), "kernels": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,11 @@
 // tallest TM that still gives two blocks per SM. fp16 uses the tensor-core kernel at every
 // M, M = 1 included: its wasted MMA work on padding rows is a few instructions a K step,
 // while the CUDA-core kernel computes its full 64 x 64 FMA tile for any M.
+//
+// Before any CUDA call the launchers check the call (hyperlinearCheck, null operands, the
+// path): a refused call returns cudaErrorInvalidValue and m == 0 returns cudaSuccess, both
+// without launching. The decode is __host__ __device__ so that samedge_hyperlinear_decode_host
+// runs the very same code on the CPU (tests without a GPU).
 
 #include "hyperlinear_kernel.cuh"
 
@@ -42,33 +47,73 @@ __device__ __forceinline__ float toFloat(__half v) { return __half2float(v); }
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
 
+// IEEE float32 operations rounded to nearest, each on its own. On the device the intrinsics
+// keep nvcc from contracting a multiply and an add into an FMA; the host copy of the decode
+// (samedge_hyperlinear_decode_host, for tests) relies on the build passing -ffp-contract=off
+// to the host compiler (plugins/hyperlinear/harness.py does), which x86-64 needs no flag for.
+__host__ __device__ __forceinline__ float mulRn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+__host__ __device__ __forceinline__ float addRn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+__host__ __device__ __forceinline__ float subRn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    return __fsub_rn(a, b);
+#else
+    return a - b;
+#endif
+}
+__host__ __device__ __forceinline__ float divRn(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    return __fdiv_rn(a, b);
+#else
+    return a / b;
+#endif
+}
+
 // Two weights of one pair, exactly as decode_weight computes them (float32, no contraction).
-__device__ __forceinline__ void decodePair(int32_t index, const HyperLinearParams& p, float rowScale,
-                                           float& w0, float& w1) {
+// index: 0 .. 65535 (one unsigned half of a code word). The ring is clamped to the last gain:
+// valid codes (ring <= gain_count - 1, as the codec writes them) are unaffected, and a damaged
+// word cannot read past the gains (see hyperlinear_kernel.cuh).
+__host__ __device__ __forceinline__ void decodePair(int32_t index, const HyperLinearParams& p, float rowScale,
+                                                    float& w0, float& w1) {
     const int32_t area = p.lattice_side * p.lattice_side;
-    const int32_t ring = index / p.codebook_size;
+    const int32_t rawRing = index / p.codebook_size;
+    const int32_t ring = rawRing < p.gain_count - 1 ? rawRing : p.gain_count - 1;
     const int32_t theta = index % p.codebook_size;
-    const float x = __fdiv_rn(__fmul_rn(static_cast<float>(theta % area), p.side), static_cast<float>(area));
-    const float y = __fdiv_rn(__fmul_rn(static_cast<float>(theta % p.lattice_side), p.side),
-                              static_cast<float>(p.lattice_side));
-    const float half = __fmul_rn(p.side, 0.5f);
+    const float x = divRn(mulRn(static_cast<float>(theta % area), p.side), static_cast<float>(area));
+    const float y = divRn(mulRn(static_cast<float>(theta % p.lattice_side), p.side),
+                          static_cast<float>(p.lattice_side));
+    const float half = mulRn(p.side, 0.5f);
     const float gain = p.gains[ring];
-    w0 = __fmul_rn(__fadd_rn(p.center[0], __fmul_rn(__fsub_rn(x, half), gain)), rowScale);
-    w1 = __fmul_rn(__fadd_rn(p.center[1], __fmul_rn(__fsub_rn(y, half), gain)), rowScale);
+    w0 = mulRn(addRn(p.center[0], mulRn(subRn(x, half), gain)), rowScale);
+    w1 = mulRn(addRn(p.center[1], mulRn(subRn(y, half), gain)), rowScale);
 }
 
 // The four weights of code word `word` of output row `outRow`: columns 4 word .. 4 word + 3
 // of W. Weights past N or past K (padding, and the odd-K pair's second weight) are zero,
-// so they contribute nothing to the tile product.
-__device__ __forceinline__ void decodeWord(const int32_t* __restrict__ codes, const float* __restrict__ rowScale,
-                                           const HyperLinearParams& p, int32_t outRow, int32_t word,
-                                           int32_t wordsPerRow, float (&weights)[4]) {
+// so they contribute nothing to the tile product. The word's halves are read unsigned (the
+// same as the torch decode for the non-negative words the codec writes).
+__host__ __device__ __forceinline__ void decodeWord(const int32_t* __restrict__ codes,
+                                                    const float* __restrict__ rowScale, const HyperLinearParams& p,
+                                                    int32_t outRow, int32_t word, int32_t wordsPerRow,
+                                                    float (&weights)[4]) {
     weights[0] = weights[1] = weights[2] = weights[3] = 0.0f;
     if (outRow >= p.out_features || word >= wordsPerRow) return;
-    const int32_t packed = codes[static_cast<int64_t>(outRow) * wordsPerRow + word];
+    const uint32_t packed = static_cast<uint32_t>(codes[static_cast<int64_t>(outRow) * wordsPerRow + word]);
     const float scale = rowScale[outRow];
-    decodePair(packed & ((1 << kWordBits) - 1), p, scale, weights[0], weights[1]);
-    decodePair(packed >> kWordBits, p, scale, weights[2], weights[3]);
+    constexpr uint32_t kLow = (1u << kWordBits) - 1u;
+    decodePair(static_cast<int32_t>(packed & kLow), p, scale, weights[0], weights[1]);
+    decodePair(static_cast<int32_t>(packed >> kWordBits), p, scale, weights[2], weights[3]);
     for (int j = 0; j < 4; ++j)
         if (4 * word + j >= p.in_features) weights[j] = 0.0f;
 }
@@ -249,9 +294,16 @@ hyperlinearTensorCoreKernel(const __half* __restrict__ x, const int32_t* __restr
     }
 }
 
-cudaError_t checkShapes(int32_t m, const HyperLinearParams& params) {
-    if (m <= 0 || params.in_features <= 0 || params.out_features <= 0) return cudaErrorInvalidValue;
-    if (params.gain_count < 1 || params.gain_count > kMaxRings + 1) return cudaErrorInvalidValue;
+// Before any launch: cudaErrorInvalidValue for what hyperlinearCheck refuses and for null
+// operands; `launch` false (with cudaSuccess) when there is nothing to compute (m == 0).
+template <typename T>
+cudaError_t checkCall(const T* x, const int32_t* codes, const float* rowScale, const T* y, int32_t m,
+                      const HyperLinearParams& params, bool& launch) {
+    launch = false;
+    if (hyperlinearCheck(m, params) != kHyperLinearOk) return cudaErrorInvalidValue;
+    if (m == 0) return cudaSuccess;
+    if (x == nullptr || codes == nullptr || rowScale == nullptr || y == nullptr) return cudaErrorInvalidValue;
+    launch = true;
     return cudaSuccess;
 }
 
@@ -260,7 +312,8 @@ constexpr int64_t kMaxGridY = 65535;
 template <typename T>
 cudaError_t launchCudaCores(const T* x, const int32_t* codes, const float* rowScale, const float* bias, T* y,
                             int32_t m, const HyperLinearParams& params, cudaStream_t stream) {
-    if (const cudaError_t status = checkShapes(m, params); status != cudaSuccess) return status;
+    bool launch = false;
+    if (const cudaError_t status = checkCall(x, codes, rowScale, y, m, params, launch); !launch) return status;
     const int64_t rowTiles = (static_cast<int64_t>(m) + kTileM - 1) / kTileM;
     if (rowTiles > kMaxGridY) return cudaErrorInvalidValue;
     const dim3 grid((params.out_features + kTileN - 1) / kTileN, static_cast<unsigned>(rowTiles));
@@ -289,7 +342,9 @@ cudaError_t launchTensorCores(const __half* x, const int32_t* codes, const float
 // tile (tests and benchmarks reach every path whatever the GPU).
 cudaError_t launchF16(const __half* x, const int32_t* codes, const float* rowScale, const float* bias, __half* y,
                       int32_t m, const HyperLinearParams& params, cudaStream_t stream, int tileM) {
-    if (const cudaError_t status = checkShapes(m, params); status != cudaSuccess) return status;
+    if (tileM != 0 && tileM != 1 && tileM != 32 && tileM != 64 && tileM != 128) return cudaErrorInvalidValue;
+    bool launch = false;
+    if (const cudaError_t status = checkCall(x, codes, rowScale, y, m, params, launch); !launch) return status;
     if (tileM == 0) {
         int device = 0, sms = 0;
         cudaError_t status = cudaGetDevice(&device);
@@ -313,6 +368,31 @@ cudaError_t launchF16(const __half* x, const int32_t* codes, const float* rowSca
 
 }  // namespace
 
+HyperLinearStatus hyperlinearCheck(int32_t m, const HyperLinearParams& params) {
+    if (m < 0) return kHyperLinearBadRows;
+    if (params.in_features <= 0 || params.out_features <= 0) return kHyperLinearBadFeatures;
+    if (params.codebook_size < 1 || params.codebook_size > kMaxCodebookSize) return kHyperLinearBadCodebook;
+    // ceil(sqrt(U)) in integers: (side - 1)^2 < U <= side^2. The decode takes the lattice side
+    // as given, so a wrong one would decode other weights than the torch reference does.
+    const int64_t side = params.lattice_side, u = params.codebook_size;
+    if (side <= 0 || side * side < u || (side - 1) * (side - 1) >= u) return kHyperLinearBadLatticeSide;
+    if (params.gain_count < 1 || params.gain_count > kMaxRings + 1) return kHyperLinearBadGainCount;
+    return kHyperLinearOk;
+}
+
+const char* hyperlinearStatusName(int32_t status) {
+    switch (status) {
+    case kHyperLinearOk: return "ok";
+    case kHyperLinearBadRows: return "the row count m must be >= 0";
+    case kHyperLinearBadFeatures: return "in_features and out_features must be > 0";
+    case kHyperLinearBadCodebook: return "codebook_size must be in 1..65536";
+    case kHyperLinearBadLatticeSide: return "lattice_side must be ceil(sqrt(codebook_size)) (> 0)";
+    case kHyperLinearBadGainCount: return "gain_count must be in 1..4 (at most 3 rings)";
+    case kHyperLinearNoParams: return "params is a null pointer";
+    default: return "unknown HyperLinear status";
+    }
+}
+
 cudaError_t hyperlinearForwardF32(const float* x, const int32_t* codes, const float* row_scale, const float* bias,
                                   float* y, int32_t m, const HyperLinearParams& params, cudaStream_t stream) {
     return launchCudaCores(x, codes, row_scale, bias, y, m, params, stream);
@@ -330,6 +410,7 @@ cudaError_t hyperlinearForwardF16(const __half* x, const int32_t* codes, const f
 extern "C" int samedge_hyperlinear_forward(int dtype, const void* x, const int32_t* codes, const float* row_scale,
                                            const float* bias, void* y, int32_t m,
                                            const samedge::HyperLinearParams* params, void* stream) {
+    if (params == nullptr) return static_cast<int>(cudaErrorInvalidValue);
     const auto s = static_cast<cudaStream_t>(stream);
     const cudaError_t status =
         dtype == 0 ? samedge::hyperlinearForwardF32(static_cast<const float*>(x), codes, row_scale, bias,
@@ -344,6 +425,7 @@ extern "C" int samedge_hyperlinear_forward(int dtype, const void* x, const int32
 extern "C" int samedge_hyperlinear_forward_path(int dtype, int tile_m, const void* x, const int32_t* codes,
                                                 const float* row_scale, const float* bias, void* y, int32_t m,
                                                 const samedge::HyperLinearParams* params, void* stream) {
+    if (params == nullptr) return static_cast<int>(cudaErrorInvalidValue);
     const auto s = static_cast<cudaStream_t>(stream);
     if (dtype == 0) {
         if (tile_m != 0 && tile_m != 1) return static_cast<int>(cudaErrorInvalidValue);
@@ -352,4 +434,28 @@ extern "C" int samedge_hyperlinear_forward_path(int dtype, int tile_m, const voi
     }
     return static_cast<int>(samedge::launchF16(static_cast<const __half*>(x), codes, row_scale, bias,
                                                static_cast<__half*>(y), m, *params, s, tile_m));
+}
+
+extern "C" int samedge_hyperlinear_check(int32_t m, const samedge::HyperLinearParams* params) {
+    if (params == nullptr) return samedge::kHyperLinearNoParams;
+    return samedge::hyperlinearCheck(m, *params);
+}
+
+extern "C" const char* samedge_hyperlinear_status_name(int status) { return samedge::hyperlinearStatusName(status); }
+
+extern "C" int samedge_hyperlinear_decode_host(const int32_t* codes, const float* row_scale,
+                                               const samedge::HyperLinearParams* params, float* weight) {
+    if (params == nullptr) return samedge::kHyperLinearNoParams;
+    const samedge::HyperLinearParams& p = *params;
+    if (const samedge::HyperLinearStatus status = samedge::hyperlinearCheck(1, p); status != samedge::kHyperLinearOk)
+        return status;
+    const int32_t wordsPerRow = ((p.in_features + 1) / 2 + 1) / 2;
+    for (int32_t n = 0; n < p.out_features; ++n)
+        for (int32_t w = 0; w < wordsPerRow; ++w) {
+            float weights[4];
+            samedge::decodeWord(codes, row_scale, p, n, w, wordsPerRow, weights);
+            for (int j = 0; j < 4 && 4 * w + j < p.in_features; ++j)
+                weight[static_cast<int64_t>(n) * p.in_features + 4 * w + j] = weights[j];
+        }
+    return samedge::kHyperLinearOk;
 }

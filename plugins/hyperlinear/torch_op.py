@@ -39,14 +39,8 @@ def use_fused_kernel(model: nn.Module, kernel) -> int:
 
 
 def load_kernel(work: Path):
-    """The kernel compiled with nvcc for this machine's GPU (cached in `work`)."""
-    import torch
-
+    """The kernel compiled with nvcc for this machine's GPU (harness.kernel_archs(): its own
+    compute capability, SASS + PTX), cached in `work` per source version and arch."""
     from . import harness
 
-    major, minor = torch.cuda.get_device_capability()
-    library = Path(work) / f"libhyperlinear_sm{major}{minor}.so"
-    if not library.is_file():
-        library.parent.mkdir(parents=True, exist_ok=True)
-        harness.build(library, archs=(f"{major}{minor}",))
-    return harness.Kernel(library)
+    return harness.Kernel(harness.cached_library(Path(work), harness.kernel_archs()))
