@@ -27,9 +27,17 @@ TIMING_CACHE = "timing.cache"
 ENGINES = {ENCODER: "encoder.engine", DECODER: "decoder.engine"}
 # Points per prompt, padding point included: one click (+ padding) is the common case.
 MIN_POINTS, OPT_POINTS, MAX_POINTS = 1, 2, 16
-# Orin; Ampere (A100, RTX 30), Ada (RTX 40, L4), Hopper. Quoted in the script: ';' ends a shell command.
-CUDA_ARCHITECTURES = {"jetson": "87", "desktop": "80;86;89;90"}
+# Orin; Ampere (A100, RTX 30), Ada (RTX 40, L4), Hopper, with compute_90 PTX for newer GPUs to
+# JIT (the one PTX: every listed GPU has its own SASS). Quoted in the script: ";" ends a shell command.
+CUDA_ARCHITECTURES = {"jetson": "87", "desktop": "80-real;86-real;89-real;90"}
 WORKSPACE_MIB = {"jetson": 1024, "desktop": 4096}
+# Where the CUDA toolkit puts nvcc; JetPack installs it there without putting it on PATH.
+DEFAULT_NVCC = "/usr/local/cuda/bin/nvcc"
+
+
+def nvcc_missing(nvcc: str) -> str:
+    return (f"no CUDA compiler at {nvcc}: set CUDACXX to nvcc's path, or install the CUDA toolkit (JetPack: "
+            f"sudo apt install nvidia-jetpack); nvcc is looked for in CUDACXX, then on PATH, then at {DEFAULT_NVCC}")
 
 
 def decoder_shapes(points: int) -> dict[str, tuple]:
@@ -46,7 +54,8 @@ def trtexec_command(onnx_name: str, target: str, plugin: bool) -> str:
              f"--timingCacheFile={TIMING_CACHE}", f"--memPoolSize=workspace:{WORKSPACE_MIB[target]}M",
              "--skipInference"]
     if plugin:
-        parts.append(f"--staticPlugins=plugin/build/{PLUGIN_LIBRARY}")
+        # loadLibrary on the builder's registry, as the Python build and backend load it.
+        parts.append(f"--dynamicPlugins=plugin/build/{PLUGIN_LIBRARY}")
     if onnx_name == DECODER:
         parts += [f"--minShapes={_shape_flag(MIN_POINTS)}", f"--optShapes={_shape_flag(OPT_POINTS)}",
                   f"--maxShapes={_shape_flag(MAX_POINTS)}"]
@@ -59,8 +68,8 @@ def build_script(target: str, plugin: bool) -> str:
         "#!/usr/bin/env bash",
         f"# Build this bundle's TensorRT engines for {target}, on the machine that will run them:",
         "# an engine only runs on the GPU model and TensorRT version that built it.",
-        "# Needs the CUDA toolkit, CMake >= 3.18 and TensorRT >= 10.3 (JetPack 6.1+). Set",
-        "# TENSORRT_ROOT (default /usr, JetPack's layout) and TRTEXEC if they are elsewhere.",
+        "# Needs the CUDA toolkit, CMake >= 3.18 and TensorRT >= 10.3 (JetPack 6.1+). Set CUDACXX",
+        "# (nvcc), TENSORRT_ROOT (default /usr, JetPack's layout) and TRTEXEC if they are elsewhere.",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
         'TENSORRT_ROOT="${TENSORRT_ROOT:-/usr}"',
@@ -69,6 +78,10 @@ def build_script(target: str, plugin: bool) -> str:
     if plugin:
         lines += [
             "# The HyperLinear plugin (fused decode + GEMM) that the encoder's compressed layers need.",
+            "# JetPack leaves nvcc off PATH; CMake takes the compiler from CUDACXX.",
+            f'CUDACXX="${{CUDACXX:-$(command -v nvcc || echo {DEFAULT_NVCC})}}"',
+            f'[ -f "$CUDACXX" ] && [ -x "$CUDACXX" ] || {{ echo "{BUILD_SCRIPT}: {nvcc_missing("$CUDACXX")}" >&2; exit 1; }}',
+            "export CUDACXX",
             "cmake -S plugin -B plugin/build -DCMAKE_BUILD_TYPE=Release -DTENSORRT_ROOT=\"$TENSORRT_ROOT\" "
             f"-DCMAKE_CUDA_ARCHITECTURES=\"{CUDA_ARCHITECTURES[target]}\"",
             "cmake --build plugin/build -j",
@@ -111,18 +124,27 @@ def tensorrt_version() -> str | None:
     return tensorrt.__version__
 
 
+def find_nvcc() -> str:
+    """The nvcc for CMake, found as build_engines.sh finds it."""
+    nvcc = os.environ.get("CUDACXX") or shutil.which("nvcc") or DEFAULT_NVCC
+    if not (os.path.isfile(nvcc) and os.access(nvcc, os.X_OK)):
+        raise TensorRTError(nvcc_missing(nvcc))
+    return nvcc
+
+
 def build_plugin(folder: Path, target: str) -> Path:
     """CMake-build the plugin library from the folder's sources (TENSORRT_ROOT from the environment)."""
     build = folder / "plugin" / "build"
     root = os.environ.get("TENSORRT_ROOT", "/usr")
+    env = {**os.environ, "CUDACXX": find_nvcc()}
     for command in (["cmake", "-S", str(folder / "plugin"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                      f"-DTENSORRT_ROOT={root}", f"-DCMAKE_CUDA_ARCHITECTURES={CUDA_ARCHITECTURES[target]}"],
                     ["cmake", "--build", str(build), "-j"]):
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             raise TensorRTError(f"building the HyperLinear plugin failed ({' '.join(command)}):\n"
                                 f"{result.stderr[-1500:]}\nSet TENSORRT_ROOT to the TensorRT install "
-                                "(include/NvInfer.h, lib/libnvinfer.so) and check that nvcc is on PATH")
+                                "(include/NvInfer.h, lib/libnvinfer.so)")
     return build / PLUGIN_LIBRARY
 
 
@@ -132,13 +154,11 @@ def build_engines(folder: Path, target: str, plugin: bool) -> dict:
 
     from runtime.backends.tensorrt_backend import gpu_description, load_plugin, make_logger
 
-    if plugin:
-        build_plugin(folder, target)
-        load_plugin(folder)
-        if trt.get_plugin_registry().get_creator("HyperLinear", "1", "samedge") is None:
-            raise TensorRTError(f"{PLUGIN_LIBRARY} loaded but registered no HyperLinear creator; rebuild it")
     logger = make_logger(trt)
     builder = trt.Builder(logger)
+    if plugin:
+        build_plugin(folder, target)
+        load_plugin(trt, folder, logger)  # before parsing: the parser looks the creator up by the node's namespace
     cache_path = folder / TIMING_CACHE
     for onnx_name, engine_name in ENGINES.items():
         network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import subprocess
+from enum import IntEnum
 
 import numpy as np
 import onnx
@@ -22,9 +23,10 @@ from benchmarks.tensorrt_files import compare_tensorrt_files
 from compress import build_sam, load_checkpoint
 from compress.birkhoff.model import compress_model
 from export import tensorrt_onnx
-from export.tensorrt_build import MAX_POINTS, build_script, prepare_folder
+from export import tensorrt_build
+from export.tensorrt_build import MAX_POINTS, build_script, find_nvcc, prepare_folder
 from runtime import Session
-from runtime.backends.tensorrt_backend import TensorRTError, check_engine_info
+from runtime.backends.tensorrt_backend import TensorRTError, _check, check_engine_info
 from runtime.bundle import BundleError
 from runtime.masks import upscale_masks
 from runtime.parity import Thresholds
@@ -113,11 +115,70 @@ def test_build_script_is_valid_bash_with_the_exact_build_lines(tmp_path, target,
     assert text == build_script(target, plugin)
     assert text.count("--stronglyTyped") == 2 and "--skipInference" in text
     assert f"--maxShapes=point_coords:1x{MAX_POINTS}x2,point_labels:1x{MAX_POINTS}" in text
-    assert ("cmake -S plugin" in text) == plugin and ("--staticPlugins=" in text) == plugin
+    assert ("cmake -S plugin" in text) == plugin and ("export CUDACXX" in text) == plugin
+    # --staticPlugins only dlopens the library; the plugin registers through loadLibrary alone.
+    assert text.count("--dynamicPlugins=plugin/build/libsamedge_hyperlinear.so") == (2 if plugin else 0)
+    assert "--staticPlugins" not in text
     assert ('CMAKE_CUDA_ARCHITECTURES="87"' in text) == (target == "jetson")
     assert (tmp_path / "plugin" / "hyperlinear_plugin.cpp").is_file() == plugin
     # Engines appear under their final names only when complete.
     assert "mv encoder.engine.partial encoder.engine" in text
+
+
+def _fake_tool(path, body):
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("cudacxx", [None, "/nonexistent/nvcc"])
+def test_build_script_hands_cmake_an_nvcc_or_stops_naming_cudacxx(tmp_path, cudacxx):
+    """JetPack leaves nvcc off PATH: the script exports CUDACXX (given, else nvcc on PATH, else the
+    toolkit's default place) for CMake, or stops before CMake with the fix."""
+    script = prepare_folder(tmp_path, "jetson", plugin=True)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    nvcc = _fake_tool(tools / "nvcc", "exit 0")
+    _fake_tool(tools / "cmake", 'echo "cmake saw CUDACXX=$CUDACXX"; exit 3')
+    env = {"PATH": f"{tools}:/usr/bin:/bin", **({"CUDACXX": cudacxx} if cudacxx else {})}
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    if cudacxx is None:
+        assert result.returncode == 3 and f"cmake saw CUDACXX={nvcc}" in result.stdout
+    else:
+        assert result.returncode == 1 and "cmake saw" not in result.stdout
+        assert f"no CUDA compiler at {cudacxx}: set CUDACXX to nvcc's path" in result.stderr
+
+
+def test_python_build_finds_nvcc_as_the_script_does(tmp_path, monkeypatch):
+    nvcc = _fake_tool(tmp_path / "nvcc", "exit 0")
+    monkeypatch.setenv("CUDACXX", str(nvcc))
+    assert find_nvcc() == str(nvcc)
+    monkeypatch.delenv("CUDACXX")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(tensorrt_build, "DEFAULT_NVCC", str(nvcc))  # JetPack: only /usr/local/cuda/bin/nvcc
+    assert find_nvcc() == str(nvcc)
+    monkeypatch.setattr(tensorrt_build, "DEFAULT_NVCC", str(tmp_path / "missing"))
+    with pytest.raises(TensorRTError, match="no CUDA compiler at .*missing: set CUDACXX"):
+        find_nvcc()
+
+
+class _FakeCudaError(IntEnum):
+    """cuda-python's cudaError_t, as far as _check reads it (values from CUDA's driver_types.h)."""
+    cudaSuccess = 0
+    cudaErrorMemoryAllocation = 2
+    cudaErrorInsufficientDriver = 35
+    cudaErrorNoDevice = 100
+
+
+def test_cuda_python_newer_than_the_driver_is_reported_with_the_pin():
+    assert _check((_FakeCudaError.cudaSuccess, 7)) == 7
+    for error in (_FakeCudaError.cudaErrorInsufficientDriver, _FakeCudaError.cudaErrorNoDevice):
+        with pytest.raises(TensorRTError, match=rf'{error.name}.*JetPack 6, pip install "cuda-python>=12.6,<13"'
+                                                r'.*on a desktop, update the NVIDIA driver'):
+            _check((error, None))
+    with pytest.raises(RuntimeError, match=r"cudaErrorMemoryAllocation \(2\)") as raised:
+        _check((_FakeCudaError.cudaErrorMemoryAllocation, None))
+    assert not isinstance(raised.value, TensorRTError)
 
 
 @pytest.mark.skipif(has_tensorrt, reason="checks the message shown where tensorrt is not installed")

@@ -5,17 +5,24 @@
 // written against the public headers of TensorRT 10.3 (JetPack 6) and 11.x, whose V3 classes
 // are the same. Inputs: X [..., K] float32 or float16, codes int32 [N, W], row_scale float32
 // [N], bias float32 [N]; output [..., N] in X's type. Fields mirror the node's attributes.
-// Registered both at load (REGISTER_TENSORRT_PLUGIN) and through the exported getCreators /
-// setLoggerFinder, so ctypes loading, trtexec --staticPlugins/--dynamicPlugins and
-// IPluginRegistry::loadLibrary all find it.
+//
+// Registered only through the exported getCreators / setLoggerFinder, which
+// IPluginRegistry::loadLibrary calls (trtexec --dynamicPlugins, samedge's Python build and
+// backend, lean runtimes, plans that carry their plugins). There is no REGISTER_TENSORRT_PLUGIN:
+// its static registrar registers under namespace "" the moment the library is opened, and
+// loadLibrary then fails because the creator is already registered. loadLibrary registers the
+// creator under the namespace it reports, "samedge", where the ONNX parser looks it up.
 
 #include "hyperlinear_kernel.cuh"
 
 #include <NvInfer.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
-#include <string>
+#include <limits>
 #include <vector>
 
 using namespace nvinfer1;
@@ -27,6 +34,58 @@ constexpr char const* kPluginName = "HyperLinear";
 constexpr char const* kPluginVersion = "1";
 constexpr char const* kPluginNamespace = "samedge";
 constexpr int32_t kNbInputs = 4;  // X, codes, row_scale, bias
+
+// Set by loadLibrary. The finder, not a logger, is kept: it hands out the logger of whichever
+// builder or engine is calling, and only on that caller's thread.
+std::atomic<ILoggerFinder*> gLoggerFinder{nullptr};
+
+// To TensorRT's logger when there is one, else stderr (a library opened some other way).
+// Fixed buffer: callers are noexcept and must not allocate to report a failure.
+__attribute__((format(printf, 2, 3))) void report(ILogger::Severity severity, char const* format, ...) noexcept {
+    char message[768];
+    int const prefix = std::snprintf(message, sizeof(message), "samedge HyperLinear plugin: ");
+    va_list args;
+    va_start(args, format);
+    std::vsnprintf(message + prefix, sizeof(message) - prefix, format, args);
+    va_end(args);
+    ILoggerFinder* const finder = gLoggerFinder.load();
+    ILogger* const logger = finder != nullptr ? finder->findLogger() : nullptr;
+    if (logger != nullptr) {
+        logger->log(severity, message);
+    } else {
+        std::fprintf(stderr, "%s\n", message);
+    }
+}
+
+// The errors CUDA gives when the library holds no code this GPU can run.
+bool isArchitectureMismatch(cudaError_t status) {
+    return status == cudaErrorNoKernelImageForDevice || status == cudaErrorInvalidDeviceFunction ||
+           status == cudaErrorUnsupportedPtxVersion;
+}
+
+void reportLaunchFailure(cudaError_t status, int64_t rows, HyperLinearParams const& params) noexcept {
+    int device = 0;
+    int major = 0;
+    int minor = 0;
+    bool const known = cudaGetDevice(&device) == cudaSuccess &&
+                       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+                       cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess;
+    char gpu[48] = "an unknown compute capability";
+    if (known) std::snprintf(gpu, sizeof(gpu), "compute capability %d.%d", major, minor);
+    char const* const hint = isArchitectureMismatch(status)
+        ? ": the plugin library was built for another GPU architecture; rebuild it on this device "
+          "(build_engines.sh) or with CMAKE_CUDA_ARCHITECTURES set to this GPU's compute capability"
+        : "";
+    report(ILogger::Severity::kERROR, "kernel launch failed for %lld x %d -> %d on a GPU of %s: %s (%s)%s",
+           static_cast<long long>(rows), params.in_features, params.out_features, gpu, cudaGetErrorName(status),
+           cudaGetErrorString(status), hint);
+}
+
+int64_t rowCount(Dims const& dims) {
+    int64_t rows = 1;
+    for (int32_t i = 0; i + 1 < dims.nbDims; ++i) rows *= dims.d[i];
+    return rows;
+}
 
 // Reads one field of a collection into `out`; false when absent or of the wrong type/length.
 bool readInts(PluginFieldCollection const* fc, char const* name, int32_t* out, int32_t count) {
@@ -121,18 +180,19 @@ public:
 
     int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const*, void const* const* inputs,
                     void* const* outputs, void*, cudaStream_t stream) noexcept override {
-        Dims const& dims = inputDesc[0].dims;
-        int64_t rows = 1;
-        for (int32_t i = 0; i + 1 < dims.nbDims; ++i) rows *= dims.d[i];
-        auto const* codes = static_cast<int32_t const*>(inputs[1]);
-        auto const* rowScale = static_cast<float const*>(inputs[2]);
-        auto const* bias = static_cast<float const*>(inputs[3]);
-        cudaError_t status = inputDesc[0].type == DataType::kHALF
-            ? hyperlinearForwardF16(static_cast<__half const*>(inputs[0]), codes, rowScale, bias,
-                                    static_cast<__half*>(outputs[0]), static_cast<int32_t>(rows), mParams, stream)
-            : hyperlinearForwardF32(static_cast<float const*>(inputs[0]), codes, rowScale, bias,
-                                    static_cast<float*>(outputs[0]), static_cast<int32_t>(rows), mParams, stream);
-        return status == cudaSuccess ? 0 : -1;
+        int64_t const rows = rowCount(inputDesc[0].dims);
+        if (rows == 0) return 0;  // an empty batch is valid, but the kernel refuses m = 0
+        if (rows < 0 || rows > std::numeric_limits<int32_t>::max()) {
+            report(ILogger::Severity::kERROR, "%lld rows of X: the kernel takes at most %d",
+                   static_cast<long long>(rows), std::numeric_limits<int32_t>::max());
+            return -1;
+        }
+        cudaError_t const status = launch(inputDesc[0].type, inputs, outputs, static_cast<int32_t>(rows), stream);
+        if (status != cudaSuccess) {
+            reportLaunchFailure(status, rows, mParams);
+            return -1;
+        }
+        return 0;
     }
 
     IPluginV3* attachToContext(IPluginResourceContext*) noexcept override { return clone(); }
@@ -140,6 +200,19 @@ public:
     PluginFieldCollection const* getFieldsToSerialize() noexcept override { return &mFieldCollection; }
 
 private:
+    cudaError_t launch(DataType type, void const* const* inputs, void* const* outputs, int32_t rows,
+                       cudaStream_t stream) const noexcept {
+        auto const* codes = static_cast<int32_t const*>(inputs[1]);
+        auto const* rowScale = static_cast<float const*>(inputs[2]);
+        auto const* bias = static_cast<float const*>(inputs[3]);
+        if (type == DataType::kHALF) {
+            return hyperlinearForwardF16(static_cast<__half const*>(inputs[0]), codes, rowScale, bias,
+                                         static_cast<__half*>(outputs[0]), rows, mParams, stream);
+        }
+        return hyperlinearForwardF32(static_cast<float const*>(inputs[0]), codes, rowScale, bias,
+                                     static_cast<float*>(outputs[0]), rows, mParams, stream);
+    }
+
     // The fields point into mParams, which lives as long as this plugin.
     void buildFields() {
         mFields = {
@@ -177,22 +250,22 @@ public:
     }
 
     IPluginV3* createPlugin(AsciiChar const*, PluginFieldCollection const* fc, TensorRTPhase) noexcept override {
-        if (fc == nullptr) return nullptr;
         HyperLinearParams params{};
-        bool ok = readInts(fc, "in_features", &params.in_features, 1) &&
-                  readInts(fc, "out_features", &params.out_features, 1) &&
-                  readInts(fc, "codebook_size", &params.codebook_size, 1) &&
-                  readInts(fc, "lattice_side", &params.lattice_side, 1);
-        std::vector<float> const side = readFloats(fc, "side");
-        std::vector<float> const center = readFloats(fc, "center");
-        std::vector<float> const gains = readFloats(fc, "gains");
-        ok = ok && side.size() == 1 && center.size() == 2 && !gains.empty() &&
-             gains.size() <= static_cast<size_t>(kMaxRings + 1);
-        if (!ok) return nullptr;
-        params.side = side[0];
-        std::copy(center.begin(), center.end(), params.center);
-        std::copy(gains.begin(), gains.end(), params.gains);
-        params.gain_count = static_cast<int32_t>(gains.size());
+        if (fc == nullptr || !readParams(fc, params)) {
+            report(ILogger::Severity::kERROR, "createPlugin: the fields in_features, out_features, codebook_size, "
+                   "lattice_side (int32), side (1 float32), center (2) and gains (1 to %d) are required",
+                   kMaxRings + 1);
+            return nullptr;
+        }
+        // The kernel divides by codebook_size and lattice_side and sizes its grid from the features;
+        // refused here, the bad value is named instead of turning into garbage weights on the GPU.
+        if (params.in_features <= 0 || params.out_features <= 0 || params.codebook_size <= 0 ||
+            params.lattice_side <= 0) {
+            report(ILogger::Severity::kERROR, "createPlugin: in_features %d, out_features %d, codebook_size %d "
+                   "and lattice_side %d must all be > 0", params.in_features, params.out_features,
+                   params.codebook_size, params.lattice_side);
+            return nullptr;
+        }
         return new (std::nothrow) HyperLinearPlugin(params);
     }
 
@@ -202,6 +275,25 @@ public:
     AsciiChar const* getPluginNamespace() const noexcept override { return kPluginNamespace; }
 
 private:
+    static bool readParams(PluginFieldCollection const* fc, HyperLinearParams& params) {
+        bool const ints = readInts(fc, "in_features", &params.in_features, 1) &&
+                          readInts(fc, "out_features", &params.out_features, 1) &&
+                          readInts(fc, "codebook_size", &params.codebook_size, 1) &&
+                          readInts(fc, "lattice_side", &params.lattice_side, 1);
+        std::vector<float> const side = readFloats(fc, "side");
+        std::vector<float> const center = readFloats(fc, "center");
+        std::vector<float> const gains = readFloats(fc, "gains");
+        if (!ints || side.size() != 1 || center.size() != 2 || gains.empty() ||
+            gains.size() > static_cast<size_t>(kMaxRings + 1)) {
+            return false;
+        }
+        params.side = side[0];
+        std::copy(center.begin(), center.end(), params.center);
+        std::copy(gains.begin(), gains.end(), params.gains);
+        params.gain_count = static_cast<int32_t>(gains.size());
+        return true;
+    }
+
     std::vector<PluginField> mFieldNames;  // members, not statics: valid while the creator lives
     PluginFieldCollection mFieldCollection{};
 };
@@ -209,17 +301,15 @@ private:
 }  // namespace
 }  // namespace samedge
 
-using SamedgeHyperLinearCreator = samedge::HyperLinearCreator;  // the macro pastes the name into an identifier
-REGISTER_TENSORRT_PLUGIN(SamedgeHyperLinearCreator);
+// Exported whatever visibility the build defaults to: loadLibrary finds the plugin by these
+// two C names alone (TENSORRTAPI is empty outside TensorRT's own build).
+#define SAMEDGE_PLUGIN_EXPORT extern "C" __attribute__((visibility("default")))
 
-// For IPluginRegistry::loadLibrary, trtexec --dynamicPlugins and plugins serialised into plans.
-extern "C" {
-IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
+SAMEDGE_PLUGIN_EXPORT IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
     static samedge::HyperLinearCreator creator;
     static IPluginCreatorInterface* const creators[] = {&creator};
     nbCreators = 1;
     return creators;
 }
 
-void setLoggerFinder(ILoggerFinder* /*finder*/) {}  // the plugin logs nothing
-}
+SAMEDGE_PLUGIN_EXPORT void setLoggerFinder(ILoggerFinder* finder) { samedge::gLoggerFinder.store(finder); }

@@ -2,13 +2,13 @@
 
 No torch: TensorRT's Python API runs the engines, cuda-python (`cuda.bindings.runtime`,
 or `cuda.cudart` before 12.6) owns the device memory and the stream. The HyperLinear
-plugin library is loaded with ctypes before the engines are deserialised: its static
-registrar puts the creator in TensorRT's registry (docs/design.md, TensorRT section).
+plugin library is registered with TensorRT's `IPluginRegistry.load_library` before the
+engines are deserialised (docs/design.md, TensorRT section); export/tensorrt_build.py
+loads it the same way before parsing.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import threading
 from pathlib import Path
@@ -21,7 +21,21 @@ from ..signature import TENSORRT_DECODER_INPUTS, TENSORRT_DECODER_OUTPUTS, check
 
 PLUGIN_LIBRARY = "libsamedge_hyperlinear.so"
 ENGINES_INFO = "engines.json"
+PLUGIN_KEY = ("HyperLinear", "1", "samedge")  # name, version, namespace: what the ONNX nodes and plans ask for
 REBUILD = "rebuild the engines on this machine (bash tensorrt/build_engines.sh in the bundle)"
+# cuda-python 13 needs driver r580+, which JetPack 6 (CUDA 12.6) does not have.
+CUDA_PYTHON_PIN = "cuda-python>=12.6,<13"
+CUDA_PYTHON_FIX = (f'on a Jetson with JetPack 6, pip install "{CUDA_PYTHON_PIN}" (or the cuda-python matching the '
+                   "CUDA that nvcc --version reports); on a desktop, update the NVIDIA driver (cuda-python 13 needs "
+                   "r580 or newer)")
+# cudaError_t values (driver_types.h) that a cuda-python newer than the driver gives on its first call.
+_DRIVER_ERRORS = {
+    35: "cudaErrorInsufficientDriver: this NVIDIA driver is older than the CUDA that cuda-python was built for",
+    100: "cudaErrorNoDevice: CUDA sees no GPU; if nvidia-smi or tegrastats does (and CUDA_VISIBLE_DEVICES hides "
+         "none), cuda-python is newer than the driver",
+}
+
+_plugin_libraries: dict[Path, object] = {}  # handles from load_library, kept for the life of the process
 
 
 class TensorRTError(BundleError):
@@ -34,7 +48,7 @@ def import_tensorrt():
     except ImportError as err:
         raise TensorRTError("the TensorRT backend needs the tensorrt Python package (JetPack: apt install "
                             "python3-libnvinfer; desktop: pip install tensorrt) and cuda-python (pip install "
-                            "cuda-python); or use backend='onnxruntime' with the bundle's ONNX files") from err
+                            f"\"{CUDA_PYTHON_PIN}\"); or use backend='onnxruntime' with the bundle's ONNX files") from err
     return tensorrt
 
 
@@ -45,16 +59,19 @@ def import_cudart():
         try:
             from cuda import cudart
         except ImportError as err:
-            raise TensorRTError("the TensorRT backend needs cuda-python for device buffers: pip install "
-                                "cuda-python (the version matching your CUDA, e.g. 12.6 on JetPack 6)") from err
+            raise TensorRTError(f"the TensorRT backend needs cuda-python for device buffers: pip install "
+                                f"\"{CUDA_PYTHON_PIN}\" (JetPack 6), or the cuda-python matching your CUDA") from err
     return cudart
 
 
 def _check(result):
     """cuda-python returns (error, *values); raise on error, return the values."""
     error, *values = result
-    if int(error) != 0:
-        raise RuntimeError(f"CUDA call failed: {error}")
+    code = int(error)
+    if code in _DRIVER_ERRORS:
+        raise TensorRTError(f"a CUDA call failed with {_DRIVER_ERRORS[code]}: {CUDA_PYTHON_FIX}")
+    if code != 0:
+        raise RuntimeError(f"CUDA call failed: {getattr(error, 'name', error)} ({code})")
     return values[0] if len(values) == 1 else values
 
 
@@ -67,13 +84,31 @@ def gpu_description() -> dict:
     return {"gpu": name, "compute_capability": f"{properties.major}.{properties.minor}"}
 
 
-def load_plugin(folder: Path) -> Path | None:
-    """Load the HyperLinear plugin library found in `folder` (or plugin/build below it)."""
-    for candidate in (folder / PLUGIN_LIBRARY, folder / "plugin" / "build" / PLUGIN_LIBRARY):
-        if candidate.is_file():
-            ctypes.CDLL(str(candidate), mode=ctypes.RTLD_GLOBAL)
-            return candidate
-    return None
+def load_plugin(trt, folder: Path, logger) -> Path | None:
+    """Register the HyperLinear creator of the plugin library in `folder` (or plugin/build below it) with
+    TensorRT's plugin registry, before a parse or a deserialisation needs it. None when there is no library.
+
+    Once per process: TensorRT's load_library fails when the creator is already registered. The first
+    library loaded then serves every bundle the process opens, as the registry holds one creator per name.
+    """
+    library = next((path for path in (folder / PLUGIN_LIBRARY, folder / "plugin" / "build" / PLUGIN_LIBRARY)
+                    if path.is_file()), None)
+    if library is None:
+        return None
+    registry = trt.get_plugin_registry()
+    if registry.get_creator(*PLUGIN_KEY) is None:
+        logger.errors.clear()
+        handle = registry.load_library(str(library))
+        if handle is None:
+            reason = "; ".join(logger.errors) or "TensorRT gave no reason"
+            raise TensorRTError(f"TensorRT {trt.__version__} could not load the plugin library {library} "
+                                f"({reason[:400]}): rebuild it on this machine from the bundle's plugin sources "
+                                "(bash tensorrt/build_engines.sh), with libcudart and libnvinfer on the loader path")
+        _plugin_libraries[library] = handle
+        if registry.get_creator(*PLUGIN_KEY) is None:
+            raise TensorRTError(f"{library} loaded but registered no {'/'.join(PLUGIN_KEY)} creator: it is not "
+                                "samedge's HyperLinear plugin, or an old build of it; rebuild it (build_engines.sh)")
+    return library
 
 
 def check_engine_info(folder: Path, tensorrt_version: str) -> None:
@@ -188,9 +223,9 @@ class TensorRTBackend:
         cudart = import_cudart()
         folder = Path(encoder_engine).parent
         check_engine_info(folder, trt.__version__)
-        self.plugin = load_plugin(folder)
         self.logger = make_logger(trt)
         self.runtime = trt.Runtime(self.logger)
+        self.plugin = load_plugin(trt, folder, self.logger)
         self.stream = _check(cudart.cudaStreamCreate())
         self.cudart = cudart
         self.encoder = _Engine(Path(encoder_engine), self.runtime, self.logger, trt, cudart, self.stream)
