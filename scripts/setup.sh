@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install samedge with its test tools. Safe to run again.
+# Create .venv and install samedge with the extras a checkout uses (all but the GPU ones)
+# and its test tools. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -7,4 +8,4 @@ PYTHON=${PYTHON:-python3}
 # torch 2.14.1 + torchvision 0.29.1 come from this machine's local wheels
 # (segment-anything needs torchvision); pin them so pip does not look for newer ones.
 .venv/bin/pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
-.venv/bin/pip install --quiet --disable-pip-version-check -e ".[dev]"
+.venv/bin/pip install --quiet --disable-pip-version-check -e ".[compress,dev]"
