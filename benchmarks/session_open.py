@@ -1,6 +1,6 @@
 """What checking a bundle's hashes adds to opening it: Session(verify=True) vs verify=False.
 
-    python -m benchmarks.session_open [--models demo vit_b] [--repeats 3]
+    python -m benchmarks.session_open [--models demo vit_b] [--repeats 5]
 
 Both ways are timed in this one process, alternating, after a warm-up open (so the files
 are in the page cache for both), together with the hashing alone (Bundle.verify). The
@@ -57,7 +57,7 @@ def measure(bundle: Path, repeats: int) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["demo", "vit_b"])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     rows = []
     for model_type in args.models:
