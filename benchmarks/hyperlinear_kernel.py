@@ -116,20 +116,21 @@ def _table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _missing(result, what: str) -> str | None:
-    """A line for a section that has no figures, or None when it has."""
+def _missing(result, what: str, key: str, empty: str = "No result.") -> str | None:
+    """A line for a section that has no figures (none, a failed step, or no `key`), or None when it has."""
     if result is None:
         return f"Not run ({what} wrote no result; see the step table)."
     if result.get("status") in ("not run", "failed") and result.get("reason"):
         return f"{result['status'].capitalize()}: {result['reason']}."
-    return None
+    return empty if result.get(key) in (None, [], {}) else None  # 0.0 is a figure, an empty list is not
 
 
 def _build_section(results: dict) -> list[str]:
     build = results.get("build")
     lines = ["## Build: ptxas -v", ""]
-    if _missing(build, "the build") or not (build or {}).get("kernels"):
-        return lines + [_missing(build, "the build") or "No ptxas report.", ""]
+    gap = _missing(build, "the build", "kernels", "No ptxas report.")
+    if gap:
+        return lines + [gap, ""]
     return lines + [_table(["arch", "kernel", "registers", "spill stores (B)", "spill loads (B)", "stack (B)",
                             "smem (B)"],
                            [[k["arch"], f"`{k['kernel']}`", k["registers"], k["spill_stores"], k["spill_loads"],
@@ -139,8 +140,9 @@ def _build_section(results: dict) -> list[str]:
 def _tests_section(results: dict) -> list[str]:
     tests = results.get("tests")
     lines = ["## tests/test_hyperlinear_kernel.py", ""]
-    if _missing(tests, "pytest") or "tests" not in (tests or {}):
-        return lines + [_missing(tests, "pytest") or "No result.", ""]
+    gap = _missing(tests, "pytest", "tests")
+    if gap:
+        return lines + [gap, ""]
     passed = tests["tests"] - tests["failures"] - tests["errors"] - tests["skipped"]
     failed = tests["failed_names"]
     return lines + [f"{passed} passed, {tests['failures']} failed, {tests['errors']} errors, {tests['skipped']} "
@@ -165,8 +167,9 @@ def _sanitizer_section(results: dict) -> list[str]:
 def _bitexact_section(results: dict) -> list[str]:
     exact = results.get("bitexact")
     lines = ["## Bit-exact: X = identity, no bias, stored row scales", ""]
-    if _missing(exact, "the bit-exact check") or not (exact or {}).get("rows"):
-        return lines + [_missing(exact, "the bit-exact check") or "No result.", ""]
+    gap = _missing(exact, "the bit-exact check", "rows")
+    if gap:
+        return lines + [gap, ""]
     lines += [f"Y must equal the CPU-decoded weight transposed bit for bit (fp32) and its half rounding "
               f"(fp16, every path); the host decode is the kernel's decode compiled for the CPU. "
               f"{exact['cases'] - exact['failed']} of {exact['cases']} cases equal.", ""]
@@ -182,8 +185,9 @@ def _bitexact_section(results: dict) -> list[str]:
 def _bench_section(results: dict) -> list[str]:
     bench = results.get("bench")
     lines = ["## Kernel vs dense cuBLAS (vit_b Linear shapes)", ""]
-    if _missing(bench, "the benchmark") or not (bench or {}).get("rows"):
-        return lines + [_missing(bench, "the benchmark") or "No result.", ""]
+    gap = _missing(bench, "the benchmark", "rows")
+    if gap:
+        return lines + [gap, ""]
     lines += [f"CUDA-event medians of {bench.get('repeats')} samples of {bench.get('inner')} back-to-back "
               "calls, fused and cuBLAS alternating; cuBLAS is torch.addmm on the decoded weight plus bias "
               "(TF32 off), the fused kernel decodes the codes in every call.", ""]
@@ -195,8 +199,9 @@ def _bench_section(results: dict) -> list[str]:
 def _demo_section(results: dict) -> list[str]:
     demo = results.get("demo")
     lines = ["## Demo model: fused kernel vs the HyperLinear torch forward (CUDA, fp32)", ""]
-    if _missing(demo, "the demo check") or "max_abs_logit_diff" not in (demo or {}):
-        return lines + [_missing(demo, "the demo check") or "No result.", ""]
+    gap = _missing(demo, "the demo check", "max_abs_logit_diff")
+    if gap:
+        return lines + [gap, ""]
     lines += [f"compress/weights/demo_sam.safetensors Birkhoff-compressed (reference codec, "
               f"{demo['hyperlinear_layers']} HyperLinear layers, {demo['swapped']} swapped, "
               f"{demo['fused_calls']} fused calls), {demo['images']} held-out images with one point "
