@@ -35,7 +35,7 @@ from runtime.bundle import (
     sha256_file,
 )
 
-from .staging import prepare_target, staged_bundle
+from .staging import pinned_files, prepare_target, staged_bundle
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "compress" / "weights" / "demo_sam.safetensors"
 TARGETS = ("cpu", "desktop", "jetson")
@@ -74,14 +74,9 @@ def parameter_count(model) -> int:
     return count
 
 
-def _manifest(config, parameters: int, checkpoint: Path, target: str, root: Path, parity: dict | None,
-              compression: dict | None = None, tensorrt: dict | None = None, model_type: str | None = None) -> dict:
-    # Reports (parity.json) may be rewritten by a later `runtime.parity`; only model files are pinned.
-    files = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        name = path.relative_to(root).as_posix()
-        if name not in (MANIFEST, PARITY_FILE, GPU_PARITY_FILE):
-            files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str, target: str, root: Path,
+              files: dict, parity: dict | None, compression: dict | None = None, tensorrt: dict | None = None,
+              model_type: str | None = None) -> dict:
     manifest = {
         "format": BUNDLE_FORMAT,
         "format_version": BUNDLE_FORMAT_VERSION,
@@ -93,7 +88,7 @@ def _manifest(config, parameters: int, checkpoint: Path, target: str, root: Path
             "architecture": config.to_dict(),
             # Relative when the checkpoint is inside the bundle (a compressed build).
             "checkpoint": checkpoint.name if checkpoint.parent == root else str(checkpoint.resolve()),
-            "checkpoint_sha256": sha256_file(checkpoint),
+            "checkpoint_sha256": checkpoint_sha256,
             # The architecture the user named (None: the checkpoint itself says): parity's
             # reference is read with it, from the checkpoint, not from this manifest.
             "model_type": model_type if checkpoint.parent != root else None,
@@ -170,10 +165,12 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
         # copy of the weights, vit_h's build fits in less memory.
         config, parameters = model.config, parameter_count(model)
         del model
+        # Hashed once: the parity step adds only reports, which are not pinned (vit_h: 2.5 GB twice).
+        files, checkpoint_sha256 = pinned_files(work), sha256_file(checkpoint)
 
         def manifest(report):
-            return json.dumps(_manifest(config, parameters, checkpoint, target, work, report, compression, tensorrt,
-                                        model_type), indent=2)
+            return json.dumps(_manifest(config, parameters, checkpoint, checkpoint_sha256, target, work, files,
+                                        report, compression, tensorrt, model_type), indent=2)
 
         report = None
         if run_parity:

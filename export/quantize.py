@@ -23,9 +23,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from runtime.bundle import DECODER_FILE, ENCODER_FILE, MANIFEST, SINGLE_MASK_DECODER_FILE, open_bundle, sha256_file
+from runtime.bundle import DECODER_FILE, ENCODER_FILE, MANIFEST, SINGLE_MASK_DECODER_FILE, open_bundle
 
-from .staging import prepare_target, staged_bundle
+from .staging import pinned_files, prepare_target, staged_bundle
 
 METHODS = ("int8", "int4")
 INT4_BLOCK = 32
@@ -126,8 +126,7 @@ def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
     with staged_bundle(out) as work:
         for name in MODEL_FILES:
             quantize_onnx(bundle / name, work / name, method)
-        manifest["files"] = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-                             for p in sorted(work.iterdir())}
+        manifest["files"] = pinned_files(work)
         manifest["precision"] = f"{method} weights ({'per-channel' if method == 'int8' else f'blocks of {INT4_BLOCK}'})"
         manifest["quantization"] = {"method": method, "source_bundle": str(bundle.resolve()),
                                     "weights": weight_error(bundle / ENCODER_FILE, work / ENCODER_FILE, method)}

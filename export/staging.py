@@ -21,7 +21,18 @@ from pathlib import Path
 
 from runtime.atomic import (ASIDE, PARTIAL, OutputError, check_writable_parent, default_mode, remove,
                             stale_leftovers, temporary_name)
-from runtime.bundle import MANIFEST, UNLISTED_FILES, BundleError, open_bundle
+from runtime.bundle import GPU_PARITY_FILE, MANIFEST, PARITY_FILE, UNLISTED_FILES, BundleError, open_bundle, sha256_file
+
+
+def pinned_files(root: Path) -> dict:
+    """Size and SHA-256 of every file below `root` but the manifest and the parity reports
+    (a later `runtime.parity` may rewrite those); only model files are pinned."""
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = path.relative_to(root).as_posix()
+        if name not in (MANIFEST, PARITY_FILE, GPU_PARITY_FILE):
+            files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return files
 
 
 def recover(out: Path) -> str | None:
