@@ -1,10 +1,7 @@
 """The `samedge::HyperLinear` ONNX node: one node per compressed Linear.
 
-The node (written by compress.birkhoff.hyper_linear during export) has inputs
-X [..., in], codes int32 [out, ceil(pairs/2)], row_scale float32 [out], bias float32
-[out]; output Y [..., out]; attributes in_features, out_features, codebook_size,
-lattice_side, side, center (2 floats), gains (K+1 floats), plugin_namespace,
-plugin_version. docs/formats.md describes it in full.
+The node is written by compress.birkhoff.hyper_linear during export; its name, inputs,
+attributes and code layout are plugins/hyperlinear/spec.py's, its meaning docs/formats.md's.
 
 ONNX Runtime runs it through a model-local function made of standard ops (this file),
 so no compiled library is needed. The decode is float32; X and Y may be float32 or
@@ -19,19 +16,18 @@ from __future__ import annotations
 import onnx
 import onnx.parser
 
-DOMAIN = "samedge"
-DOMAIN_VERSION = 1
-OP_TYPE = "HyperLinear"
+from plugins.hyperlinear import spec
 
 # onnx's textual format: readable, and checked by the parser. Integer work in int64;
 # Div/Mod rather than bit operations (ORT's CUDA provider has no BitwiseAnd).
-_FUNCTION_TEXT = """
-<domain: "samedge", opset_import: ["" : {opset}]>
-HyperLinear <in_features, out_features, codebook_size, lattice_side, side, center, gains,
-             plugin_namespace, plugin_version>
-(X, codes, row_scale, bias) => (Y)
+_SIGNATURE = (f'<domain: "{spec.DOMAIN}", opset_import: ["" : {{opset}}]>\n'
+              f'{spec.OP_TYPE} <{", ".join(spec.ATTRIBUTE_NAMES)}>\n'
+              f'({", ".join(spec.INPUTS)}) => ({spec.OUTPUT})\n')
+# The body's X, codes, row_scale, bias, Y and @attributes are the spec's names: were one renamed
+# there only, onnx.checker and ONNX Runtime would refuse every exported model (tested).
+_BODY = """
 {{
-    word = Constant <value_int = 65536> ()
+    word = Constant <value_int = {word}> ()
     last_axis = Constant <value_ints = [-1]> ()
     keep_rows = Constant <value_ints = [0, -1]> ()
     axis_one = Constant <value_ints = [1]> ()
@@ -100,19 +96,23 @@ HyperLinear <in_features, out_features, codebook_size, lattice_side, side, cente
 
 
 def hyper_linear_function(opset: int) -> onnx.FunctionProto:
-    return onnx.parser.parse_function(_FUNCTION_TEXT.format(opset=opset))
+    return onnx.parser.parse_function((_SIGNATURE + _BODY).format(opset=opset, word=1 << spec.INDEX_BITS))
+
+
+def is_hyper_linear(node: onnx.NodeProto) -> bool:
+    return node.domain == spec.DOMAIN and node.op_type == spec.OP_TYPE
 
 
 def has_hyper_linear(model: onnx.ModelProto) -> bool:
-    return any(node.domain == DOMAIN and node.op_type == OP_TYPE for node in model.graph.node)
+    return any(is_hyper_linear(node) for node in model.graph.node)
 
 
 def attach_function(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     """Add the function body and the domain's opset import (once)."""
-    if not any(f.domain == DOMAIN and f.name == OP_TYPE for f in model.functions):
+    if not any(f.domain == spec.DOMAIN and f.name == spec.OP_TYPE for f in model.functions):
         model.functions.append(hyper_linear_function(opset))
-    if not any(o.domain == DOMAIN for o in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
+    if not any(o.domain == spec.DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(spec.DOMAIN, spec.DOMAIN_VERSION))
     return model
 
 

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
-from runtime.backends.tensorrt_backend import ENGINES_INFO, PLUGIN_LIBRARY, TensorRTError
+from plugins.hyperlinear import spec
+from runtime.backends.tensorrt_backend import ENGINES_INFO, TensorRTError, gpu_description, load_plugin, make_logger
 
 from .tensorrt_onnx import DECODER, ENCODER
 
-PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "hyperlinear"
+PLUGIN_DIR = Path(spec.__file__).resolve().parent
 PLUGIN_SOURCES = ("CMakeLists.txt", "hyperlinear_kernel.cuh", "hyperlinear_kernel.cu", "hyperlinear_plugin.cpp")
 BUILD_SCRIPT = "build_engines.sh"
 TIMING_CACHE = "timing.cache"
@@ -33,6 +36,7 @@ CUDA_ARCHITECTURES = {"jetson": "87", "desktop": "80-real;86-real;89-real;90"}
 WORKSPACE_MIB = {"jetson": 1024, "desktop": 4096}
 # Where the CUDA toolkit puts nvcc; JetPack installs it there without putting it on PATH.
 DEFAULT_NVCC = "/usr/local/cuda/bin/nvcc"
+DEFAULT_TENSORRT_ROOT = "/usr"  # JetPack's layout
 
 
 def nvcc_missing(nvcc: str) -> str:
@@ -48,6 +52,23 @@ def _shape_flag(points: int) -> str:
     return ",".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in decoder_shapes(points).items())
 
 
+def cmake_commands(source: str, build: str, target: str, tensorrt_root: str) -> tuple[list[str], list[str]]:
+    """(configure, build) argument lists for the plugin, the one recipe of build_engines.sh and build_plugin."""
+    configure = ["cmake", "-S", source, "-B", build, "-DCMAKE_BUILD_TYPE=Release",
+                 f"-DTENSORRT_ROOT={tensorrt_root}", f"-DCMAKE_CUDA_ARCHITECTURES={CUDA_ARCHITECTURES[target]}"]
+    return configure, ["cmake", "--build", build, "-j"]
+
+
+def _shell_line(command: list[str]) -> str:
+    """command as one bash line. A "$NAME" in an argument is left to the shell, in double quotes so
+    that its value (a path with spaces) stays one word; the rest is quoted literally."""
+    def word(argument: str) -> str:
+        parts = re.split(r"(\$[A-Za-z_][A-Za-z0-9_]*)", argument)
+        return "".join(f'"{part}"' if part.startswith("$") else shlex.quote(part) for part in parts if part)
+
+    return " ".join(word(argument) for argument in command)
+
+
 def trtexec_command(onnx_name: str, target: str, plugin: bool) -> str:
     engine = ENGINES[onnx_name]
     parts = ['"$TRTEXEC"', f"--onnx={onnx_name}", f"--saveEngine={engine}.partial", "--stronglyTyped",
@@ -55,7 +76,7 @@ def trtexec_command(onnx_name: str, target: str, plugin: bool) -> str:
              "--skipInference"]
     if plugin:
         # loadLibrary on the builder's registry, as the Python build and backend load it.
-        parts.append(f"--dynamicPlugins=plugin/build/{PLUGIN_LIBRARY}")
+        parts.append(f"--dynamicPlugins=plugin/build/{spec.PLUGIN_LIBRARY}")
     if onnx_name == DECODER:
         parts += [f"--minShapes={_shape_flag(MIN_POINTS)}", f"--optShapes={_shape_flag(OPT_POINTS)}",
                   f"--maxShapes={_shape_flag(MAX_POINTS)}"]
@@ -72,7 +93,7 @@ def build_script(target: str, plugin: bool) -> str:
         "# (nvcc), TENSORRT_ROOT (default /usr, JetPack's layout) and TRTEXEC if they are elsewhere.",
         "set -euo pipefail",
         'cd "$(dirname "$0")"',
-        'TENSORRT_ROOT="${TENSORRT_ROOT:-/usr}"',
+        f'TENSORRT_ROOT="${{TENSORRT_ROOT:-{DEFAULT_TENSORRT_ROOT}}}"',
         'TRTEXEC="${TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}"',
     ]
     if plugin:
@@ -82,9 +103,7 @@ def build_script(target: str, plugin: bool) -> str:
             f'CUDACXX="${{CUDACXX:-$(command -v nvcc || echo {DEFAULT_NVCC})}}"',
             f'[ -f "$CUDACXX" ] && [ -x "$CUDACXX" ] || {{ echo "{BUILD_SCRIPT}: {nvcc_missing("$CUDACXX")}" >&2; exit 1; }}',
             "export CUDACXX",
-            "cmake -S plugin -B plugin/build -DCMAKE_BUILD_TYPE=Release -DTENSORRT_ROOT=\"$TENSORRT_ROOT\" "
-            f"-DCMAKE_CUDA_ARCHITECTURES=\"{CUDA_ARCHITECTURES[target]}\"",
-            "cmake --build plugin/build -j",
+            *map(_shell_line, cmake_commands("plugin", "plugin/build", target, "$TENSORRT_ROOT")),
         ]
     for onnx_name, engine in ENGINES.items():
         lines += [f"{trtexec_command(onnx_name, target, plugin)} | tee {engine}.log",
@@ -118,7 +137,7 @@ def prepare_folder(folder: Path, target: str, plugin: bool) -> Path:
 
 def tensorrt_version() -> str | None:
     try:
-        import tensorrt
+        import tensorrt  # optional: only where the tensorrt package is installed
     except ImportError:
         return None
     return tensorrt.__version__
@@ -135,24 +154,20 @@ def find_nvcc() -> str:
 def build_plugin(folder: Path, target: str) -> Path:
     """CMake-build the plugin library from the folder's sources (TENSORRT_ROOT from the environment)."""
     build = folder / "plugin" / "build"
-    root = os.environ.get("TENSORRT_ROOT", "/usr")
+    root = os.environ.get("TENSORRT_ROOT", DEFAULT_TENSORRT_ROOT)
     env = {**os.environ, "CUDACXX": find_nvcc()}
-    for command in (["cmake", "-S", str(folder / "plugin"), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-                     f"-DTENSORRT_ROOT={root}", f"-DCMAKE_CUDA_ARCHITECTURES={CUDA_ARCHITECTURES[target]}"],
-                    ["cmake", "--build", str(build), "-j"]):
+    for command in cmake_commands(str(folder / "plugin"), str(build), target, root):
         result = subprocess.run(command, capture_output=True, text=True, env=env)
         if result.returncode != 0:
             raise TensorRTError(f"building the HyperLinear plugin failed ({' '.join(command)}):\n"
                                 f"{result.stderr[-1500:]}\nSet TENSORRT_ROOT to the TensorRT install "
                                 "(include/NvInfer.h, lib/libnvinfer.so)")
-    return build / PLUGIN_LIBRARY
+    return build / spec.PLUGIN_LIBRARY
 
 
 def build_engines(folder: Path, target: str, plugin: bool) -> dict:
     """Build encoder.engine and decoder.engine in `folder` with the tensorrt package."""
-    import tensorrt as trt
-
-    from runtime.backends.tensorrt_backend import gpu_description, load_plugin, make_logger
+    import tensorrt as trt  # optional: only where the tensorrt package is installed
 
     logger = make_logger(trt)
     builder = trt.Builder(logger)

@@ -20,18 +20,27 @@ import warnings
 from pathlib import Path
 
 import onnx
+import torch
+from onnxruntime.transformers.float16 import convert_float_to_float16
+from onnxruntime.transformers.onnx_model import OnnxModel
+from segment_anything.utils.onnx import SamOnnxModel
 
+from plugins.hyperlinear import spec
 from runtime.signature import TENSORRT_DECODER_INPUTS as DECODER_INPUTS
 from runtime.signature import TENSORRT_DECODER_OUTPUTS as DECODER_OUTPUTS
 
 from . import hyper_linear
-from .onnx_export import OPSET, _export, decoder_dummy_inputs, export_encoder, needs_external_data, save_checked
+from .onnx_export import (OPSET, decoder_dummy_inputs, export_encoder, export_module, needs_external_data,
+                          save_checked)
 
 ENCODER = "encoder.onnx"
 DECODER = "decoder.onnx"
 # Kept in fp32 in the fp16 encoder. ReduceMean/Sub/Pow/Sqrt/Div make up LayerNorm2d.
 FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Div")
 PRECISIONS = ("fp16", "fp32")
+# HyperLinear inputs by position: the plugin takes X in the activation type, these two in float32.
+_X = spec.INPUTS.index("X")
+_FLOAT32_INPUTS = (spec.INPUTS.index("row_scale"), spec.INPUTS.index("bias"))
 
 
 def _predict_masks_one_image(mask_decoder, image_embeddings, image_pe, sparse, dense):
@@ -40,8 +49,6 @@ def _predict_masks_one_image(mask_decoder, image_embeddings, image_pe, sparse, d
     Upstream repeats the image embedding once per prompt set with `repeat_interleave`,
     which exports as a OneHot; with a single prompt set that repeat is the identity.
     """
-    import torch
-
     output_tokens = torch.cat([mask_decoder.iou_token.weight, mask_decoder.mask_tokens.weight], dim=0)
     tokens = torch.cat((output_tokens.unsqueeze(0), sparse), dim=1)  # [1, 1 + masks + points, C]
     src = image_embeddings + dense  # [1, C, h, w]
@@ -58,8 +65,6 @@ def _predict_masks_one_image(mask_decoder, image_embeddings, image_pe, sparse, d
 
 
 def _low_res_decoder(model):
-    from segment_anything.utils.onnx import SamOnnxModel
-
     class LowResDecoder(SamOnnxModel):
         """The official decoder's inputs less `orig_im_size`; all 4 masks at low resolution."""
 
@@ -83,15 +88,12 @@ def to_fp16(model: onnx.ModelProto, scratch=None) -> onnx.ModelProto:
     A large model (vit_h) has its shapes inferred through a file in the directory
     `scratch` (default: the system's), and gives its weights up to the result.
     """
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-    from onnxruntime.transformers.onnx_model import OnnxModel
-
     float32_inputs = dict(_hyper_linear_float_inputs(model.graph))
     shaped = _infer_shapes(model, scratch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # it warns about every fp32 constant it clamps
         converted = convert_float_to_float16(shaped, keep_io_types=True, disable_shape_infer=True,
-                                             op_block_list=list(FP32_OPS) + [hyper_linear.OP_TYPE])
+                                             op_block_list=list(FP32_OPS) + [spec.OP_TYPE])
     _hyper_linear_in_fp16(converted.graph, float32_inputs)
     OnnxModel(converted).topological_sort()  # the converter appends its input casts last
     return converted
@@ -119,11 +121,11 @@ def _hyper_linear_float_inputs(graph: onnx.GraphProto):
     initializers = {init.name: init for init in graph.initializer}
     identities = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity"}
     for node in graph.node:
-        if node.domain == hyper_linear.DOMAIN and node.op_type == hyper_linear.OP_TYPE:
-            for index in (2, 3):
+        if hyper_linear.is_hyper_linear(node):
+            for index in _FLOAT32_INPUTS:
                 while node.input[index] in identities:
                     node.input[index] = identities[node.input[index]]
-            for name in node.input[2:4]:
+            for name in (node.input[index] for index in _FLOAT32_INPUTS):
                 if name in initializers:
                     copy = onnx.TensorProto()
                     copy.CopyFrom(initializers[name])
@@ -143,17 +145,17 @@ def _hyper_linear_in_fp16(graph: onnx.GraphProto, float32_inputs: dict) -> None:
             consumers.setdefault(name, []).append(node)
     dropped = []
     for node in graph.node:
-        if node.domain != hyper_linear.DOMAIN or node.op_type != hyper_linear.OP_TYPE:
+        if not hyper_linear.is_hyper_linear(node):
             continue
-        for index in (2, 3):
+        for index in _FLOAT32_INPUTS:
             cast = producers.get(node.input[index])
             if cast is not None and cast.op_type == "Cast" and cast.input[0] in float32_inputs:
                 node.input[index] = cast.input[0]
                 dropped.append(cast)
-        cast_in = producers.get(node.input[0])
+        cast_in = producers.get(node.input[_X])
         if (cast_in is not None and cast_in.op_type == "Cast" and _cast_to(cast_in) == onnx.TensorProto.FLOAT
                 and len(consumers[cast_in.output[0]]) == 1):
-            node.input[0] = cast_in.input[0]
+            node.input[_X] = cast_in.input[0]
             dropped.append(cast_in)
         users = consumers.get(node.output[0], [])
         if users and all(u.op_type == "Cast" and _cast_to(u) == onnx.TensorProto.FLOAT16 for u in users):
@@ -186,8 +188,6 @@ def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_funct
     checking the files with ONNX Runtime (tests); files for TensorRT never have them.
     Returns {name: path}.
     """
-    import torch
-
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     directory = Path(directory)
@@ -198,7 +198,7 @@ def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_funct
     with tempfile.TemporaryDirectory(dir=directory) as work, torch.no_grad():
         work = Path(work)
         encoder = Path(encoder_onnx) if encoder_onnx else export_encoder(model, work / "e.onnx")
-        _export(_low_res_decoder(model), tuple(dummy[name] for name in DECODER_INPUTS), work / "d.onnx",
+        export_module(_low_res_decoder(model), tuple(dummy[name] for name in DECODER_INPUTS), work / "d.onnx",
                 DECODER_INPUTS, DECODER_OUTPUTS, dynamic_axes)
         for staged, name, convert in ((encoder, ENCODER, precision == "fp16"), (work / "d.onnx", DECODER, False)):
             # The decoder stays fp32 (as nanosam's): it is small, and its masks are thresholded logits.

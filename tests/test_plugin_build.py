@@ -135,6 +135,7 @@ def test_wheel_holds_what_bundles_copy(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = [f"plugins/hyperlinear/{n}" for n in PLUGIN_SOURCES if f"plugins/hyperlinear/{n}" not in names]
     assert not missing, f"{wheel.name} lacks {missing}: prepare_folder would fail in an installed samedge"
+    assert "plugins/hyperlinear/spec.py" in names  # the node's names, which the runtime reads too
     assert "compress/weights/demo_sam.safetensors" in names
 
 

@@ -5,7 +5,7 @@ setLoggerFinder; nothing else of the library is TensorRT's business. So the plug
 here into a shared library against the public 10.3 and 11.1 headers, with the kernel
 replaced by a stub that records its calls and returns a chosen CUDA status (the kernel has
 its own tests in test_hyperlinear_kernel.py), and a small C++ program drives it through
-those two symbols exactly as loadLibrary would: creator identity, the creator's refusals,
+those two symbols exactly as loadLibrary would: creator identity and fields (the spec's), the creator's refusals,
 a plugin recreated from its serialised fields, and enqueue's row handling and error
 reports through the ILoggerFinder's logger. Needs nvcc and the headers (see
 tests/test_hyperlinear_kernel.py, test_plugin_compiles_against_tensorrt_headers).
@@ -19,6 +19,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from plugins.hyperlinear import spec
 
 PLUGIN_SOURCE = Path(__file__).resolve().parent.parent / "plugins" / "hyperlinear" / "hyperlinear_plugin.cpp"
 TRT_HEADERS = Path(os.environ.get("SAMEDGE_TRT_HEADERS", "/tmp/trt-headers"))  # as test_hyperlinear_kernel.py
@@ -148,9 +150,14 @@ int main(int argc, char** argv) {
     CHECK(count == 1);
     CHECK(std::strcmp(creators[0]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") == 0);
     auto* creator = static_cast<IPluginCreatorV3One*>(creators[0]);
-    CHECK(std::strcmp(creator->getPluginName(), "HyperLinear") == 0);
-    CHECK(std::strcmp(creator->getPluginVersion(), "1") == 0);
-    CHECK(std::strcmp(creator->getPluginNamespace(), "samedge") == 0);
+    CHECK(std::strcmp(creator->getPluginName(), "@PLUGIN_NAME@") == 0);
+    CHECK(std::strcmp(creator->getPluginVersion(), "@PLUGIN_VERSION@") == 0);
+    CHECK(std::strcmp(creator->getPluginNamespace(), "@PLUGIN_NAMESPACE@") == 0);
+    std::vector<std::string> const fieldNames = {@FIELD_NAMES@};
+    PluginFieldCollection const* advertised = creator->getFieldNames();
+    CHECK(advertised->nbFields == static_cast<int32_t>(fieldNames.size()));
+    for (int32_t i = 0; i < advertised->nbFields && i < static_cast<int32_t>(fieldNames.size()); ++i)
+        CHECK(fieldNames[i] == advertised->fields[i].name);
 
     // Before setLoggerFinder: the refusal goes to stderr.
     Layer noCodebook;
@@ -209,6 +216,17 @@ int main(int argc, char** argv) {
 """
 
 
+def driver_source() -> str:
+    """DRIVER expecting the creator identity and fields of the spec."""
+    identity = {"@PLUGIN_NAME@": spec.PLUGIN_NAME, "@PLUGIN_VERSION@": spec.PLUGIN_VERSION,
+                "@PLUGIN_NAMESPACE@": spec.PLUGIN_NAMESPACE,
+                "@FIELD_NAMES@": ", ".join(f'"{name}"' for name, _ in spec.PLUGIN_FIELDS)}
+    text = DRIVER
+    for placeholder, value in identity.items():
+        text = text.replace(placeholder, value)
+    return text
+
+
 def _run(command: list[str]) -> subprocess.CompletedProcess:
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
@@ -226,7 +244,7 @@ def built(request, tmp_path_factory):
         pytest.skip(f"TensorRT {request.param} headers not at {include}; see test_plugin_compiles_against_tensorrt_headers")
     folder = tmp_path_factory.mktemp(f"plugin-{request.param}")
     (folder / "stub_kernel.cpp").write_text(STUB_KERNEL)
-    (folder / "driver.cpp").write_text(DRIVER)
+    (folder / "driver.cpp").write_text(driver_source())
     library = folder / "libsamedge_hyperlinear.so"
     # Hidden by default: the two entry points must be exported by the source itself, whatever
     # visibility a build chooses. -Werror on samedge's code only (-isystem for TensorRT's).

@@ -5,9 +5,8 @@ pair of weights (8 per weight) instead of 64. Its decode is float32 and written 
 op like the ONNX function body in export/hyper_linear.py, so the two give the same
 bits (tested); the float64 codec decode differs from it by float32 rounding only.
 
-Codes layout (shared with the ONNX node and the TensorRT plugin): an int32 tensor
-[out_features, ceil(pairs / 2)]; word j of row i holds pair 2j in its low 16 bits and
-pair 2j+1 in its high 16 bits (indices are below 2**13, so words are non-negative).
+The codes are laid out as plugins/hyperlinear/spec.py describes (shared with the ONNX node
+and the TensorRT plugin); the node's name, inputs and attributes come from there too.
 """
 
 from __future__ import annotations
@@ -16,12 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.onnx import symbolic_helper
+
+from plugins.hyperlinear import spec
 
 from .codec import EncodedTensor, lattice_side
 
-WORD_BITS = 16
-PLUGIN_NAMESPACE = "samedge"
-PLUGIN_VERSION = "1"
+# torch.onnx's attribute suffixes (`name_i=`) for the spec's attribute types.
+_ATTRIBUTE_SUFFIX = {"INT": "i", "FLOAT": "f", "FLOATS": "f", "STRING": "s"}
 
 
 def pack_words(indices: np.ndarray, out_features: int) -> np.ndarray:
@@ -29,14 +30,14 @@ def pack_words(indices: np.ndarray, out_features: int) -> np.ndarray:
     rows = np.asarray(indices, np.int64).reshape(out_features, -1)
     if rows.shape[1] % 2:
         rows = np.concatenate([rows, np.zeros((out_features, 1), np.int64)], axis=1)
-    return (rows[:, 0::2] + (rows[:, 1::2] << WORD_BITS)).astype(np.int32)
+    return (rows[:, 0::2] + (rows[:, 1::2] << spec.INDEX_BITS)).astype(np.int32)
 
 
 def unpack_words(words: torch.Tensor, pairs: int) -> torch.Tensor:
     """int32 words [out, W] -> int32 indices [out, pairs]. Div/Mod, not bit ops: ORT's
     CUDA provider has no BitwiseAnd, and the ONNX body mirrors this."""
-    low = torch.remainder(words, 1 << WORD_BITS)
-    high = torch.div(words, 1 << WORD_BITS, rounding_mode="floor")
+    low = torch.remainder(words, 1 << spec.INDEX_BITS)
+    high = torch.div(words, 1 << spec.INDEX_BITS, rounding_mode="floor")
     return torch.stack([low, high], dim=-1).reshape(words.shape[0], -1)[:, :pairs]
 
 
@@ -71,16 +72,14 @@ class _HyperLinearOp(torch.autograd.Function):
 
     @staticmethod
     def symbolic(g, x, codes, row_scale, bias, layer):
-        y = g.op(
-            "samedge::HyperLinear", x, codes, row_scale, bias,
-            in_features_i=layer.in_features, out_features_i=layer.out_features,
-            codebook_size_i=layer.codebook_size, lattice_side_i=lattice_side(layer.codebook_size),
-            side_f=layer.side, center_f=layer.center, gains_f=layer.gains,
-            plugin_namespace_s=PLUGIN_NAMESPACE, plugin_version_s=PLUGIN_VERSION,
-        )
+        values = {"in_features": layer.in_features, "out_features": layer.out_features,
+                  "codebook_size": layer.codebook_size, "lattice_side": lattice_side(layer.codebook_size),
+                  "side": layer.side, "center": layer.center, "gains": layer.gains,
+                  "plugin_namespace": spec.PLUGIN_NAMESPACE, "plugin_version": spec.PLUGIN_VERSION}
+        # Every attribute of the spec, and nothing else, with the type the spec gives it.
+        attributes = {f"{name}_{_ATTRIBUTE_SUFFIX[kind]}": values[name] for name, kind in spec.ATTRIBUTES}
+        y = g.op(f"{spec.DOMAIN}::{spec.OP_TYPE}", x, codes, row_scale, bias, **attributes)
         # Tell the exporter the output's type and shape ([..., out]): it cannot see through the node.
-        from torch.onnx import symbolic_helper
-
         sizes = symbolic_helper._get_tensor_sizes(x)
         if sizes is not None:
             y.setType(x.type().with_sizes(sizes[:-1] + [layer.out_features]))

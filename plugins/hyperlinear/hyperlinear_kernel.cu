@@ -40,7 +40,6 @@ constexpr int kTileN = 64;
 constexpr int kTileK = 32;  // weights along K per step: 16 pairs, 8 code words
 constexpr int kThreads = 256;
 constexpr int kWordsPerTile = kTileK / 4;
-constexpr int kWordBits = 16;
 
 __device__ __forceinline__ float toFloat(float v) { return v; }
 __device__ __forceinline__ float toFloat(__half v) { return __half2float(v); }
@@ -111,9 +110,10 @@ __host__ __device__ __forceinline__ void decodeWord(const int32_t* __restrict__ 
     if (outRow >= p.out_features || word >= wordsPerRow) return;
     const uint32_t packed = static_cast<uint32_t>(codes[static_cast<int64_t>(outRow) * wordsPerRow + word]);
     const float scale = rowScale[outRow];
-    constexpr uint32_t kLow = (1u << kWordBits) - 1u;
+    static_assert(kPairsPerWord == 2, "decodeWord reads a low and a high index");
+    constexpr uint32_t kLow = (1u << kIndexBits) - 1u;
     decodePair(static_cast<int32_t>(packed & kLow), p, scale, weights[0], weights[1]);
-    decodePair(static_cast<int32_t>(packed >> kWordBits), p, scale, weights[2], weights[3]);
+    decodePair(static_cast<int32_t>(packed >> kIndexBits), p, scale, weights[2], weights[3]);
     for (int j = 0; j < 4; ++j)
         if (4 * word + j >= p.in_features) weights[j] = 0.0f;
 }

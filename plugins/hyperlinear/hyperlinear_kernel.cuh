@@ -2,11 +2,11 @@
 // the GEMM (never written to global memory). Plain CUDA, no TensorRT include, so the
 // kernel compiles and is tested on its own (tests/test_hyperlinear_kernel.py).
 //
-// Codes layout (docs/formats.md, samedge::HyperLinear): int32 [N, ceil(ceil(K/2)/2)];
-// word j of row n holds pair index 2j in its low 16 bits and 2j+1 in its high 16 bits;
-// index = theta + U * ring. The decode repeats compress.birkhoff.hyper_linear.decode_weight
-// operation by operation in float32 with round-to-nearest intrinsics, so that the compiler
-// cannot contract it into FMAs and the weights equal the torch decode bit for bit.
+// Codes layout: plugins/hyperlinear/spec.py (kIndexBits, kPairsPerWord below are its values,
+// tested); int32 [N, ceil(ceil(K/2)/2)], index = theta + U * ring. The decode repeats
+// compress.birkhoff.hyper_linear.decode_weight operation by operation in float32 with
+// round-to-nearest intrinsics, so that the compiler cannot contract it into FMAs and the
+// weights equal the torch decode bit for bit.
 //
 // Out-of-range codes: each 16-bit half of a word is read as an unsigned index (valid words
 // are non-negative, so this is the torch reading), and a ring index past the last gain is
@@ -22,6 +22,9 @@
 namespace samedge {
 
 constexpr int kMaxRings = 3;  // K_max of the codec: gains has at most 4 entries
+constexpr int kIndexBits = 16;  // each pair index's share of a code word, the first in the low bits
+constexpr int kPairsPerWord = 2;
+static_assert(kIndexBits * kPairsPerWord == 32, "a code word is one int32");
 
 struct HyperLinearParams {
     int32_t in_features;    // K
@@ -48,8 +51,8 @@ enum HyperLinearStatus : int32_t {
     kHyperLinearNoParams = 6,        // the C entry points' params pointer is null
 };
 
-// A code index has 16 bits, so a larger codebook could not be addressed.
-constexpr int32_t kMaxCodebookSize = 1 << 16;
+// A code index has kIndexBits bits, so a larger codebook could not be addressed.
+constexpr int32_t kMaxCodebookSize = 1 << kIndexBits;
 
 // kHyperLinearOk, or the first rule (in the order above) that m and params break. Host only,
 // no CUDA call.

@@ -1,5 +1,6 @@
 // TensorRT plugin "HyperLinear" (namespace "samedge", version "1"): the samedge::HyperLinear
-// ONNX node (docs/formats.md) on the fused kernel of hyperlinear_kernel.cu.
+// ONNX node (docs/formats.md) on the fused kernel of hyperlinear_kernel.cu. The names, inputs
+// and fields below are plugins/hyperlinear/spec.py's; tests/test_hyperlinear_spec.py compares them.
 //
 // IPluginV3 with the IPluginV3OneCore/Build/Runtime capabilities and an IPluginCreatorV3One,
 // written against the public headers of TensorRT 10.3 (JetPack 6) and 11.x, whose V3 classes
@@ -33,7 +34,8 @@ namespace {
 constexpr char const* kPluginName = "HyperLinear";
 constexpr char const* kPluginVersion = "1";
 constexpr char const* kPluginNamespace = "samedge";
-constexpr int32_t kNbInputs = 4;  // X, codes, row_scale, bias
+// The node's inputs by position; code indexes inputs by these names alone, so the order lives here.
+enum Input : int32_t { kX, kCodes, kRowScale, kBias, kNbInputs };
 
 // Set by loadLibrary. The finder, not a logger, is kept: it hands out the logger of whichever
 // builder or engine is calling, and only on that caller's thread.
@@ -137,16 +139,16 @@ public:
     int32_t getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes,
                                int32_t nbInputs) const noexcept override {
         if (nbOutputs != 1 || nbInputs != kNbInputs) return -1;
-        outputTypes[0] = inputTypes[0];  // the output follows the activation type (strongly typed builds)
+        outputTypes[0] = inputTypes[kX];  // the output follows the activation type (strongly typed builds)
         return 0;
     }
 
     int32_t getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const* /*shapeInputs*/,
                             int32_t /*nbShapeInputs*/, DimsExprs* outputs, int32_t nbOutputs,
                             IExprBuilder& exprBuilder) noexcept override {
-        if (nbInputs != kNbInputs || nbOutputs != 1 || inputs[0].nbDims < 1) return -1;
-        outputs[0] = inputs[0];
-        outputs[0].d[inputs[0].nbDims - 1] = exprBuilder.constant(mParams.out_features);
+        if (nbInputs != kNbInputs || nbOutputs != 1 || inputs[kX].nbDims < 1) return -1;
+        outputs[0] = inputs[kX];
+        outputs[0].d[inputs[kX].nbDims - 1] = exprBuilder.constant(mParams.out_features);
         return 0;
     }
 
@@ -156,18 +158,18 @@ public:
         PluginTensorDesc const& desc = inOut[pos].desc;
         if (desc.format != TensorFormat::kLINEAR) return false;
         switch (pos) {
-        case 0: return desc.type == DataType::kFLOAT || desc.type == DataType::kHALF;
-        case 1: return desc.type == DataType::kINT32;
-        case 2:
-        case 3: return desc.type == DataType::kFLOAT;
-        default: return desc.type == inOut[0].desc.type;  // the output
+        case kX: return desc.type == DataType::kFLOAT || desc.type == DataType::kHALF;
+        case kCodes: return desc.type == DataType::kINT32;
+        case kRowScale:
+        case kBias: return desc.type == DataType::kFLOAT;
+        default: return desc.type == inOut[kX].desc.type;  // the output
         }
     }
 
     int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const*,
                             int32_t nbOutputs) noexcept override {
         if (nbInputs != kNbInputs || nbOutputs != 1) return -1;
-        int32_t const lastDim = in[0].desc.dims.d[in[0].desc.dims.nbDims - 1];
+        int32_t const lastDim = in[kX].desc.dims.d[in[kX].desc.dims.nbDims - 1];
         return (lastDim == -1 || lastDim == mParams.in_features) ? 0 : -1;
     }
 
@@ -175,19 +177,19 @@ public:
     int32_t onShapeChange(PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const*,
                           int32_t nbOutputs) noexcept override {
         if (nbInputs != kNbInputs || nbOutputs != 1) return -1;
-        return in[0].dims.d[in[0].dims.nbDims - 1] == mParams.in_features ? 0 : -1;
+        return in[kX].dims.d[in[kX].dims.nbDims - 1] == mParams.in_features ? 0 : -1;
     }
 
     int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const*, void const* const* inputs,
                     void* const* outputs, void*, cudaStream_t stream) noexcept override {
-        int64_t const rows = rowCount(inputDesc[0].dims);
+        int64_t const rows = rowCount(inputDesc[kX].dims);
         if (rows == 0) return 0;  // an empty batch is valid, but the kernel refuses m = 0
         if (rows < 0 || rows > std::numeric_limits<int32_t>::max()) {
             report(ILogger::Severity::kERROR, "%lld rows of X: the kernel takes at most %d",
                    static_cast<long long>(rows), std::numeric_limits<int32_t>::max());
             return -1;
         }
-        cudaError_t const status = launch(inputDesc[0].type, inputs, outputs, static_cast<int32_t>(rows), stream);
+        cudaError_t const status = launch(inputDesc[kX].type, inputs, outputs, static_cast<int32_t>(rows), stream);
         if (status != cudaSuccess) {
             reportLaunchFailure(status, rows, mParams);
             return -1;
@@ -202,14 +204,14 @@ public:
 private:
     cudaError_t launch(DataType type, void const* const* inputs, void* const* outputs, int32_t rows,
                        cudaStream_t stream) const noexcept {
-        auto const* codes = static_cast<int32_t const*>(inputs[1]);
-        auto const* rowScale = static_cast<float const*>(inputs[2]);
-        auto const* bias = static_cast<float const*>(inputs[3]);
+        auto const* codes = static_cast<int32_t const*>(inputs[kCodes]);
+        auto const* rowScale = static_cast<float const*>(inputs[kRowScale]);
+        auto const* bias = static_cast<float const*>(inputs[kBias]);
         if (type == DataType::kHALF) {
-            return hyperlinearForwardF16(static_cast<__half const*>(inputs[0]), codes, rowScale, bias,
+            return hyperlinearForwardF16(static_cast<__half const*>(inputs[kX]), codes, rowScale, bias,
                                          static_cast<__half*>(outputs[0]), rows, mParams, stream);
         }
-        return hyperlinearForwardF32(static_cast<float const*>(inputs[0]), codes, rowScale, bias,
+        return hyperlinearForwardF32(static_cast<float const*>(inputs[kX]), codes, rowScale, bias,
                                      static_cast<float*>(outputs[0]), rows, mParams, stream);
     }
 

@@ -24,6 +24,9 @@
 Exit status: 0 passed, 1 failed, 2 no CUDA GPU, 3 not run (a tool or a package is missing).
 `random_layer` (encoded layers cached in memory and, with $SAMEDGE_LAYER_CACHE, on disk)
 is shared with tests/test_hyperlinear_kernel.py and benchmarks/hyperlinear_kernel.py.
+
+torch, compress and segment_anything are imported inside each program, not at the top: each
+program runs with what the GPU machine has and reports a package it lacks (exit 3).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ import sys
 import time
 from functools import lru_cache
 from pathlib import Path
+
+from .spec import INDEX_BITS
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DEMO_CHECKPOINT = REPO / "compress" / "weights" / "demo_sam.safetensors"
@@ -97,9 +102,9 @@ def random_layer(in_features: int, out_features: int, seed: int, variant: str = 
 
 
 def extended_gains(layer) -> list[float]:
-    """The layer's gains with the last repeated up to every ring a 16-bit index can name: the
+    """The layer's gains with the last repeated up to every ring an INDEX_BITS index can name: the
     torch decode with these is what the kernel's ring clamp gives for any code."""
-    rings = (1 << 16) // layer.codebook_size + 1
+    rings = (1 << INDEX_BITS) // layer.codebook_size + 1
     return list(layer.gains) + [layer.gains[-1]] * max(0, rings - len(layer.gains))
 
 
@@ -117,13 +122,14 @@ def out_of_range_codes(layer, seed: int = 0):
     rng = np.random.default_rng(seed)
     chosen = rng.random(index.shape) < 0.25
     theta = index % layer.codebook_size
-    far = rng.integers(len(layer.gains), (1 << 16) // layer.codebook_size + 1, index.shape)
-    moved = np.minimum(theta + layer.codebook_size * far, (1 << 16) - 1)
+    largest = (1 << INDEX_BITS) - 1
+    far = rng.integers(len(layer.gains), (1 << INDEX_BITS) // layer.codebook_size + 1, index.shape)
+    moved = np.minimum(theta + layer.codebook_size * far, largest)
     index = np.where(chosen, moved, index)
-    index[:, -1] = (1 << 16) - 1
+    index[:, -1] = largest
     if index.shape[1] % 2:
         index = np.concatenate([index, np.zeros((index.shape[0], 1), np.int64)], axis=1)
-    words = index[:, 0::2] + (index[:, 1::2] << 16)  # unsigned values, up to 2^32 - 1
+    words = index[:, 0::2] + (index[:, 1::2] << INDEX_BITS)  # unsigned values, up to 2^32 - 1
     signed = words.astype(np.uint32).view(np.int32)
     return torch.from_numpy(signed.copy()), torch.from_numpy(words)
 
