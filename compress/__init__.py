@@ -1,7 +1,10 @@
-"""samedge.compress: model loading, samedge's checkpoint format, and compression methods."""
+"""samedge.compress: model loading, samedge's checkpoint format, and compression methods.
 
-from .architectures import ARCHITECTURES, SamConfig, build_sam, get_config
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+A Recipe (compress.recipe) says which methods to run; compress.stages.apply runs it."""
+
+from .architectures import ARCHITECTURES, SamConfig, build_sam, get_config, parameter_count
+from .checkpoint import load_checkpoint, save_checkpoint, seeded_checkpoint
+from .checkpoint_file import CheckpointError
 
 __all__ = [
     "ARCHITECTURES",
@@ -10,5 +13,7 @@ __all__ = [
     "build_sam",
     "get_config",
     "load_checkpoint",
+    "parameter_count",
     "save_checkpoint",
+    "seeded_checkpoint",
 ]

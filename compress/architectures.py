@@ -10,6 +10,12 @@ import dataclasses
 from dataclasses import dataclass
 from functools import partial
 
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from torch import nn
+
+from .slimsam.attention import SplitAttention
+
 # Pixel statistics of the official SAM models (ImageNet, in 0..255 units).
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -149,14 +155,6 @@ def build_sam(config: SamConfig | str, seed: int | None = None):
     With `seed` the random initialisation is reproducible, which is how tests get
     full-size architectures without downloadable weights.
     """
-    import torch
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
 
     if isinstance(config, str):
         config = get_config(config)
@@ -219,10 +217,6 @@ def _apply_block_widths(encoder, config: SamConfig) -> None:
     fused qkv layout, so published uniform SlimSAM state dicts load as they are);
     others get the split-q/k/v attention used while pruning.
     """
-    from torch import nn
-
-    from .slimsam.attention import SplitAttention
-
     embed = config.encoder_embed_dim
     for index, block in enumerate(encoder.blocks):
         hidden = config.mlp_dim(index)
@@ -236,3 +230,12 @@ def _apply_block_widths(encoder, config: SamConfig) -> None:
                    for p in (attn.rel_pos_h, attn.rel_pos_w)]
             block.attn = SplitAttention(nn.Linear(embed, width), nn.Linear(embed, width), nn.Linear(embed, width),
                                         nn.Linear(width, embed), heads, *rel)
+
+
+def parameter_count(model) -> int:
+    """Weights of the model, a HyperLinear's encoded weight counted as the dense one it stands for."""
+    count = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if hasattr(module, "codes") and hasattr(module, "in_features"):
+            count += module.in_features * module.out_features
+    return count

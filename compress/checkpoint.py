@@ -2,7 +2,7 @@
 
 Two formats are read:
 - samedge's own: one safetensors file whose metadata holds the architecture as JSON
-  (`format` = "samedge.checkpoint"); see docs/formats.md.
+  (compress.checkpoint_file; docs/formats.md), Birkhoff-compressed or not.
 - official segment_anything checkpoints (`sam_vit_b_01ec64.pth` ...): a plain state
   dict read with `torch.load(weights_only=True)`; the architecture is checked against
   the tensor shapes so a vit_l file passed as vit_b fails with a clear message.
@@ -10,20 +10,14 @@ Two formats are read:
 
 from __future__ import annotations
 
-import json
-import struct
+import warnings
 from pathlib import Path
 
-from runtime.atomic import atomic_write
+import torch
 
 from .architectures import ARCHITECTURES, OFFICIAL_MODEL_TYPES, SamConfig, build_sam, get_config
-
-FORMAT_NAME = "samedge.checkpoint"
-FORMAT_VERSION = "1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used, with the reason and what to do instead."""
+from .birkhoff.storage import build_compressed
+from .checkpoint_file import CheckpointError, check_weights, read_samedge, sniff_format, write_checkpoint
 
 
 def save_checkpoint(model, path, config: SamConfig | None = None, extra_metadata: dict | None = None):
@@ -34,74 +28,14 @@ def save_checkpoint(model, path, config: SamConfig | None = None, extra_metadata
     write_checkpoint(model.state_dict(), path, config, extra_metadata)
 
 
-def write_checkpoint(tensors: dict, path, config: SamConfig, extra_metadata: dict | None = None):
-    """Write named tensors with samedge's metadata (the architecture as JSON), atomically."""
-    from safetensors.torch import save_file
-
-    metadata = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "architecture": json.dumps(config.to_dict()),
-    }
-    for key, value in (extra_metadata or {}).items():
-        metadata[key] = value if isinstance(value, str) else json.dumps(value)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-def sniff_format(path) -> str:
-    """'samedge', 'safetensors' (someone else's), 'torch' or 'unknown', from the bytes."""
-    with open(path, "rb") as f:
-        head = f.read(9)
-    # safetensors first: its 8-byte header length may well start with 0x80 (a header of
-    # 0x..80 bytes), which would otherwise pass for a pickle stream.
-    if len(head) == 9 and head[8:9] == b"{":
-        (header_len,) = struct.unpack("<Q", head[:8])
-        if header_len < 100_000_000:
-            with open(path, "rb") as f:
-                f.seek(8)
-                header = f.read(header_len)
-            try:
-                meta = json.loads(header).get("__metadata__") or {}
-            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-                meta = None
-            if meta is not None:
-                samedge = isinstance(meta, dict) and meta.get("format") == FORMAT_NAME
-                return "samedge" if samedge else "safetensors"
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip, or its legacy pickle stream
-        return "torch"
-    return "unknown"
-
-
-def read_checkpoint_metadata(path) -> dict:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
-
-
-def _load_samedge(path):
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        metadata = read_checkpoint_metadata(path)
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path}: corrupt samedge checkpoint ({err}); re-create it") from err
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: samedge checkpoint format version {metadata.get('format_version')!r}, "
-            f"this samedge reads version {FORMAT_VERSION}; upgrade samedge"
-        )
-    try:
-        config = SamConfig.from_dict(json.loads(metadata["architecture"]))
-    except (KeyError, json.JSONDecodeError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable architecture metadata ({err})") from err
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path}: corrupt samedge checkpoint ({err}); re-create it") from err
-    return config, state, metadata
+def seeded_checkpoint(model_type: str, folder: Path) -> Path:
+    """<folder>/<type>_seed0.safetensors: the architecture with seeded random weights, written
+    once (the full-size architectures without a download: for trying the pipeline)."""
+    path = Path(folder) / f"{model_type}_seed0.safetensors"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(build_sam(model_type, seed=0), path)
+    return path
 
 
 def detect_official_type(state: dict) -> str:
@@ -199,10 +133,6 @@ def _unpickling_reason(err: Exception) -> str:
 
 
 def _load_torch(path, model_type: str | None):
-    import warnings
-
-    import torch
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 171": noise for a corrupt file
@@ -235,28 +165,6 @@ def _load_torch(path, model_type: str | None):
     return get_config(detected), state
 
 
-def check_weights(state: dict, path, packed_suffix: str | None = None) -> None:
-    """Refuse integer or non-finite weights: loading would truncate or spread them silently.
-
-    fp16/bf16 weights are fine (upcast on loading). Tensors named `*<packed_suffix>` are
-    packed integer codes (Birkhoff) and must be uint8 instead."""
-    import torch
-
-    for name, tensor in state.items():
-        if packed_suffix and name.endswith(packed_suffix):
-            if tensor.dtype != torch.uint8:
-                raise CheckpointError(f"{path}: {name} holds {tensor.dtype} codes, not uint8; re-compress the model")
-            continue
-        if not tensor.is_floating_point():
-            raise CheckpointError(
-                f"{path}: tensor {name} is {tensor.dtype}; SAM weights are floating point (float32, float16 or "
-                "bfloat16), and integers would be loaded truncated. Re-save the original floating-point weights"
-            )
-        if not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise CheckpointError(f"{path}: tensor {name} holds {bad} NaN or infinite values of {tensor.numel()}; "
-                                  "the checkpoint is damaged (or training diverged): use an earlier or intact copy")
-
 
 def load_checkpoint(path, model_type: str | None = None):
     """Build a Sam (eval mode, `.config` set) from a samedge or official checkpoint."""
@@ -268,14 +176,12 @@ def load_checkpoint(path, model_type: str | None = None):
         raise CheckpointError(f"checkpoint {path} does not exist")
     kind = sniff_format(path)
     if kind == "samedge":
-        config, state, metadata = _load_samedge(path)
+        config, state, metadata = read_samedge(path)
         if model_type is not None and model_type != config.name:
             raise CheckpointError(
                 f"{path} holds a {config.name} model, but model type {model_type} was asked for"
             )
         if metadata.get("compression") == "birkhoff":
-            from .birkhoff.storage import build_compressed
-
             return build_compressed(path, config, state, metadata).model
     elif kind == "torch":
         config, state = _load_torch(path, model_type)

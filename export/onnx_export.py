@@ -15,6 +15,9 @@ import warnings
 from pathlib import Path
 
 import onnx
+import torch
+import torch.nn.functional as F
+from segment_anything.utils.onnx import SamOnnxModel
 
 from runtime.atomic import default_mode
 from runtime.signature import DECODER_INPUTS, DECODER_OUTPUTS  # the official decoder's, checked at open
@@ -28,9 +31,9 @@ ENCODER_OUTPUT = "image_embeddings"
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 
-def _export(module, args, path: Path, input_names, output_names, dynamic_axes=None):
-    import torch
-
+def export_module(module, args, path: Path, input_names, output_names, dynamic_axes=None):
+    """Trace `module` to a raw ONNX file as every samedge export does (TorchScript exporter,
+    opset OPSET); `finish_export` then makes it a checked model file."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shapes are expected here
         torch.onnx.export(
@@ -47,7 +50,7 @@ def _export(module, args, path: Path, input_names, output_names, dynamic_axes=No
         )
 
 
-def _finish(exported: Path, path: Path) -> None:
+def finish_export(exported: Path, path: Path) -> None:
     """Re-save (external data if large) with the HyperLinear function body, check, move into place."""
     # Over 2 GiB the TorchScript exporter writes each tensor (of over 1024 elements) to its
     # own file beside `exported`; loaded here, save_checked gathers them into one `.data` file.
@@ -94,23 +97,19 @@ def save_checked(model: onnx.ModelProto, path: Path, staged: Path) -> Path:
 
 def export_encoder(model, path) -> Path:
     """Export `model.image_encoder`: [1,3,S,S] normalised, padded pixels -> embeddings."""
-    import torch
-
     path = Path(path)
     size = model.image_encoder.img_size
     dummy = torch.zeros(1, 3, size, size)
     with tempfile.TemporaryDirectory(dir=path.parent) as work:
         exported = Path(work) / "encoder.onnx"
         with torch.no_grad():
-            _export(model.image_encoder, (dummy,), exported, [ENCODER_INPUT], [ENCODER_OUTPUT])
-        _finish(exported, path)
+            export_module(model.image_encoder, (dummy,), exported, [ENCODER_INPUT], [ENCODER_OUTPUT])
+        finish_export(exported, path)
     return path
 
 
 def decoder_dummy_inputs(model) -> dict:
     """Example inputs in the official decoder's format (also used by tests)."""
-    import torch
-
     embed_dim = model.prompt_encoder.embed_dim
     grid = model.prompt_encoder.image_embedding_size
     size = model.image_encoder.img_size
@@ -132,10 +131,6 @@ def _decoder_wrapper(model, return_single_mask: bool):
     to the example input's size, so every other image size would be cropped wrongly.
     Slicing with the tensors themselves keeps the crop in the graph.
     """
-    import torch
-    import torch.nn.functional as F
-    from segment_anything.utils.onnx import SamOnnxModel
-
     class DecoderForExport(SamOnnxModel):
         def mask_postprocessing(self, masks, orig_im_size):
             masks = F.interpolate(masks, size=(self.img_size, self.img_size), mode="bilinear",
@@ -154,8 +149,6 @@ def export_decoder(model, path, return_single_mask: bool = False) -> Path:
     return_single_mask=False gives all M = 4 masks (mask 0 is the single-mask answer,
     1..3 the multimask ones); True gives the official single-mask variant.
     """
-    import torch
-
     path = Path(path)
     wrapper = _decoder_wrapper(model, return_single_mask)
     dummy = decoder_dummy_inputs(model)
@@ -163,6 +156,6 @@ def export_decoder(model, path, return_single_mask: bool = False) -> Path:
     with tempfile.TemporaryDirectory(dir=path.parent) as work:
         exported = Path(work) / "decoder.onnx"
         with torch.no_grad():
-            _export(wrapper, tuple(dummy.values()), exported, DECODER_INPUTS, DECODER_OUTPUTS, dynamic_axes)
-        _finish(exported, path)
+            export_module(wrapper, tuple(dummy.values()), exported, DECODER_INPUTS, DECODER_OUTPUTS, dynamic_axes)
+        finish_export(exported, path)
     return path

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -23,9 +24,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from runtime.bundle import DECODER_FILE, ENCODER_FILE, MANIFEST, SINGLE_MASK_DECODER_FILE, open_bundle
+from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-from .staging import pinned_files, prepare_target, staged_bundle
+from runtime.bundle import DECODER_FILE, ENCODER_FILE, MANIFEST, SINGLE_MASK_DECODER_FILE, open_bundle
+from runtime.bundle_writer import BundleWriter
 
 METHODS = ("int8", "int4")
 INT4_BLOCK = 32
@@ -33,15 +36,9 @@ MODEL_FILES = (ENCODER_FILE, DECODER_FILE, SINGLE_MASK_DECODER_FILE)
 
 
 def quantize_onnx(src, dst, method: str) -> None:
-    import logging
-
     if method == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
     elif method == "int4":
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
         logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # one INFO line per node
         quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=INT4_BLOCK, is_symmetric=False)
         quantizer.process()
@@ -122,21 +119,19 @@ def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
     """A copy of `bundle` whose ONNX files are quantised; the manifest says so."""
     bundle = Path(bundle)
     manifest = open_bundle(bundle).manifest  # a damaged or tampered source is refused here
-    out = prepare_target(out, overwrite, inputs=[bundle])
-    with staged_bundle(out) as work:
+    with BundleWriter(out, overwrite, inputs=[bundle]) as writer:
         for name in MODEL_FILES:
-            quantize_onnx(bundle / name, work / name, method)
-        manifest["files"] = pinned_files(work)
+            quantize_onnx(bundle / name, writer.path(name), method)
         manifest["precision"] = f"{method} weights ({'per-channel' if method == 'int8' else f'blocks of {INT4_BLOCK}'})"
         manifest["quantization"] = {"method": method, "source_bundle": str(bundle.resolve()),
-                                    "weights": weight_error(bundle / ENCODER_FILE, work / ENCODER_FILE, method)}
+                                    "weights": weight_error(bundle / ENCODER_FILE, writer.path(ENCODER_FILE), method)}
         manifest["parity"] = None  # the fp32 thresholds do not apply to a quantised model
         manifest["tensorrt"] = None
         checkpoint = Path(manifest["model"]["checkpoint"])
         if not checkpoint.is_absolute():  # a compressed build's checkpoint stays in the source bundle
             manifest["model"]["checkpoint"] = str((bundle / checkpoint).resolve())
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return out
+        writer.write_manifest(manifest)
+    return writer.out
 
 
 def main(argv=None) -> int:

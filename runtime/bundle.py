@@ -8,6 +8,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import ASIDE, stale_leftovers
+
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "samedge.bundle"
 BUNDLE_FORMAT_VERSION = 1
@@ -145,8 +147,6 @@ def open_bundle(source, verify: bool = True) -> Bundle:
     elif path.suffix in (".engine", ".plan"):
         return _open_engine(path, verify)
     elif not path.exists():
-        from .atomic import ASIDE, stale_leftovers
-
         aside = stale_leftovers(path, ASIDE)
         if aside:
             raise BundleError(f"{source} does not exist: a build replacing it was interrupted and left the previous "

@@ -16,17 +16,22 @@ import sys
 import time
 from pathlib import Path
 
+from safetensors import safe_open
+
 from runtime.atomic import OutputError, check_output_file
+from runtime.bundle import sha256_file
 
 from ..architectures import ARCHITECTURES
-from runtime.bundle import sha256_file
+from ..checkpoint import load_checkpoint
+from ..checkpoint_file import CheckpointError, sniff_format
+from .codec import CodecError
+from .model import VARIANTS, compress_model
+from .reference_layout import read_reference
+from .report import build_report, write_report
+from .storage import save_compressed
 
 
 def _is_reference_file(path: Path) -> bool:
-    from safetensors import safe_open
-
-    from ..checkpoint import sniff_format
-
     if sniff_format(path) != "safetensors":
         return False
     with safe_open(str(path), framework="pt") as f:
@@ -38,13 +43,6 @@ def report_paths(out: Path) -> tuple[Path, Path]:
 
 
 def main(argv=None) -> int:
-    from ..checkpoint import CheckpointError, load_checkpoint
-    from .codec import CodecError
-    from .model import VARIANTS, compress_model
-    from .reference_layout import read_reference
-    from .report import build_report, write_report
-    from .storage import save_compressed
-
     parser = argparse.ArgumentParser(prog="python -m compress.birkhoff", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)

@@ -21,9 +21,14 @@ import math
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from runtime.atomic import atomic_write
 
 from ..architectures import build_sam, get_config
-from ..checkpoint import CheckpointError, detect_official_type
+from ..checkpoint import detect_official_type
+from ..checkpoint_file import CheckpointError
 from .codec import EncodedTensor, decode, trajectory
 from .model import DECODE_AT_LOAD, HYPER_LINEAR, RAW, CompressedModel, Entry, install_hyper_linears
 from .packing import pack_indices, padding_bits, unpack_indices
@@ -60,9 +65,6 @@ def _scalar(tensors: dict, key: str) -> int:
 
 def read_reference(path, model_type: str | None = None) -> CompressedModel:
     """A CompressedModel (HyperLinear layers installed) from the tool's output file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as err:
@@ -132,10 +134,6 @@ def _read_encoded(tensors, name, shape, side, codebook_sizes, row_pairs) -> Enco
 
 def write_reference(compressed: CompressedModel, path) -> None:
     """Write in the tool's layout (reference variant only: the layout has no scales)."""
-    from safetensors.torch import save_file
-
-    from runtime.atomic import atomic_write
-
     if compressed.variant != "reference":
         raise ValueError("the authors' layout has no per-row scales; only the reference variant can be written")
     state = compressed.model.state_dict()

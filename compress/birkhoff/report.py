@@ -63,7 +63,7 @@ def write_report(report: dict, json_path, png_path=None) -> None:
 
 def plot_report(report: dict, path) -> None:
     """Relative RMS error and bits per weight of every encoded tensor, largest first."""
-    import matplotlib
+    import matplotlib  # here, not at the top: the backend must be chosen before pyplot is imported
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..architectures import SamConfig, build_sam
-from ..checkpoint import CheckpointError, check_weights, write_checkpoint
+from ..checkpoint_file import CheckpointError, check_weights, read_samedge, sniff_format, write_checkpoint
 from .codec import EncodedTensor, decode
 from .model import DECODE_AT_LOAD, HYPER_LINEAR, CompressedModel, Entry, install_hyper_linears
 from .packing import pack_indices, unpack_indices
@@ -98,11 +98,9 @@ def build_compressed(path, config: SamConfig, state: dict, metadata: dict) -> Co
 
 
 def load_compressed(path) -> CompressedModel:
-    from ..checkpoint import _load_samedge, sniff_format
-
     if sniff_format(path) != "samedge":
         raise CheckpointError(f"{path} is not a samedge checkpoint; compress one with python -m compress.birkhoff")
-    config, state, metadata = _load_samedge(path)
+    config, state, metadata = read_samedge(path)
     if metadata.get("compression") != "birkhoff":
         raise CheckpointError(f"{path} is an uncompressed samedge checkpoint; compress it with "
                               "python -m compress.birkhoff")

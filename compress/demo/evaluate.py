@@ -17,21 +17,18 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from runtime import Session
 from runtime.atomic import atomic_write
 from runtime.parity import mask_iou
+from runtime.reference import ReferencePredictor
 
+from ..checkpoint import load_checkpoint
+from . import DEFAULT_CHECKPOINT
 from .shapes import held_out_cases
-
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "weights" / "demo_sam.safetensors"
 
 
 def open_predictor(source):
     """A Session for a bundle directory, segment_anything's SamPredictor otherwise."""
-    from runtime import Session
-    from runtime.reference import ReferencePredictor
-
-    from ..checkpoint import load_checkpoint
-
     if isinstance(source, (str, Path)):
         if Path(source).is_dir():
             return Session(source)

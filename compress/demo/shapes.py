@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import distance_transform_edt
+from skimage.draw import random_shapes
 
 IMAGE_SIZE = 256
 HELD_OUT_SEED = 1_000_003  # training draws seeds from [0, 1e6); the held-out set never does
@@ -23,8 +25,6 @@ class ShapeSample:
 
 
 def make_sample(rng: np.random.Generator, size: int = IMAGE_SIZE, max_shapes: int = 4) -> ShapeSample:
-    from skimage.draw import random_shapes
-
     background = rng.integers(0, 256, size=3)
     image = np.empty((size, size, 3), np.float32)
     image[:] = background
@@ -59,8 +59,6 @@ def mask_box(mask: np.ndarray) -> np.ndarray:
 
 def interior_point(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A random point of the mask at least 3 px from its edge when the mask allows it."""
-    from scipy.ndimage import distance_transform_edt
-
     depth = distance_transform_edt(mask)
     candidates = np.argwhere(depth >= min(3.0, depth.max()))
     row, col = candidates[rng.integers(len(candidates))]

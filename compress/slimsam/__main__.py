@@ -18,35 +18,24 @@ import os
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+import torch
 
+from runtime.atomic import atomic_write, check_output_file
 
-def load_folder(folder: Path) -> list:
-    from runtime.images import load_image
-
-    if not folder.is_dir():
-        raise ValueError(f"image folder {folder} {'is a file' if folder.exists() else 'does not exist'}; "
-                         "pass a folder of images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
-    return [load_image(p) for p in files]
-
-
-def synthetic_images(count: int, seed: int = 7) -> list:
-    """Shapes drawn from seeds the demo model's training and held-out sets do not use."""
-    import numpy as np
-
-    from ..demo.shapes import make_sample
-
-    return [make_sample(np.random.default_rng([seed, 10_000_000 + i])).image for i in range(count)]
+from ..architectures import ARCHITECTURES
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint_file import CheckpointError
+from ..demo import DEFAULT_CHECKPOINT
+from .distill import distributed
+from .images import load_folder, preprocess_images, synthetic_images
+from .importance import IMPORTANCE_KINDS
+from .pipeline import run_step1, run_step2, slim
+from .prune import NORMALIZERS
+from .settings import SlimSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..architectures import ARCHITECTURES
-    from .importance import IMPORTANCE_KINDS
-    from .prune import NORMALIZERS
-
+    defaults = SlimSettings()
     parser = argparse.ArgumentParser(prog="python -m compress.slimsam", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="the model to slim (default: the bundled demo model)")
@@ -56,22 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--images", type=Path, help="folder of unlabelled images")
     source.add_argument("--synthetic", type=int, help="use N synthetic shape images (for the demo model)")
     parser.add_argument("--val-count", type=int, default=8, help="images held out for the validation loss")
-    parser.add_argument("--ratio", type=float, default=0.5, help="pruning ratio of each step (0.5, 0.77)")
+    parser.add_argument("--ratio", type=float, default=defaults.ratio, help="pruning ratio of each step (0.5, 0.77)")
     parser.add_argument("--step", choices=("1", "2", "both"), default="both")
     parser.add_argument("--step1", type=Path, help="with --step 2: the step-1 model")
-    parser.add_argument("--importance", choices=IMPORTANCE_KINDS, default="disturbed-taylor")
-    parser.add_argument("--importance-images", type=int, default=1000)
+    parser.add_argument("--importance", choices=IMPORTANCE_KINDS, default=defaults.importance)
+    parser.add_argument("--importance-images", type=int, default=defaults.importance_images)
     parser.add_argument("--global-pruning", action="store_true", help="step 2 across layers (normalised scores)")
-    parser.add_argument("--normalizer", choices=NORMALIZERS, default="gaussian", help="step-2 score normaliser")
-    parser.add_argument("--epochs1", type=int, default=40)
-    parser.add_argument("--epochs2", type=int, default=80)
-    parser.add_argument("--feature-epochs", type=int, default=20, help="step 1: epochs with q/k/v + MLP terms")
-    parser.add_argument("--alpha-epochs", type=int, default=10, help="step 2: N in alpha = (N - n - 1)/N")
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--accumulate", type=int, default=4)
-    parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--normalizer", choices=NORMALIZERS, default=defaults.step2_normalizer,
+                        help="step-2 score normaliser")
+    parser.add_argument("--epochs1", type=int, default=defaults.epochs1)
+    parser.add_argument("--epochs2", type=int, default=defaults.epochs2)
+    parser.add_argument("--feature-epochs", type=int, default=defaults.feature_epochs,
+                        help="step 1: epochs with q/k/v + MLP terms")
+    parser.add_argument("--alpha-epochs", type=int, default=defaults.alpha_epochs,
+                        help="step 2: N in alpha = (N - n - 1)/N")
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--accumulate", type=int, default=defaults.accumulate)
+    parser.add_argument("--patience", type=int, default=defaults.patience)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--work", type=Path, help="work directory (default: <out>.work)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --work")
     parser.add_argument("--out", type=Path, required=True)
@@ -86,8 +78,6 @@ RUN_IDENTITY = ("checkpoint", "model_type", "images", "synthetic", "val_count", 
 
 def _check_same_run(work: Path, args) -> None:
     """Record the run's settings in work/run.json; on --resume, refuse different ones."""
-    from runtime.atomic import atomic_write
-
     identity = {key: str(getattr(args, key)) for key in RUN_IDENTITY}
     record = work / "run.json"
     if record.is_file():
@@ -103,15 +93,6 @@ def _check_same_run(work: Path, args) -> None:
 
 
 def main(argv=None) -> int:
-    import torch
-
-    from runtime.atomic import check_output_file
-
-    from ..checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from ..demo.evaluate import DEFAULT_CHECKPOINT
-    from .distill import distributed
-    from .pipeline import SlimSettings, preprocess_images, run_step1, run_step2, slim
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 < args.ratio < 1:

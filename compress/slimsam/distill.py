@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
@@ -70,14 +71,16 @@ def alpha_at(epoch: int, alpha_epochs: int) -> float:
 
 @dataclass
 class LoopSettings:
+    """One distillation loop's share of SlimSettings (whose defaults are the only ones)."""
+
     epochs: int
-    lr: float = 1e-4
-    batch_size: int = 1
-    accumulate: int = 4
-    patience: int = 3
-    seed: int = 0
-    show_progress: bool = True
-    state_path: Path | None = None  # resumable state, written after every epoch
+    lr: float
+    batch_size: int
+    accumulate: int
+    patience: int
+    seed: int
+    show_progress: bool
+    state_path: Path | None  # resumable state, written after every epoch
     log: list = field(default_factory=list)  # per-epoch {"epoch", "loss", "val", "lr", terms...}
 
 
@@ -85,8 +88,6 @@ def distributed() -> tuple[int, int]:
     """(rank, world size); joins the process group when started by torchrun."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return 0, 1
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

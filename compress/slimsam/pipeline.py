@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -27,29 +25,7 @@ from .attention import fuse_attention, split_attention
 from .distill import LoopSettings, distributed, embedding_mse, run_loop, step1_loss, step2_loss
 from .importance import accumulate_gradients, make_importance
 from .prune import prune_bottleneck, prune_embedding
-
-PUBLISHED_RATIOS = {"slimsam-50": 0.5, "slimsam-77": 0.77}
-
-
-@dataclass
-class SlimSettings:
-    ratio: float = 0.5
-    importance: str = "disturbed-taylor"
-    importance_images: int = 1000  # the paper accumulates over the first 1000 images
-    global_pruning: bool = False
-    step2_normalizer: str = "gaussian"
-    # The paper's schedule (10k images): 40 + 80 epochs.
-    epochs1: int = 40
-    epochs2: int = 80
-    feature_epochs: int = 20  # step 1: epochs with the q/k/v + MLP terms
-    alpha_epochs: int = 10  # step 2: N of the dynamic weight
-    lr: float = 1e-4
-    batch_size: int = 1
-    accumulate: int = 4
-    patience: int = 3
-    seed: int = 0
-    show_progress: bool = True
-    log: dict = field(default_factory=dict)
+from .settings import SlimSettings
 
 
 def config_for(encoder: nn.Module, base: SamConfig, name: str) -> SamConfig:
@@ -185,11 +161,3 @@ def slim(sam, images, val_images, settings: SlimSettings, work: Path, stage_end=
     else:
         step1 = run_step1(sam, images, val_images, settings, work, stage_end)
     return run_step2(sam, step1, images, val_images, settings, work, stage_end)
-
-
-def preprocess_images(arrays, config: SamConfig) -> list[torch.Tensor]:
-    """uint8 RGB arrays -> [1, 3, S, S] tensors exactly as the runtime prepares them."""
-    from runtime.transforms import preprocess
-
-    return [torch.from_numpy(np.ascontiguousarray(preprocess(a, config.img_size, config.pixel_mean,
-                                                             config.pixel_std))) for a in arrays]

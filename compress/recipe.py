@@ -1,0 +1,81 @@
+"""What to do to a model before export: compression stages, run in order.
+
+    parse_recipe("slimsam-77+birkhoff") == Recipe((SlimSAM(SlimSettings(ratio=0.77)), Birkhoff()))
+
+`--compress` names a recipe; it is parsed here once, and `compress.stages.apply` runs it
+for the build, the benchmarks and the tests alike. A stage holds everything its method
+needs (Birkhoff: the codec variant; SlimSAM: the schedule and the images to distil on).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .birkhoff.model import VARIANTS
+from .slimsam.settings import SlimSettings
+
+SLIMSAM_RATIOS = {"slimsam-50": 0.5, "slimsam-77": 0.77}  # the ratios SlimSAM published
+# Pruning needs dense weights, so a stacked recipe prunes and distils first, then hyper-compresses.
+COMPRESSIONS = ("birkhoff", *SLIMSAM_RATIOS, *(f"{name}+birkhoff" for name in SLIMSAM_RATIOS))
+MIN_SLIMSAM_IMAGES = 3  # at least one held out for validation and two to train on
+
+
+@dataclass(frozen=True)
+class Birkhoff:
+    variant: str = "reference"  # "scaled": the same lattice in units of each row's scale (docs/birkhoff.md)
+    checkpoint_name = "model.birkhoff.safetensors"  # in the bundle: parity's reference is this model
+
+    @property
+    def name(self) -> str:
+        return "birkhoff"
+
+
+@dataclass
+class SlimSAM:
+    settings: SlimSettings = field(default_factory=SlimSettings)  # the ratio and the distillation schedule
+    images: list | None = field(default=None, repr=False, compare=False)  # uint8 RGB arrays to distil on
+    checkpoint_name = "model.slimsam.safetensors"
+
+    @property
+    def ratio(self) -> float:
+        return self.settings.ratio
+
+    @property
+    def name(self) -> str:
+        return next(name for name, ratio in SLIMSAM_RATIOS.items() if ratio == self.ratio)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    stages: tuple  # of Birkhoff and SlimSAM, in the order they run
+
+    @property
+    def name(self) -> str:
+        """The --compress name: 'birkhoff', 'slimsam-77', 'slimsam-77+birkhoff', ..."""
+        return "+".join(stage.name for stage in self.stages)
+
+    @property
+    def needs_images(self) -> bool:
+        return any(isinstance(stage, SlimSAM) for stage in self.stages)
+
+    def with_images(self, images, settings: SlimSettings | None = None) -> "Recipe":
+        """The recipe with `images` (and `settings`' schedule, its ratio kept) for every SlimSAM stage."""
+        return Recipe(tuple(
+            SlimSAM(dataclasses.replace(settings or stage.settings, ratio=stage.ratio), images)
+            if isinstance(stage, SlimSAM) else stage for stage in self.stages))
+
+
+def parse_recipe(text: str, variant: str = "reference", images=None,
+                 slimsam_settings: SlimSettings | None = None) -> Recipe:
+    """The Recipe a --compress name stands for; `variant`, `images` and `slimsam_settings`
+    (its ratio is the name's) fill in the stages that use them."""
+    if text not in COMPRESSIONS:
+        raise ValueError(f"unknown compression {text!r}; choose one of {COMPRESSIONS}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown Birkhoff variant {variant!r}; choose one of {VARIANTS}")
+    base = slimsam_settings or SlimSettings()
+    stages = tuple(Birkhoff(variant) if name == "birkhoff"
+                   else SlimSAM(dataclasses.replace(base, ratio=SLIMSAM_RATIOS[name]), images)
+                   for name in text.split("+"))
+    return Recipe(stages)
