@@ -21,10 +21,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+# Parity runs the torch reference, so it needs the compress extra, which brings these too.
+from skimage import data
+from tqdm import tqdm
 
 from .atomic import atomic_write, check_output_file
 from .backends import BACKENDS
 from .images import load_image
+from .reference import ReferencePredictor, load_reference_model, parity_shapes
 from .session import Session
 
 DEFAULT_MIN_IOU = 0.99
@@ -48,14 +52,7 @@ class Thresholds:
 
 def standard_images() -> dict[str, np.ndarray]:
     """Real photographs shipped with scikit-image, and two synthetic-shape images."""
-    from skimage import data
-
-    from compress.demo.shapes import make_sample
-
-    images = {name: getattr(data, name)() for name in ("astronaut", "coffee", "chelsea")}
-    for index in range(2):
-        images[f"shapes-{index}"] = make_sample(np.random.default_rng([7, index])).image
-    return images
+    return {**{name: getattr(data, name)() for name in ("astronaut", "coffee", "chelsea")}, **parity_shapes(2)}
 
 
 def prompt_cases(height: int, width: int) -> list[dict]:
@@ -95,8 +92,6 @@ class CaseResult:
 
 def compare(session: Session, model, images: dict[str, np.ndarray], thresholds: Thresholds,
             progress=None) -> list[CaseResult]:
-    from .reference import ReferencePredictor
-
     reference = ReferencePredictor(model)
     results = []
     for image_name, image in images.items():
@@ -129,20 +124,18 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
                thresholds: Thresholds | None = None, out=None, show_progress: bool = True,
                backend: str = "auto") -> dict:
     """Compare a bundle with the PyTorch reference; write the report to `out` if given."""
-    from tqdm import tqdm
-
     thresholds = thresholds or Thresholds()
     if out is not None:
         check_output_file(out)
     # No ONNX Runtime arenas: between its runs the reference runs, and both peaks would add up.
-    session = Session(bundle, backend=backend, low_memory=True)
-    checkpoint = checkpoint or session.bundle.checkpoint
-    if checkpoint is None:
-        raise ValueError(f"parity needs the checkpoint {bundle} was built from; pass --checkpoint")
-    model = reference_model(session.bundle, checkpoint)
-    images = images if images is not None else standard_images()
-    with tqdm(total=len(images), desc="parity", unit="image", disable=not show_progress) as bar:
-        results = compare(session, model, images, thresholds, bar)
+    with Session(bundle, backend=backend, low_memory=True) as session:
+        checkpoint = checkpoint or session.bundle.checkpoint
+        if checkpoint is None:
+            raise ValueError(f"parity needs the checkpoint {bundle} was built from; pass --checkpoint")
+        model = reference_model(session.bundle, checkpoint)
+        images = images if images is not None else standard_images()
+        with tqdm(total=len(images), desc="parity", unit="image", disable=not show_progress) as bar:
+            results = compare(session, model, images, thresholds, bar)
     report = {
         "bundle": str(bundle),
         "checkpoint": str(checkpoint),
@@ -165,9 +158,7 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
 def reference_model(bundle, checkpoint):
     """The checkpoint's model, as the checkpoint itself (or the architecture named at build
     time) says, refused before any work when it is not the bundle's architecture."""
-    from compress import load_checkpoint
-
-    model = load_checkpoint(checkpoint, bundle.manifest.get("model", {}).get("model_type"))
+    model = load_reference_model(checkpoint, bundle.manifest.get("model", {}).get("model_type"))
     built_from = bundle.manifest.get("model", {}).get("architecture")
     architecture = json.loads(json.dumps(model.config.to_dict()))  # tuples as the manifest's lists
     differences = [f"{key}: bundle {built_from.get(key)!r}, checkpoint {value!r}" for key, value in architecture.items()

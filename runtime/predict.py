@@ -12,6 +12,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from .atomic import OutputError, atomic_write, check_output_file
+from .images import load_image
+from .overlay import draw_overlay
+from .session import Session
 
 
 def _numbers(text: str, count: tuple[int, ...], what: str) -> list[float]:
@@ -26,10 +32,6 @@ def _numbers(text: str, count: tuple[int, ...], what: str) -> list[float]:
 
 def image_format(path: Path) -> str:
     """Pillow's format for the file name's suffix (.png, .jpg, .webp, ...), or an error."""
-    from PIL import Image
-
-    from .atomic import OutputError
-
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
         raise OutputError(f"--out {path}: {path.suffix or 'no suffix'} is not an image format Pillow can write; "
@@ -38,12 +40,6 @@ def image_format(path: Path) -> str:
 
 
 def main(argv=None) -> int:
-    from .atomic import atomic_write, check_output_file
-
-    from .images import load_image
-    from .overlay import draw_overlay
-    from .session import Session
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", type=Path)
     parser.add_argument("image", type=Path)
@@ -59,9 +55,9 @@ def main(argv=None) -> int:
     try:
         fmt = image_format(check_output_file(args.out))
         image = load_image(args.image)
-        session = Session(args.bundle)
-        masks, scores, _ = session.predict(image, points=points, labels=labels, box=args.box,
-                                           multimask_output=not args.single_mask)
+        with Session(args.bundle) as session:
+            masks, scores, _ = session.predict(image, points=points, labels=labels, box=args.box,
+                                               multimask_output=not args.single_mask)
     except (ValueError, RuntimeError) as err:  # ImageError, PromptError, BundleError
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,19 +1,39 @@
-"""The PyTorch reference: segment_anything's own SamPredictor, with Session's keywords.
+"""The PyTorch reference: the checkpoint's own model, run by segment_anything.
 
-Imports torch and segment_anything when constructed; used by parity and evaluation.
+runtime is the bottom layer and needs no torch; this module is its one sanctioned upward
+dependency. A bundle is only as good as its agreement with the model it was built from, and
+that model comes from compress (architectures, checkpoint formats), as do the synthetic
+images parity checks on. So the reference model, the synthetic parity images and the
+`SamPredictor` wrapper live here, for runtime.parity and the torch backend; no other
+runtime module imports compress (tests/test_layers.py). Importing this module imports
+torch, segment_anything and compress: nothing on the path of `runtime.Session` with ONNX
+Runtime or TensorRT imports it (tests/test_runtime_without_torch.py, test_light_install.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
+from segment_anything import SamPredictor
+
+from compress import load_checkpoint
+from compress.demo.shapes import make_sample
+
+
+def load_reference_model(checkpoint, model_type: str | None = None):
+    """segment_anything's `Sam` (eval mode, `.config` set) from a samedge or official checkpoint;
+    `model_type` names the architecture where the file's shapes do not (compress.load_checkpoint)."""
+    return load_checkpoint(checkpoint, model_type)
+
+
+def parity_shapes(count: int = 2) -> dict[str, np.ndarray]:
+    """Synthetic-shape images (the demo model's kind), the same every run: 'shapes-0', 'shapes-1', ..."""
+    return {f"shapes-{index}": make_sample(np.random.default_rng([7, index])).image for index in range(count)}
 
 
 class ReferencePredictor:
     """`SamPredictor` behind the same `set_image` / `predict` calls as `runtime.Session`."""
 
     def __init__(self, model):
-        from segment_anything import SamPredictor
-
         self.predictor = SamPredictor(model)
 
     def set_image(self, image: np.ndarray) -> None:

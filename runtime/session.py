@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backends import make_backend
+from .backends import BACKENDS, Backend, Closable, make_backend
 from .bundle import BundleError, open_bundle
 from .images import load_image
 from .prompts import prompt_inputs
@@ -30,7 +30,7 @@ class _Image(NamedTuple):
     hw: tuple[int, int]  # the original image's (H, W), which prompts refer to
 
 
-class Session:
+class Session(Closable):
     """Run a samedge bundle.
 
     >>> session = Session("bundles/demo-cpu")
@@ -41,36 +41,41 @@ class Session:
     `predict`) belongs to the calling thread, so each thread predicts on its own image,
     and the backends' sessions are safe to run concurrently. An image set in one thread
     is not seen by another: call set_image in the thread that predicts.
+
+    `close()` (or the end of `with Session(...) as session:`) releases the backend's models
+    and device memory; a closed Session refuses further use.
     """
 
-    def __init__(self, source, backend: str = "auto", providers=None, device: str = "cpu",
+    def __init__(self, source, backend: str | Backend = "auto", providers=None, device: str = "cpu",
                  low_memory: bool = False, verify: bool = True):
-        """`low_memory`: ONNX Runtime returns activation memory after each run instead of
-        keeping it for the next (for small devices, or many sessions in one process).
+        """`backend`: a name in runtime.backends.BACKENDS, or a backend object (runtime.backends.base.Backend,
+        e.g. an OnnxRuntimeBackend), which then belongs to the Session: closing the Session closes it.
+        `providers`, `device` and `low_memory` configure a backend opened by name. `low_memory`: ONNX
+        Runtime returns activation memory after each run instead of keeping it for the next (for small
+        devices, or many sessions in one process).
         `verify`: check the bundle's files against the SHA-256 hashes in its manifest
         (docs/benchmarks/session-open.md has the cost); False skips it."""
         self.bundle = open_bundle(source, verify=False)
-        # Hashing (hashlib) and loading the models (the backend) both release the GIL:
-        # done side by side, the check costs little more than the longer of the two.
-        with ThreadPoolExecutor(1) as pool:
-            verified = pool.submit(self.bundle.verify if verify else lambda: None)
-            try:
-                self.backend = make_backend(self.bundle, backend, providers, device, low_memory)
-            except Exception:
-                verified.result()  # a file that fails its hash explains the failure best
-                raise
-            verified.result()  # refused before any use
-        if self.bundle.img_size is not None and self.backend.img_size != self.bundle.img_size:
-            raise BundleError(f"the {self.backend.name} model takes {self.backend.img_size} px images but the "
-                              f"manifest of {self.bundle.root} says {self.bundle.img_size}: they do not belong "
-                              "together; rebuild the bundle with python -m export.build")
+        if isinstance(backend, str):
+            self.backend = _open_backend(self.bundle, backend, providers, device, low_memory, verify)
+        else:
+            _check_backend_object(backend, providers, device, low_memory)
+            if verify:
+                self.bundle.verify()
+            _check_img_size(self.bundle, backend)  # refused, the object is still the caller's to close
+            self.backend = backend
         self.img_size = self.backend.img_size
         # The decoder upscales the embedding grid 4x (256 x 256 for official SAM).
         self.low_res_size = 4 * self.backend.embedding_size
         self._thread = threading.local()  # .image: this thread's _Image
 
+    def _release(self) -> None:
+        self._thread = threading.local()  # drops this thread's embedding; other threads' go with the old local
+        self.backend.close()
+
     def set_image(self, image) -> None:
         """Encode an image (path, PIL image or uint8 array; greyscale/RGBA/16-bit converted)."""
+        self._ensure_open()
         self._thread.image = self._encode(load_image(image))
 
     def _encode(self, rgb: np.ndarray) -> _Image:
@@ -78,6 +83,7 @@ class Session:
         return _Image(self.backend.encode(pixels), rgb.shape[:2])
 
     def _current(self) -> _Image:
+        self._ensure_open()
         image = getattr(self._thread, "image", None)
         if image is None:
             raise RuntimeError("no image set in this thread: call set_image(image) first (in the thread that "
@@ -94,6 +100,7 @@ class Session:
         """Masks for XY pixel `points` (labels 1 fg / 0 bg) and/or an XYXY `box`.
 
         With `image`, it is encoded and becomes this thread's current image."""
+        self._ensure_open()
         rgb = None if image is None else load_image(image)
         image_hw = rgb.shape[:2] if rgb is not None else self._current().hw
         # Prompts are checked before the (costly) encoder runs on a new image.
@@ -109,3 +116,40 @@ class Session:
             scores=scores[0, chosen].astype(np.float32),
             low_res_logits=low_res[0, chosen].astype(np.float32),
         )
+
+
+def _open_backend(bundle, name: str, providers, device: str, low_memory: bool, verify: bool) -> Backend:
+    """The named backend for `bundle`, its files' hashes checked meanwhile when `verify`."""
+    # Hashing (hashlib) and loading the models (the backend) both release the GIL:
+    # done side by side, the check costs little more than the longer of the two.
+    with ThreadPoolExecutor(1) as pool:
+        verified = pool.submit(bundle.verify if verify else lambda: None)
+        try:
+            backend = make_backend(bundle, name, providers, device, low_memory)
+        except Exception:
+            verified.result()  # a file that fails its hash explains the failure best
+            raise
+        try:
+            verified.result()  # refused before any use
+            _check_img_size(bundle, backend)
+        except Exception:
+            backend.close()
+            raise
+    return backend
+
+
+def _check_img_size(bundle, backend) -> None:
+    if bundle.img_size is not None and backend.img_size != bundle.img_size:
+        raise BundleError(f"the {backend.name} model takes {backend.img_size} px images but the manifest of "
+                          f"{bundle.root} says {bundle.img_size}: they do not belong together; rebuild the bundle "
+                          "with python -m export.build")
+
+
+def _check_backend_object(backend, providers, device: str, low_memory: bool) -> None:
+    if not isinstance(backend, Backend):
+        raise TypeError(f"backend must be one of {BACKENDS} or a backend object with name, img_size, "
+                        "embedding_size, encode, decode and close (runtime.backends.base.Backend); got "
+                        f"{type(backend).__name__}")
+    if providers is not None or device != "cpu" or low_memory:
+        raise ValueError("providers, device and low_memory configure a backend Session opens by name; "
+                         "give them to the backend object's constructor instead")

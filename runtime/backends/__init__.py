@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from ..bundle import Bundle, BundleError
+from .base import Backend, Closable, ClosedError
+from .ort_backend import OnnxRuntimeBackend
+from .tensorrt_backend import TensorRTBackend
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
 
+__all__ = ["BACKENDS", "Backend", "Closable", "ClosedError", "OnnxRuntimeBackend", "TensorRTBackend",
+           "make_backend"]
+
 
 def _tensorrt_importable() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("tensorrt") is not None
 
 
@@ -18,21 +24,18 @@ def make_backend(bundle: Bundle, name: str = "auto", providers=None, device: str
     if name == "auto":
         name = "tensorrt" if bundle.engines and (bundle.encoder is None or _tensorrt_importable()) else "onnxruntime"
     if name == "tensorrt":
-        from .tensorrt_backend import TensorRTBackend
-
         if not bundle.engines:
             raise BundleError(f"{bundle.root} has no TensorRT engines: build them on the device with "
                               f"bash {bundle.root}/tensorrt/build_engines.sh, or build the bundle with "
                               "python -m export.build --target jetson|desktop where tensorrt is installed")
         return TensorRTBackend(*bundle.engines, img_size=bundle.img_size)
     if name == "onnxruntime":
-        from .ort_backend import OnnxRuntimeBackend
-
         if bundle.encoder is None:
             raise BundleError(f"{bundle.root} holds TensorRT engines only; ONNX Runtime needs the bundle's "
                               "encoder.onnx and decoder.onnx")
         return OnnxRuntimeBackend(bundle.encoder, bundle.decoder, providers, low_memory, bundle.img_size)
     if name == "torch":
+        # torch is an extra: the ONNX Runtime and TensorRT paths must import without it.
         from .torch_backend import TorchBackend
 
         if bundle.checkpoint is None:

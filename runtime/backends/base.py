@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 DecoderOutputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # masks, iou_predictions, low_res_masks
 
 
+@runtime_checkable
 class Backend(Protocol):
+    """What `runtime.Session` runs; pass any object with these members as `Session(bundle, backend=...)`."""
+
     name: str
     img_size: int  # side S of the encoder's square input
     embedding_size: int  # side of the image-embedding grid (S / 16 for official SAM)
@@ -19,3 +22,50 @@ class Backend(Protocol):
 
     def decode(self, inputs: dict[str, np.ndarray]) -> DecoderOutputs:
         """The official SAM ONNX decoder's inputs -> its three outputs (all 4 masks)."""
+
+    def close(self) -> None:
+        """Release the models and device memory; a second close does nothing."""
+
+
+class ClosedError(RuntimeError):
+    """A backend or Session used after close()."""
+
+
+class Closable:
+    """`close()` (once), `with` support and a clear error on use after close.
+
+    Subclasses free what they hold in `_release`, and call `_ensure_open()` (or pass what
+    they are about to use through `_held`) before any work."""
+
+    _closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        # Marked first: a release that fails half-way must still refuse further use.
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def _release(self) -> None:
+        raise NotImplementedError
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"this {type(self).__name__} was closed (close() or the end of its with block); "
+                              "open a new one")
+
+    def _held(self, value):
+        """`value`, a model read from this object, unless it is closed. Read the attribute as the argument:
+        `_release` empties attributes only after `close` marks the object closed, so a None read here is
+        always refused, and a model read before a close in another thread stays alive for this call."""
+        self._ensure_open()
+        return value
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from ..bundle import BundleError
 from ..signature import check_decoder, check_encoder
+from .base import Closable
 
 
 def _session(path: Path, providers, low_memory: bool = False):
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     if low_memory:
         # ORT keeps each session's peak activation memory in an arena for reuse; without it,
@@ -30,36 +30,32 @@ def _shapes(arguments) -> dict:
     return {argument.name: argument.shape for argument in arguments}
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(Closable):
     name = "onnxruntime"
 
     def __init__(self, encoder: Path, decoder: Path, providers=None, low_memory: bool = False,
                  img_size: int | None = None):
         """`img_size`: what the bundle's manifest says the encoder takes (checked)."""
-        import onnxruntime as ort
-
         available = ort.get_available_providers()
         if providers is None:
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.providers = list(providers)
         self.encoder = _session(encoder, self.providers, low_memory)
         self.decoder = _session(decoder, self.providers, low_memory)
-        self.encoder_input = self.encoder.get_inputs()[0]
+        self.encoder_input = self.encoder.get_inputs()[0].name
         embedding = check_encoder(_shapes(self.encoder.get_inputs()), _shapes(self.encoder.get_outputs()),
                                   encoder, img_size)
         check_decoder(_shapes(self.decoder.get_inputs()), _shapes(self.decoder.get_outputs()), decoder, embedding)
-
-    @property
-    def img_size(self) -> int:
-        return int(self.encoder_input.shape[-1])
-
-    @property
-    def embedding_size(self) -> int:
-        return int(self.encoder.get_outputs()[0].shape[-1])
+        self.img_size = int(self.encoder.get_inputs()[0].shape[-1])
+        self.embedding_size = int(self.encoder.get_outputs()[0].shape[-1])
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
-        return self.encoder.run(None, {self.encoder_input.name: pixels})[0]
+        return self._held(self.encoder).run(None, {self.encoder_input: pixels})[0]
 
     def decode(self, inputs):
-        masks, iou_predictions, low_res_masks = self.decoder.run(None, inputs)
+        masks, iou_predictions, low_res_masks = self._held(self.decoder).run(None, inputs)
         return masks, iou_predictions, low_res_masks
+
+    def _release(self) -> None:
+        # The InferenceSessions own the weights and arenas; runs in flight keep their own reference.
+        self.encoder = self.decoder = None

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from plugins.hyperlinear.spec import PLUGIN_KEY, PLUGIN_LIBRARY
+
 from ..bundle import BundleError
 from ..masks import upscale_masks
 from ..signature import TENSORRT_DECODER_INPUTS, TENSORRT_DECODER_OUTPUTS, check_decoder, check_encoder
+from .base import Closable
 
-PLUGIN_LIBRARY = "libsamedge_hyperlinear.so"
 ENGINES_INFO = "engines.json"
-PLUGIN_KEY = ("HyperLinear", "1", "samedge")  # name, version, namespace: what the ONNX nodes and plans ask for
 REBUILD = "rebuild the engines on this machine (bash tensorrt/build_engines.sh in the bundle)"
 # cuda-python 13 needs driver r580+, which JetPack 6 (CUDA 12.6) does not have.
 CUDA_PYTHON_PIN = "cuda-python>=12.6,<13"
@@ -43,6 +44,8 @@ class TensorRTError(BundleError):
 
 
 def import_tensorrt():
+    # tensorrt and cuda-python are extras (JetPack's apt package, a desktop wheel): imported when an
+    # engine is opened, so this module (engine checks, load_plugin for export) imports without them.
     try:
         import tensorrt
     except ImportError as err:
@@ -64,7 +67,13 @@ def import_cudart():
     return cudart
 
 
-def _check(result):
+def _error_name(error) -> str | None:
+    """None for cudaSuccess, else the error's name and code."""
+    code = int(error)
+    return None if code == 0 else f"{getattr(error, 'name', error)} ({code})"
+
+
+def check_cuda(result):
     """cuda-python returns (error, *values); raise on error, return the values."""
     error, *values = result
     code = int(error)
@@ -78,7 +87,7 @@ def _check(result):
 def gpu_description() -> dict:
     """Name and compute capability of device 0 (what an engine is tied to)."""
     cudart = import_cudart()
-    properties = _check(cudart.cudaGetDeviceProperties(0))
+    properties = check_cuda(cudart.cudaGetDeviceProperties(0))
     name = properties.name.decode(errors="replace").rstrip("\x00") if isinstance(properties.name, bytes) \
         else str(properties.name)
     return {"gpu": name, "compute_capability": f"{properties.major}.{properties.minor}"}
@@ -179,8 +188,9 @@ class _Engine:
         pointer, size = self.buffers.get(name, (0, 0))
         if size < nbytes:
             if pointer:
-                _check(self.cudart.cudaFree(pointer))
-            pointer, size = int(_check(self.cudart.cudaMalloc(max(nbytes, 1)))), nbytes
+                del self.buffers[name]  # close must not free it again should the cudaMalloc below fail
+                check_cuda(self.cudart.cudaFree(pointer))
+            pointer, size = int(check_cuda(self.cudart.cudaMalloc(max(nbytes, 1)))), nbytes
             self.buffers[name] = (pointer, size)
         self.context.set_tensor_address(name, pointer)
         return pointer
@@ -191,7 +201,7 @@ class _Engine:
             array = np.ascontiguousarray(feeds[name], dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
             self.context.set_input_shape(name, array.shape)
             pointer = self._buffer(name, array.nbytes)
-            _check(self.cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes,
+            check_cuda(self.cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes,
                                                kind.cudaMemcpyHostToDevice, self.stream))
         outputs = {}
         for name in self.names:
@@ -203,52 +213,56 @@ class _Engine:
         if not self.context.execute_async_v3(self.stream):
             raise RuntimeError("TensorRT failed to run the engine (see its log above)")
         for name, array in outputs.items():
-            _check(self.cudart.cudaMemcpyAsync(array.ctypes.data, self.buffers[name][0], array.nbytes,
+            check_cuda(self.cudart.cudaMemcpyAsync(array.ctypes.data, self.buffers[name][0], array.nbytes,
                                                kind.cudaMemcpyDeviceToHost, self.stream))
-        _check(self.cudart.cudaStreamSynchronize(self.stream))
+        check_cuda(self.cudart.cudaStreamSynchronize(self.stream))
         return outputs
 
-    def close(self) -> None:
-        for pointer, _ in self.buffers.values():
-            self.cudart.cudaFree(pointer)
+    def close(self) -> list[str | None]:
+        """Drop the execution context, free the device buffers, drop the engine; each cudaFree's error name."""
+        # TensorRT 10's Python objects have no destroy(): each is freed with its last reference, the
+        # context before its engine. cudaFree waits for work still queued on the buffer.
+        self.context = None
+        errors = [_error_name(self.cudart.cudaFree(pointer)[0]) for pointer, _ in self.buffers.values()]
         self.buffers.clear()
+        self.engine = None
+        return errors
 
 
-class TensorRTBackend:
+class TensorRTBackend(Closable):
     name = "tensorrt"
 
     def __init__(self, encoder_engine: Path, decoder_engine: Path, img_size: int | None = None):
         """`img_size`: what the bundle's manifest says the encoder takes (checked)."""
         trt = import_tensorrt()
-        cudart = import_cudart()
+        self.cudart = import_cudart()
         folder = Path(encoder_engine).parent
         check_engine_info(folder, trt.__version__)
-        self.logger = make_logger(trt)
-        self.runtime = trt.Runtime(self.logger)
-        self.plugin = load_plugin(trt, folder, self.logger)
-        self.stream = _check(cudart.cudaStreamCreate())
-        self.cudart = cudart
-        self.encoder = _Engine(Path(encoder_engine), self.runtime, self.logger, trt, cudart, self.stream)
-        self.decoder = _Engine(Path(decoder_engine), self.runtime, self.logger, trt, cudart, self.stream)
-        embedding = check_encoder(*self.encoder.io_shapes(), encoder_engine, img_size)
-        check_decoder(*self.decoder.io_shapes(), decoder_engine, embedding,
-                      TENSORRT_DECODER_INPUTS, TENSORRT_DECODER_OUTPUTS)
-        self.max_points = self.decoder.max_shape("point_coords")[1]
         # One execution context, stream and set of buffers per engine: runs from several
         # threads must take turns (ONNX Runtime sessions need no such lock).
         self._lock = threading.Lock()
-
-    @property
-    def img_size(self) -> int:
-        return int(self.encoder.shape(self.encoder.inputs[0])[-1])
-
-    @property
-    def embedding_size(self) -> int:
-        output = next(n for n in self.encoder.names if n not in self.encoder.inputs)
-        return int(self.encoder.shape(output)[-1])
+        self.stream = self.encoder = self.decoder = None
+        self.logger = make_logger(trt)
+        self.runtime = trt.Runtime(self.logger)
+        self.plugin = load_plugin(trt, folder, self.logger)
+        try:
+            self.stream = check_cuda(self.cudart.cudaStreamCreate())
+            self.encoder = _Engine(Path(encoder_engine), self.runtime, self.logger, trt, self.cudart, self.stream)
+            self.decoder = _Engine(Path(decoder_engine), self.runtime, self.logger, trt, self.cudart, self.stream)
+            embedding = check_encoder(*self.encoder.io_shapes(), encoder_engine, img_size)
+            check_decoder(*self.decoder.io_shapes(), decoder_engine, embedding,
+                          TENSORRT_DECODER_INPUTS, TENSORRT_DECODER_OUTPUTS)
+            self.max_points = self.decoder.max_shape("point_coords")[1]
+            self.img_size = int(self.encoder.shape(self.encoder.inputs[0])[-1])
+            output = next(n for n in self.encoder.names if n not in self.encoder.inputs)
+            self.embedding_size = int(self.encoder.shape(output)[-1])
+        except BaseException:
+            self.close()  # a refused engine pair must not keep the other engine and the stream
+            raise
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         with self._lock:
+            self._ensure_open()
             outputs = self.encoder.run({self.encoder.inputs[0]: pixels})
         return next(iter(outputs.values())).astype(np.float32)
 
@@ -258,13 +272,23 @@ class TensorRTBackend:
             raise ValueError(f"{points} prompt points (padding included) but the decoder engine takes at most "
                              f"{self.max_points}; pass fewer points, or rebuild it with a larger profile")
         with self._lock:
+            self._ensure_open()
             outputs = self.decoder.run({name: inputs[name] for name in self.decoder.inputs})
         iou_predictions = outputs["iou_predictions"].astype(np.float32)
         low_res = outputs["low_res_masks"].astype(np.float32)
         image_hw = np.asarray(inputs["orig_im_size"]).astype(np.int64)
         return upscale_masks(low_res, self.img_size, image_hw), iou_predictions, low_res
 
-    def close(self) -> None:
-        self.encoder.close()
-        self.decoder.close()
-        self.cudart.cudaStreamDestroy(self.stream)
+    def _release(self) -> None:
+        """Engines (contexts, buffers) first, then the runtime, its logger and the stream. The plugin
+        library stays registered: TensorRT's registry holds one creator per name for the process."""
+        with self._lock:  # a run in another thread finishes before its buffers go
+            errors = [error for engine in (self.encoder, self.decoder) if engine is not None
+                      for error in engine.close()]
+            self.encoder = self.decoder = self.runtime = self.logger = None
+            if self.stream is not None:
+                errors.append(_error_name(self.cudart.cudaStreamDestroy(self.stream)[0]))
+                self.stream = None
+        errors = [error for error in errors if error]
+        if errors:
+            raise RuntimeError(f"releasing the TensorRT engines' CUDA memory failed: {', '.join(errors)}")

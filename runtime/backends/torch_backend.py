@@ -1,48 +1,44 @@
 """The PyTorch reference backend: the checkpoint itself, run by segment_anything.
 
-Only this module (and the parity check) imports torch, and only when used.
+Imports torch: runtime.backends opens this module only for backend="torch".
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from segment_anything.utils.onnx import SamOnnxModel
+
+from ..reference import load_reference_model
+from ..signature import DECODER_INPUTS
+from .base import Closable
 
 
-class TorchBackend:
+class TorchBackend(Closable):
     name = "torch"
 
     def __init__(self, model, device: str = "cpu"):
-        from segment_anything.utils.onnx import SamOnnxModel
-
         self.device = device
         self.model = model.to(device).eval()
         self.decoder = SamOnnxModel(self.model, return_single_mask=False).eval()
+        self.img_size = int(self.model.image_encoder.img_size)
+        self.embedding_size = int(self.model.prompt_encoder.image_embedding_size[-1])
 
     @classmethod
     def from_checkpoint(cls, checkpoint, device: str = "cpu"):
-        from compress import load_checkpoint
-
-        return cls(load_checkpoint(checkpoint), device)
-
-    @property
-    def img_size(self) -> int:
-        return int(self.model.image_encoder.img_size)
-
-    @property
-    def embedding_size(self) -> int:
-        return int(self.model.prompt_encoder.image_embedding_size[-1])
+        return cls(load_reference_model(checkpoint), device)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
-        import torch
-
+        encoder = self._held(self.model).image_encoder
         with torch.no_grad():
-            return self.model.image_encoder(torch.from_numpy(pixels).to(self.device)).cpu().numpy()
+            return encoder(torch.from_numpy(pixels).to(self.device)).cpu().numpy()
 
     def decode(self, inputs):
-        import torch
-
+        decoder = self._held(self.decoder)
         with torch.no_grad():
-            args = [torch.from_numpy(np.asarray(inputs[name])).to(self.device) for name in (
-                "image_embeddings", "point_coords", "point_labels", "mask_input",
-                "has_mask_input", "orig_im_size")]
-            return tuple(t.cpu().numpy() for t in self.decoder(*args))
+            args = [torch.from_numpy(np.asarray(inputs[name])).to(self.device) for name in DECODER_INPUTS]
+            return tuple(t.cpu().numpy() for t in decoder(*args))
+
+    def _release(self) -> None:
+        # The decoder wraps the model: both references go, so the weights are freed with them.
+        self.model = self.decoder = None
