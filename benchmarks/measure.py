@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from . import fidelity, latency, model_size, peak_memory
 from .plans import TIMED_NOT_IN_QUICK, ModelPlan
-from .variants import ORIGINAL, RECIPES, VARIANTS, Built, build_variant
+from .variants import DEFINITIONS, ORIGINAL, VARIANTS, Built, build_variant
 
 ORT_CPU = "ONNX Runtime CPU"
 
@@ -22,7 +22,7 @@ ORT_CPU = "ONNX Runtime CPU"
 def build_all(plan: ModelPlan, work: Path) -> dict[str, Built]:
     built: dict[str, Built] = {}
     for variant in tqdm(plan.variants, desc=f"build {plan.source.key}", unit="variant"):
-        base = RECIPES[variant].base
+        base = DEFINITIONS[variant].base
         if base and base not in built:
             raise ValueError(f"{variant} starts from {base}: list {base} before it")
         built[variant] = build_variant(variant, plan.source, work, built)
@@ -48,7 +48,7 @@ def _size_ratios(rows: dict) -> None:
 def _latency_rows(plan: ModelPlan, built: dict[str, Built], rows: dict, kernel) -> None:
     """Fills rows[v]['latency'][backend]; runs the agreement on the ONNX Runtime CPU sessions
     (their first encodes are then the warm-up the timing needs anyway)."""
-    image = fidelity.photos(plan.agreement_photos[:1])[plan.agreement_photos[0]]
+    image = fidelity.photographs(plan.agreement_photos[:1])[plan.agreement_photos[0]]
     for spec in latency.backends():
         cells = {}
         runners = {}
@@ -77,7 +77,8 @@ def _agreement(plan: ModelPlan, runners: dict, rows: dict) -> None:
     if ORIGINAL not in runners:
         raise ValueError("agreement needs the original model on ONNX Runtime CPU")
     candidates = {v: r.session for v, r in runners.items() if v != ORIGINAL}
-    results = fidelity.agreement(runners[ORIGINAL].session, candidates, fidelity.photos(plan.agreement_photos))
+    results = fidelity.agreement(runners[ORIGINAL].session, candidates,
+                                 fidelity.photographs(plan.agreement_photos))
     for variant, result in results.items():
         rows[variant]["agreement_miou"] = result["miou"]
     rows[ORIGINAL]["agreement_miou"] = "reference"

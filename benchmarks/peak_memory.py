@@ -14,32 +14,29 @@ after building vit_b), so ru_maxrss is used only where /proc is missing.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import resource
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from skimage import data
+
+from runtime import Session
+
+from .report import REPO, proc_field
 
 
 def _peak_bytes() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # kB
-    except OSError:
-        pass
+    peak = proc_field("/proc/self/status", "VmHWM")  # "123456 kB"
+    if peak is not None:
+        return int(peak.split()[0]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def child(bundle: Path | None, backend: str, photo: str) -> int:
-    import importlib
-
-    from skimage import data
-
-    from runtime import Session
-
     importlib.import_module(backend)  # the backend's library is part of the floor, not of the model
 
     image = getattr(data, photo)()  # loaded before the model, so it is in the floor too
@@ -64,8 +61,6 @@ def measure(bundle: Path | None, backend: str = "onnxruntime", photo: str = "ast
 
 def measure_all(bundles: dict[str, Path], workers: int = 2) -> dict[str, int]:
     """measure() for several bundles, two children at a time: each child's peak is its own."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(workers) as pool:
         return dict(zip(bundles, pool.map(measure, bundles.values())))
 

@@ -15,6 +15,13 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from skimage import data
+
+from compress import seeded_checkpoint
+from compress.demo import DEFAULT_CHECKPOINT
+from compress.slimsam.images import synthetic_images
+from compress.slimsam.settings import SlimSettings
+
 from .variants import VARIANTS, ModelSource
 
 QUICK_VIT_B = ("original", "slimsam-77", "slimsam-77+birkhoff")  # what the issue insists on, and its base
@@ -44,39 +51,20 @@ def _tag(settings, images: str) -> str:
 
 
 def _settings(**values):
-    from compress.slimsam.pipeline import SlimSettings
-
     return lambda: SlimSettings(show_progress=True, **values)
 
 
 def _synthetic(count: int):
-    def images():
-        from compress.slimsam.__main__ import synthetic_images
-
-        return synthetic_images(count)
-    return images
+    return lambda: synthetic_images(count)
 
 
 def _photos(names):
-    def images():
-        from .fidelity import photos
-
-        return list(photos(names).values())
-    return images
+    # scikit-image's, by name: the distillation photographs are not among runtime.parity's standard images.
+    return lambda: [getattr(data, name)() for name in names]
 
 
 def _seeded(work: Path, model_type: str):
-    def checkpoint() -> Path:
-        from export.build import seeded_checkpoint
-
-        return seeded_checkpoint(model_type, work / model_type)
-    return checkpoint
-
-
-def _demo_checkpoint() -> Path:
-    from compress.demo.evaluate import DEFAULT_CHECKPOINT
-
-    return DEFAULT_CHECKPOINT
+    return lambda: seeded_checkpoint(model_type, work / model_type)
 
 
 def demo_plan(quick: bool) -> ModelPlan:
@@ -84,7 +72,7 @@ def demo_plan(quick: bool) -> ModelPlan:
     images, epochs, importance_images = (64, 2, 4) if quick else (192, 4, 16)
     values = dict(importance="disturbed-taylor", importance_images=importance_images, epochs1=epochs,
                   epochs2=epochs, feature_epochs=epochs // 2, alpha_epochs=epochs // 2, batch_size=4, accumulate=1)
-    source = ModelSource("demo", _demo_checkpoint, _synthetic(images), _settings(**values),
+    source = ModelSource("demo", lambda: DEFAULT_CHECKPOINT, _synthetic(images), _settings(**values),
                          _tag(_settings(**values)(), f"synthetic-{images}"))
     val = max(1, images // 20)
     schedule = (f"SlimSAM on the demo model: {images - val} synthetic shape images (+{val} for validation), "

@@ -9,12 +9,20 @@ LATENCY = "latency.png"
 
 
 def _pyplot():
+    # matplotlib (heavy, an extra) on first use; Agg (files only, no display) must be chosen before pyplot loads.
     import matplotlib
 
-    matplotlib.use("Agg")  # files only, no display
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, out: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    _pyplot().close(fig)
+    return out
 
 
 def _fidelity_of(model: dict) -> tuple[str, str]:
@@ -30,7 +38,7 @@ def _number(value) -> bool:
 
 def _plain_log_axis(ax) -> None:
     """Log x axis labelled 1, 2, 5, 10, 20, ... (the default 2x10^0 labels overlap)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # on use, as in _pyplot
 
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -56,10 +64,7 @@ def size_vs_fidelity(models: list[dict], out: Path) -> Path:
         ax.set_ylabel(label)
         ax.set_title(model["label"], fontsize=9)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def latency_bars(models: list[dict], backends: list[str], out: Path) -> Path:
@@ -84,10 +89,7 @@ def latency_bars(models: list[dict], backends: list[str], out: Path) -> Path:
             ax.grid(axis="y", alpha=0.3)
             if measured:
                 ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def write_plots(models: list[dict], backends: list[str], folder: Path) -> list[Path]:

@@ -1,31 +1,50 @@
-"""Small helpers the benchmark pages share: markdown tables, number formats, the machine."""
+"""The one page writer of docs/RESULTS.md and docs/benchmarks/, and what every page shares:
+markdown tables, number formats, the machine.
+
+Every page starts with the same header: what measured it (the command that regenerates
+it), on which machine, when. Pages are written atomically (runtime.atomic), so a killed
+run leaves the old page. Nothing here imports onnx or export: the kernel page is written
+on GPU machines that may lack them.
+"""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
-from export.build import package_versions
 from runtime.atomic import atomic_write
+from runtime.bundle_writer import package_versions
 
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs" / "benchmarks"
+CACHE = REPO / ".cache" / "benchmarks"  # .cache/ is ignored by git
 PACKAGES = ("torch", "onnxruntime", "onnx", "numpy", "torch-pruning", "segment-anything", "tensorrt")
 
 
-def table(headers: list[str], rows: list[list[str]]) -> str:
+class Unmeasurable(Exception):
+    """This machine cannot measure the page (no GPU, say): nothing is written, exit status 2."""
+
+
+@dataclass
+class Page:
+    path: Path
+    title: str
+    intro: str  # what was measured and how, after the header line
+    body: str  # the tables
+    data: dict | None = None  # the rows, written as JSON beside the page when given
+    machine: str | None = None  # the machine in words, where not this one's (the kernel page: its GPU)
+    command: str | None = None  # what regenerates the page, where not the command that wrote it
+
+
+def table(headers: list[str], rows: list[list]) -> str:
     """A markdown table; every cell already formatted."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def write_page(path: Path, title: str, intro: str, table_text: str) -> None:
-    """Print the table, then write `# title`, the intro and the table to `path` (atomically)."""
-    print(table_text)
-    page = "\n".join([f"# {title}", "", intro, "", table_text, ""])
-    atomic_write(path, lambda tmp: Path(tmp).write_text(page))
-    print(f"written to {path}")
 
 
 def fmt(value, spec: str, missing: str = "-") -> str:
@@ -44,40 +63,61 @@ def count(value: float) -> str:
     return f"{value:.0f}"
 
 
-def cpu_model() -> str:
-    """The CPU's model name as the kernel reports it (platform.processor() is often empty)."""
+def proc_field(path: str, key: str) -> str | None:
+    """The value of the `key:` line of a /proc file (cpuinfo, meminfo, self/status), None without /proc."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def memory_gib() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) / 2**20
     except OSError:
         pass
     return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (platform.processor() is often empty)."""
+    return proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine()
+
+
 def gpu_name() -> str | None:
     try:
-        import torch
+        import torch  # optional here: without torch there is no GPU to name
     except ImportError:
         return None
     return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
 def machine() -> dict:
-    memory = memory_gib()
+    memory = proc_field("/proc/meminfo", "MemTotal")  # "24587336 kB"
     return {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "memory_gib": None if memory is None else round(memory, 1),
+        "cpu": cpu_model(), "cores": os.cpu_count(),
+        "memory_gib": None if memory is None else round(int(memory.split()[0]) / 2**20, 1),
         "system": f"{platform.system()} {platform.release()} ({platform.machine()})",
         "gpu": gpu_name(), "versions": package_versions(PACKAGES),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
     }
+
+
+def describe(m: dict) -> str:
+    """One line: CPU, cores, memory, GPU, system and package versions."""
+    memory = "" if m["memory_gib"] is None else f", {m['memory_gib']:.0f} GiB"
+    versions = ", ".join(f"{name} {version}" for name, version in m["versions"].items() if version)
+    return f"{m['cpu']} ({m['cores']} cores{memory}), GPU: {m['gpu'] or 'none'}, {m['system']}; {versions}"
+
+
+def render(page: Page, command: str, where: dict) -> str:
+    header = (f"Measured {where['date']} by `{page.command or command}` on "
+              f"{page.machine or describe(where)}.")
+    return "\n".join([f"# {page.title}", "", header, "", page.intro, "", page.body.rstrip(), ""])
+
+
+def write_page(page: Page, command: str) -> Path:
+    """Print the body, then write the page (and its JSON, when it has data), each atomically."""
+    text = render(page, command, machine())
+    print(page.body)
+    if page.data is not None:
+        data = json.dumps(page.data, indent=2, default=float)
+        atomic_write(page.path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(data))
+    atomic_write(page.path, lambda tmp: Path(tmp).write_text(text))
+    print(f"written to {page.path}")
+    return page.path

@@ -5,11 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from runtime.atomic import atomic_write
-
 from .plots import LATENCY, SIZE_VS_FIDELITY
 from .published import published_table
-from .report import count, fmt, megabytes, table
+from .report import Page, count, megabytes, table
 from .variants import ORIGINAL
 
 HEADLINE = "slimsam-77+birkhoff"
@@ -135,30 +133,25 @@ def model_section(model: dict, backends: list[str], notes: Notes) -> list[str]:
 
 
 def machine_section(results: dict) -> list[str]:
-    m = results["machine"]
-    versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+    """What the header's machine line leaves out: how the run went, and the GPU columns."""
     return [
         "## Machine", "",
-        f"- measured {m['date']} by `{results['command']}`; the whole run took {results['seconds'] / 60:.1f} min "
-        f"({results['cache_note']})",
-        f"- CPU: {m['cpu']}, {m['cores']} cores, {fmt(m['memory_gib'], '.0f')} GiB; {m['system']}; shared with "
-        "other jobs, so absolute times are noisy (hence the interleaving and the ratios)",
-        f"- GPU: {m['gpu'] or 'none (every GPU column says so)'}; {results['gpu_note']}",
-        f"- versions: {versions}",
+        f"- the whole run took {results['seconds'] / 60:.1f} min ({results['cache_note']})",
+        "- the machine in the header is shared with other jobs, so absolute times are noisy (hence the "
+        "interleaving and the ratios)",
+        f"- GPU: {results['machine']['gpu'] or 'none (every GPU column says so)'}; {results['gpu_note']}",
         "- every figure in the tables above was measured on this machine in this run, except compression "
         "times of bundles reused from the cache, measured when they were built (dates in the run's results.json)",
     ]
 
 
-def write_page(results: dict, out: Path, png_folder: Path) -> Path:
+def render(results: dict, out: Path, png_folder: Path) -> Page:
+    """The page for `out`, its plots in `png_folder`."""
     notes = Notes()
     backends = results["backends"]
     models = results["models"]
     rel = os.path.relpath(png_folder, out.parent)
-    lines = ["# Results: the original model and every variant, side by side", "",
-             f"Produced by `{results['command']}` ({results['machine']['date']}); nothing on this page is "
-             "typed by hand. Published figures of others are in their own table at the end.", ""]
-    lines += headline(models) + [""]
+    lines = headline(models) + [""]
     lines += ["How to read:",
               "- every ratio is against the original model measured in the same run, same backend (original = 1.00x);",
               "- params and MACs are the image encoder's, from the architecture (a HyperLinear counts as the Linear it "
@@ -180,5 +173,6 @@ def write_page(results: dict, out: Path, png_folder: Path) -> Path:
     lines += ["## Published figures (theirs, not measured here)", "",
               "Other hardware, data and metrics: not comparable number for number with the tables above.", "",
               published_table(), ""]
-    atomic_write(out, lambda tmp: Path(tmp).write_text("\n".join(lines)))
-    return out
+    return Page(out, "Results: the original model and every variant, side by side",
+                "Nothing on this page is typed by hand. Published figures of others are in their own table at the end.",
+                "\n".join(lines))

@@ -1,78 +1,68 @@
-"""One command, every variant side by side: docs/RESULTS.md and its plots.
+"""Every benchmark page of samedge, from one command.
 
-    python -m benchmarks.run [--quick] [--out docs/RESULTS.md] [--work .cache/benchmarks] [--fresh]
+    python -m benchmarks.run [--quick] [--out docs/RESULTS.md] [--work DIR] [--fresh]   # the results page
+    python -m benchmarks.run PAGE [options]        # one focused page in docs/benchmarks/
+    python -m benchmarks.run PAGE --help           # what PAGE measures, and its options
 
-Builds (or takes from the work directory) the original model and every variant of the
-bundled demo model and of the full-size vit_b architecture (seeded weights), then
-measures sizes, MACs, fidelity, latency on every backend present and peak memory, all
-in this one run, and writes the page and the PNGs next to it (docs/results/). --quick
-finishes in under 10 minutes on a 2-core CPU from a cold cache: fewer repeats and
-images, and on vit_b only the original, slimsam-77 and slimsam-77+birkhoff; every cell
-it leaves out says why. See benchmarks/plans.py for what each form measures.
+Each page is measured by a small module of this package that returns its rows, and written
+by report.write_page: atomically, under a header naming this command, the machine and
+the date.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import shlex
-import shutil
 import sys
-import time
-from pathlib import Path
+from typing import NamedTuple
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "docs" / "RESULTS.md"
-DEFAULT_WORK = REPO / ".cache" / "benchmarks"  # .cache/ is ignored by git
+from .report import Unmeasurable, write_page
 
 
-def run_benchmark(kind: str, out: Path, work: Path, command: str, fresh: bool = False,
-                  png_folder: Path | None = None) -> dict:
-    """Measure every model of the `kind` plan ('quick', 'full' or 'tiny'); write the page, PNGs
-    and results.json (in `work`); return the results."""
-    from . import latency, peak_memory
-    from .measure import measure_model
-    from .plans import plans
-    from .plots import write_plots
-    from .report import machine
-    from .results_page import write_page
+class Form(NamedTuple):
+    module: str  # measures the page: add_arguments(parser) (where it has options) and measure(args)
+    summary: str
 
-    began = time.perf_counter()
-    model_plans = plans(kind, work)
-    if fresh:
-        for plan in model_plans:
-            shutil.rmtree(work / plan.source.key, ignore_errors=True)
-    kernel, gpu_note = latency.fused_kernel(work / "kernel")
-    run_start = time.time()
-    models = [measure_model(plan, work, kernel) for plan in model_plans]
-    reused = sum(1 for m in models for b in m["built"].values()
-                 if time.mktime(time.strptime(b["built_at"], "%Y-%m-%dT%H:%M:%S")) < run_start)
-    results = {
-        "command": command, "kind": kind, "machine": machine(), "gpu_note": gpu_note,
-        "backends": [spec.name for spec in latency.backends()],
-        "memory_floor_bytes": peak_memory.measure(None), "models": models,
-        "cache_note": "every bundle built in this run" if reused == 0 else
-        f"{reused} bundle(s) reused from the cache in {work}; --fresh rebuilds them",
-    }
-    results["seconds"] = time.perf_counter() - began
-    png_folder = png_folder or out.parent / "results"
-    write_plots(models, results["backends"], png_folder)
-    write_page(results, out, png_folder)
-    work.mkdir(parents=True, exist_ok=True)
-    (work / f"results-{kind}.json").write_text(json.dumps(results, indent=2, default=str))
-    return results
+
+RESULTS = "results"
+FORMS = {
+    RESULTS: Form("benchmarks.results", "docs/RESULTS.md: every variant side by side (the default)"),
+    "weight-error": Form("benchmarks.weight_error", "Birkhoff vs int8/int4 weight error; the UNIT_RMS sweep"),
+    "session-open": Form("benchmarks.session_open", "what checking a bundle's hashes adds to opening it"),
+    "slimsam-size": Form("benchmarks.slimsam_size", "SlimSAM widths, parameters and MACs from vit_b"),
+    "slimsam-demo": Form("benchmarks.slimsam_demo", "SlimSAM-50 on the demo model, per stage and importance"),
+    "slimsam-step-time": Form("benchmarks.slimsam_step_time", "SlimSAM's step time and the paper schedule's cost"),
+    "tensorrt-files": Form("benchmarks.tensorrt_files", "the TensorRT-bound ONNX files run by ONNX Runtime"),
+    "hyperlinear-kernel": Form("benchmarks.hyperlinear_kernel", "the HyperLinear CUDA kernel vs cuBLAS (GPU)"),
+}
+
+
+def _pages() -> str:
+    return "pages:\n" + "\n".join(f"  {name:<20} {form.summary}" for name, form in FORMS.items())
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="the under-10-minutes form (see benchmarks/plans.py)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the page; PNGs go to results/ beside it")
-    parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="cache of built bundles")
-    parser.add_argument("--fresh", action="store_true", help="rebuild every bundle instead of reusing the cache")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = argv.pop(0) if argv and not argv[0].startswith("-") else RESULTS
+    if name not in FORMS:
+        print(f"unknown page {name!r}\n{_pages()}", file=sys.stderr)
+        return 2
+    # Imported on use: each page needs its own packages (hyperlinear-kernel a GPU machine's torch, not onnx).
+    module = importlib.import_module(FORMS[name].module)
+    prog = "python -m benchmarks.run" + ("" if name == RESULTS else f" {name}")
+    parser = argparse.ArgumentParser(prog=prog, description=module.__doc__, epilog=_pages() if name == RESULTS else None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    if hasattr(module, "add_arguments"):  # a page measured one fixed way has no options
+        module.add_arguments(parser)
     args = parser.parse_args(argv)
-    command = "python -m benchmarks.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    results = run_benchmark("quick" if args.quick else "full", args.out, args.work, command.strip(), args.fresh)
-    print(f"wrote {args.out} and its plots in {results['seconds'] / 60:.1f} min")
+    try:
+        page = module.measure(args)
+    except Unmeasurable as why:
+        print(why, file=sys.stderr)
+        return 2
+    if page is not None:  # None: the form wrote what was asked elsewhere (hyperlinear-kernel --no-page)
+        write_page(page, " ".join([prog, *map(shlex.quote, argv)]))
     return 0
 
 

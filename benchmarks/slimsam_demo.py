@@ -1,6 +1,6 @@
 """SlimSAM-50 on the bundled demo model: mIoU at every stage, per importance criterion.
 
-    python -m benchmarks.slimsam_demo [--images 384] [--epochs 6] [--count 200]
+    python -m benchmarks.run slimsam-demo [--images 384] [--epochs 6] [--count 200]
 
 For disturbed Taylor, plain Taylor and random importance, in this one process: prune
 at 0.5 (both steps), distil on synthetic shape images (unlabelled: the teacher gives
@@ -11,25 +11,35 @@ Also records the wall time per step. Writes docs/benchmarks/slimsam-demo.md (+ .
 
 from __future__ import annotations
 
-import argparse
-import datetime
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from .report import write_page
+from compress.checkpoint import load_checkpoint
+from compress.demo import DEFAULT_CHECKPOINT
+from compress.demo.evaluate import evaluate
+from compress.slimsam.images import preprocess_images, synthetic_images
+from compress.slimsam.pipeline import slim
+from compress.slimsam.settings import SlimSettings
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "slimsam-demo.md"
+from .report import DOCS, Page, table
+
 STAGES = ("pruned-1", "distilled-1", "pruned-2", "distilled-2")
+IMPORTANCES = ("disturbed-taylor", "taylor", "random")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--images", type=int, default=384, help="synthetic training images")
+    parser.add_argument("--val", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=6, help="epochs of each distillation step")
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--importance-images", type=int, default=128)
+    parser.add_argument("--count", type=int, default=200, help="held-out images for mIoU")
 
 
 def run(kind: str, sam, images, val_images, args, work: Path) -> dict:
-    from compress.demo.evaluate import evaluate
-    from compress.slimsam.pipeline import SlimSettings, slim
-
     began = time.perf_counter()
     marks = {}
 
@@ -47,47 +57,26 @@ def run(kind: str, sam, images, val_images, args, work: Path) -> dict:
             "step1_log": settings.log["step1_log"], "step2_log": settings.log["step2_log"], "marks": marks}
 
 
-def main(argv=None) -> int:
-    from compress.checkpoint import load_checkpoint
-    from compress.demo.evaluate import DEFAULT_CHECKPOINT, evaluate
-    from compress.slimsam.__main__ import synthetic_images
-    from compress.slimsam.pipeline import preprocess_images
+def _delta(metrics: dict, baseline: dict) -> str:
+    return (f"{(metrics['point_miou'] - baseline['point_miou']) * 100:+.2f} / "
+            f"{(metrics['box_miou'] - baseline['box_miou']) * 100:+.2f}")
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=384, help="synthetic training images")
-    parser.add_argument("--val", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=6, help="epochs of each distillation step")
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--importance-images", type=int, default=128)
-    parser.add_argument("--count", type=int, default=200, help="held-out images for mIoU")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(2)
+
+def measure(args) -> Page:
+    torch.set_num_threads(2)  # as the page was measured: two threads on any machine keep reruns comparable
     sam = load_checkpoint(DEFAULT_CHECKPOINT)
     tensors = preprocess_images(synthetic_images(args.images + args.val), sam.config)
     images, val_images = tensors[: args.images], tensors[args.images:]
     baseline = evaluate(sam, count=args.count, show_progress=False)
-    rows = []
     with tempfile.TemporaryDirectory() as work:
-        for kind in ("disturbed-taylor", "taylor", "random"):
-            rows.append(run(kind, sam, images, val_images, args, Path(work)))
-    lines = ["| importance | stage | point mIoU | box mIoU | delta vs unpruned (point / box) |",
-             "|---|---|---|---|---|",
-             f"| - | unpruned | {baseline['point_miou']:.4f} | {baseline['box_miou']:.4f} | |"]
-    for r in rows:
-        for stage, m in r["stages"].items():
-            lines.append(f"| {r['importance']} | {stage} | {m['point_miou']:.4f} | {m['box_miou']:.4f} | "
-                         f"{(m['point_miou'] - baseline['point_miou']) * 100:+.2f} / "
-                         f"{(m['box_miou'] - baseline['box_miou']) * 100:+.2f} |")
-    DOCS.with_suffix(".json").write_text(json.dumps({"baseline": baseline, "runs": rows}, indent=2, default=float))
-    write_page(DOCS, "SlimSAM-50 on the demo model",
-               f"Measured {datetime.date.today()} with `python -m benchmarks.slimsam_demo --images {args.images} "
-               f"--epochs {args.epochs} --lr {args.lr}` on this 2-core CPU: {args.images} synthetic training "
-               f"images, {args.val} for validation, {args.epochs} + {args.epochs} epochs (batch 4), importance "
-               f"from {args.importance_images} images; mIoU on {args.count} held-out images (docs/demo-model.md). "
-               "Wall time per run: " + ", ".join(f"{r['importance']} {r['seconds']:.0f} s" for r in rows) + ".",
-               "\n".join(lines))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        runs = [run(kind, sam, images, val_images, args, Path(work)) for kind in IMPORTANCES]
+    rows = [["-", "unpruned", f"{baseline['point_miou']:.4f}", f"{baseline['box_miou']:.4f}", ""]]
+    rows += [[r["importance"], stage, f"{m['point_miou']:.4f}", f"{m['box_miou']:.4f}", _delta(m, baseline)]
+             for r in runs for stage, m in r["stages"].items()]
+    intro = (f"{args.images} synthetic training images, {args.val} for validation, {args.epochs} + {args.epochs} "
+             f"epochs (batch 4, lr {args.lr:g}), importance from {args.importance_images} images; mIoU on "
+             f"{args.count} held-out images (docs/demo-model.md). Wall time per run: "
+             + ", ".join(f"{r['importance']} {r['seconds']:.0f} s" for r in runs) + ".")
+    body = table(["importance", "stage", "point mIoU", "box mIoU", "delta vs unpruned (point / box)"], rows)
+    return Page(DOCS / "slimsam-demo.md", "SlimSAM-50 on the demo model", intro, body,
+                data={"baseline": baseline, "runs": runs})

@@ -16,7 +16,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from compress.recipe import Recipe, parse_recipe
+from export.build import build_bundle
+from export.quantize import quantize_bundle
 from runtime.atomic import atomic_write
+from runtime.bundle import open_bundle
 
 ORIGINAL = "original"
 VARIANTS = (ORIGINAL, "birkhoff-reference", "birkhoff-scaled", "slimsam-50", "slimsam-77",
@@ -24,30 +28,30 @@ VARIANTS = (ORIGINAL, "birkhoff-reference", "birkhoff-scaled", "slimsam-50", "sl
 
 
 @dataclass(frozen=True)
-class Recipe:
-    compress: str | None = None  # an export.build compression
-    birkhoff_variant: str = "reference"
+class Variant:
+    recipe: Recipe | None = None  # what export.build compresses with (None: nothing)
     quantize: str | None = None  # an export.quantize method, applied to `base`'s bundle
     base: str | None = None  # the variant this one starts from (None: the original checkpoint)
 
 
-RECIPES = {
-    ORIGINAL: Recipe(),
-    "birkhoff-reference": Recipe("birkhoff", "reference"),
-    "birkhoff-scaled": Recipe("birkhoff", "scaled"),
-    "slimsam-50": Recipe("slimsam-50"),
-    "slimsam-77": Recipe("slimsam-77"),
+DEFINITIONS = {
+    ORIGINAL: Variant(),
+    "birkhoff-reference": Variant(parse_recipe("birkhoff", "reference")),
+    "birkhoff-scaled": Variant(parse_recipe("birkhoff", "scaled")),
+    "slimsam-50": Variant(parse_recipe("slimsam-50")),
+    "slimsam-77": Variant(parse_recipe("slimsam-77")),
     # The two stages of `--compress slimsam-77+birkhoff`, run on slimsam-77's checkpoint so
     # that one pruning and distillation serves both rows.
-    "slimsam-77+birkhoff": Recipe("birkhoff", "reference", base="slimsam-77"),
-    "int8": Recipe(quantize="int8", base=ORIGINAL),
-    "int4": Recipe(quantize="int4", base=ORIGINAL),
+    "slimsam-77+birkhoff": Variant(parse_recipe("birkhoff", "reference"), base="slimsam-77"),
+    "int8": Variant(quantize="int8", base=ORIGINAL),
+    "int4": Variant(quantize="int4", base=ORIGINAL),
 }
 
 
 def uses_slimsam(variant: str) -> bool:
-    recipe = RECIPES[variant]
-    return "slimsam" in (recipe.compress or "") or (recipe.base is not None and uses_slimsam(recipe.base))
+    definition = DEFINITIONS[variant]
+    return ((definition.recipe is not None and definition.recipe.needs_images)
+            or (definition.base is not None and uses_slimsam(definition.base)))
 
 
 @dataclass
@@ -57,7 +61,7 @@ class ModelSource:
     key: str  # cache directory name: "demo", "vit_b", "tiny"
     checkpoint: Callable[[], Path]  # the original checkpoint (made on first call, e.g. seeded weights)
     slim_images: Callable[[], list]  # uint8 RGB arrays SlimSAM distils on
-    slim_settings: Callable[[], object]  # a fresh compress.slimsam.pipeline.SlimSettings
+    slim_settings: Callable[[], object]  # a fresh compress.slimsam.settings.SlimSettings
     slim_tag: str  # names the SlimSAM schedule, so a changed schedule is rebuilt, not reused
 
 
@@ -100,36 +104,32 @@ def build_variant(variant: str, source: ModelSource, work: Path, built: dict[str
         cached = Built.from_json(record.read_text())
         # The work directory may have moved since: the bundle is the one beside the record.
         return dataclasses.replace(cached, bundle=directory, checkpoint=_torch_checkpoint(directory))
-    recipe = RECIPES[variant]
+    definition = DEFINITIONS[variant]
     began = time.perf_counter()
-    if recipe.quantize:
-        compression_seconds = _quantize(built[recipe.base], directory, recipe.quantize)
+    if definition.quantize:
+        compression_seconds = _quantize(built[definition.base], directory, definition.quantize)
     else:
-        compression_seconds = _build(recipe, source, directory, built)
+        compression_seconds = _build(definition, source, directory, built)
     result = Built(variant, directory, _torch_checkpoint(directory), compression_seconds,
                    time.perf_counter() - began, datetime.datetime.now().isoformat(timespec="seconds"))
     atomic_write(record, lambda tmp: Path(tmp).write_text(result.to_json()))
     return result
 
 
-def _build(recipe: Recipe, source: ModelSource, out: Path, built: dict[str, Built]) -> float:
-    from export.build import build_bundle
-
-    start = built[recipe.base] if recipe.base else None
+def _build(definition: Variant, source: ModelSource, out: Path, built: dict[str, Built]) -> float:
+    start = built[definition.base] if definition.base else None
     checkpoint = start.checkpoint if start else source.checkpoint()
-    slimming = "slimsam" in (recipe.compress or "")
+    recipe = definition.recipe
+    if recipe is not None and recipe.needs_images:
+        recipe = recipe.with_images(source.slim_images(), source.slim_settings())
     # Parity is skipped: the fidelity measurements of the run compare every variant anyway.
-    build_bundle(out, "cpu", checkpoint, run_parity=False, overwrite=True, compress=recipe.compress,
-                 variant=recipe.birkhoff_variant, slimsam_images=source.slim_images() if slimming else None,
-                 slimsam_settings=source.slim_settings() if slimming else None)
-    compression = json.loads((out / "manifest.json").read_text())["compression"]
+    build_bundle(out, "cpu", checkpoint, run_parity=False, overwrite=True, recipe=recipe)
+    compression = open_bundle(out).manifest["compression"]
     own = 0.0 if compression is None else compression["seconds"]
     return own + (start.compression_seconds if start else 0.0)
 
 
 def _quantize(base: Built, out: Path, method: str) -> float:
-    from export.quantize import quantize_bundle
-
     began = time.perf_counter()
     quantize_bundle(base.bundle, out, method, overwrite=True)
     return time.perf_counter() - began
@@ -138,7 +138,5 @@ def _quantize(base: Built, out: Path, method: str) -> float:
 def _torch_checkpoint(bundle: Path) -> Path | None:
     """The checkpoint the bundle's model is; None when the ONNX files are not that model
     (a quantised bundle's manifest still names its fp32 source)."""
-    from runtime.bundle import open_bundle
-
     opened = open_bundle(bundle)
     return None if opened.manifest.get("quantization") else opened.checkpoint

@@ -24,8 +24,8 @@
 # Environment: PYTHON (default: the first of .venv/bin/python, python3, python whose torch
 # sees a GPU), GPU_CHECK_WORK (work folder, default a new temporary one), GPU_CHECK_BUDGET_S,
 # GPU_CHECK_OUT (default $OUT when set: the page, the JSON results and the logs are copied
-# there). Packages the chosen Python lacks (segment_anything, tqdm, safetensors, Pillow,
-# pytest) are linked in from .venv/lib/python3.*/site-packages when that folder is there,
+# there). Packages the chosen Python lacks (segment_anything, onnxruntime, tqdm, safetensors,
+# Pillow, pytest) are linked in from .venv/lib/python3.*/site-packages when that folder is there,
 # e.g. carried alone to a machine whose Python has torch but not segment_anything.
 set -o pipefail
 
@@ -97,6 +97,7 @@ link_missing tqdm tqdm
 link_missing safetensors safetensors
 link_missing PIL PIL pillow.libs
 link_missing segment_anything segment_anything
+link_missing onnxruntime onnxruntime  # runtime (which compress imports) opens ONNX Runtime
 link_missing pytest pytest _pytest pluggy iniconfig py.py packaging
 export PYTHONPATH="$PYTHONPATH:$WORK/site"
 
@@ -116,9 +117,9 @@ step_command() {  # the command of step $1 given its time limit $2
         echo "$PY -m plugins.hyperlinear.kernel_checks sanitize --tool $1 --timeout $((limit - 15))" \
              "--json $RESULTS/$1.json --log $LOGS/$1-sanitizer.log" ;;
     bitexact) echo "$PY -m plugins.hyperlinear.kernel_checks bitexact --json $RESULTS/bitexact.json" ;;
-    bench) echo "$PY -m benchmarks.hyperlinear_kernel --repeats 30 --inner 10 --no-page --json $RESULTS/bench.json" ;;
+    bench) echo "$PY -m benchmarks.run hyperlinear-kernel --repeats 30 --inner 10 --no-page --json $RESULTS/bench.json" ;;
     demo) echo "$PY -m plugins.hyperlinear.kernel_checks demo --count 16 --json $RESULTS/demo.json" ;;
-    page) echo "$PY -m benchmarks.hyperlinear_kernel --page-from $RESULTS" ;;
+    page) echo "$PY -m benchmarks.run hyperlinear-kernel --page-from $RESULTS" ;;
     esac
 }
 

@@ -1,21 +1,25 @@
-"""benchmarks.run on the tiny SAM: every variant built and measured, the page and PNGs written."""
+"""The results page on the tiny SAM: every variant built and measured, the page and PNGs written."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from benchmarks.plans import TINY_VARIANTS
+from benchmarks.report import write_page
+from benchmarks.results import run_benchmark
 from benchmarks.variants import ORIGINAL, VARIANTS
+from compress import load_checkpoint, parameter_count
+from compress.birkhoff.hyper_linear import HyperLinear
+from plugins.hyperlinear.torch_op import FusedHyperLinear, use_fused_kernel
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from benchmarks.run import run_benchmark
-
     root = tmp_path_factory.mktemp("benchmark")
-    page = root / "RESULTS.md"
-    results = run_benchmark("tiny", page, root / "work", "pytest", png_folder=root / "results")
-    return results, page.read_text(), root
+    results, page = run_benchmark("tiny", root / "RESULTS.md", root / "work", png_folder=root / "results")
+    write_page(page, "pytest")
+    return results, page.path.read_text(), root
 
 
 def _model(results):
@@ -23,8 +27,10 @@ def _model(results):
     return model
 
 
-def test_page_has_a_row_for_every_variant_in_every_table(run):
+def test_page_has_the_header_and_a_row_for_every_variant_in_every_table(run):
     _, page, _ = run
+    assert page.startswith("# Results: the original model and every variant, side by side\n\nMeasured ")
+    assert "by `pytest` on " in page.splitlines()[2]
     tables = page.count("| variant |")
     assert tables == 4  # size, fidelity + memory, encoder latency, decoder latency
     for variant in VARIANTS:
@@ -59,9 +65,6 @@ def test_latency_ratios_are_against_the_original_of_the_same_run(run):
 
 
 def test_size_ratios_and_counts(run):
-    from compress import load_checkpoint
-    from export.build import parameter_count
-
     results, _, _ = run
     rows = _model(results)["rows"]
     assert rows[ORIGINAL]["onnx_ratio"] == 1.0
@@ -89,8 +92,6 @@ def test_fidelity_and_memory_are_filled(run):
 
 
 def test_empty_cells_say_why(run):
-    import torch
-
     results, page, _ = run
     rows = _model(results)["rows"]
     assert rows["int8"]["latency"]["torch CPU"].startswith("n/a: an ONNX Runtime quantisation")
@@ -98,18 +99,14 @@ def test_empty_cells_say_why(run):
         assert rows[ORIGINAL]["latency"]["torch CUDA"] == "no GPU on this machine"
         assert "no GPU on this machine" in page
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt  # optional: imported here so the test runs where TensorRT is not installed
     except ImportError:
+        tensorrt = None
+    if tensorrt is None:
         assert rows[ORIGINAL]["latency"]["TensorRT"] == "not installed"
 
 
 def test_fused_hyperlinear_swap_keeps_cpu_outputs(run):
-    import torch
-
-    from compress import load_checkpoint
-    from compress.birkhoff.hyper_linear import HyperLinear
-    from plugins.hyperlinear.torch_op import FusedHyperLinear, use_fused_kernel
-
     results, _, _ = run
     bundle = _model(results)["built"]["birkhoff-reference"]["bundle"]
     model = load_checkpoint(f"{bundle}/model.birkhoff.safetensors")

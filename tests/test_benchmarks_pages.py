@@ -1,0 +1,170 @@
+"""The benchmark pages' shared machinery: the one page writer, the dispatch of page names by
+`python -m benchmarks.run PAGE`, the timing helper, and the forms that need no heavy run."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import run
+from benchmarks.fidelity import photographs
+from benchmarks.latency import interleaved
+from benchmarks.report import Page, machine, write_page
+from benchmarks.slimsam_step_time import gpu_estimate
+from runtime.parity import standard_images
+
+
+def test_page_has_the_header_and_json_and_is_replaced_whole(tmp_path):
+    path = tmp_path / "page.md"
+    path.write_text("old page\n")
+    write_page(Page(path, "A title", "What was measured.", "| a |\n|---|\n| 1 |", data={"rows": [1]}), "the command")
+    text = path.read_text()
+    lines = text.splitlines()
+    assert lines[0] == "# A title"
+    assert lines[2].startswith("Measured ") and "by `the command` on " in lines[2]
+    assert machine()["cpu"] in lines[2]
+    assert lines[4] == "What was measured."
+    assert text.endswith("| 1 |\n")
+    assert json.loads(path.with_suffix(".json").read_text()) == {"rows": [1]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["page.json", "page.md"]  # no temporary files left
+
+
+def test_page_may_name_its_own_command_and_machine(tmp_path):
+    path = write_page(Page(tmp_path / "p.md", "T", "I", "B", machine="a GPU", command="bash scripts/x.sh"), "run")
+    assert "by `bash scripts/x.sh` on a GPU." in path.read_text()
+
+
+def test_interrupted_write_leaves_the_old_page(tmp_path, monkeypatch):
+    path = tmp_path / "page.md"
+    path.write_text("old page\n")
+    real_write_text = Path.write_text
+
+    def half_then_fail(self, text, *args, **kwargs):
+        real_write_text(self, text[: len(text) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", half_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        write_page(Page(path, "New", "intro", "body " * 100), "cmd")
+    monkeypatch.undo()
+    assert path.read_text() == "old page\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["page.md"]
+
+
+@pytest.fixture
+def fake_form(monkeypatch, tmp_path):
+    """A page form registered under 'fake', writing to tmp_path/fake.md."""
+    module = types.ModuleType("fake_form")
+    module.__doc__ = "A fake page."
+    seen = {}
+
+    def add_arguments(parser):
+        parser.add_argument("--value", type=int, default=1)
+
+    def measure(args):
+        seen["value"] = args.value
+        return Page(tmp_path / "fake.md", "Fake", f"value {args.value}", "body")
+
+    module.add_arguments, module.measure = add_arguments, measure
+    monkeypatch.setitem(sys.modules, "fake_form", module)
+    monkeypatch.setitem(run.FORMS, "fake", run.Form("fake_form", "a fake page"))
+    return seen
+
+
+def test_a_page_name_runs_its_form_and_the_header_names_the_command(fake_form, tmp_path):
+    assert run.main(["fake", "--value", "3"]) == 0
+    assert fake_form["value"] == 3
+    text = (tmp_path / "fake.md").read_text()
+    assert "by `python -m benchmarks.run fake --value 3` on " in text
+    assert "value 3" in text
+
+
+def test_unknown_page_is_refused_with_the_list(capsys):
+    assert run.main(["no-such-page"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown page 'no-such-page'" in err
+    for name in run.FORMS:
+        assert name in err
+
+
+@pytest.mark.parametrize("name", sorted(run.FORMS))
+def test_every_page_form_parses_its_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(([] if name == run.RESULTS else [name]) + ["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: python -m benchmarks.run{'' if name == run.RESULTS else ' ' + name}" in out
+    if name == run.RESULTS:
+        assert all(page in out for page in run.FORMS)  # the results page's help lists the others
+
+
+def test_interleaved_warms_up_untimed_and_rotates():
+    order = []
+    calls = {name: (lambda name=name: order.append(name)) for name in "abc"}
+    runs = interleaved(calls, repeats=3, warmup=2)
+    assert order[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up, not timed
+    assert order[6:] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert {name: len(times) for name, times in runs.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t >= 0 for times in runs.values() for t in times)
+
+
+def test_interleaved_stride_keeps_groups_together():
+    order = []
+    calls = {(variant, part): (lambda key=(variant, part): order.append(key))
+             for variant in "ab" for part in ("encoder", "decoder")}
+    interleaved(calls, repeats=2, warmup=0, stride=2)
+    assert order == [("a", "encoder"), ("a", "decoder"), ("b", "encoder"), ("b", "decoder"),
+                     ("b", "encoder"), ("b", "decoder"), ("a", "encoder"), ("a", "decoder")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="measures for real where a GPU exists")
+def test_kernel_page_without_a_gpu_writes_nothing(tmp_path, capsys):
+    page = tmp_path / "kernel.md"
+    assert run.main(["hyperlinear-kernel", "--page", str(page)]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert not page.exists()
+
+
+def test_kernel_page_from_gpu_check_results(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "info.json").write_text(json.dumps({"gpu": "Some GPU", "capability": "9.0", "sms": 132,
+                                                   "kernel_archs": ["90"]}))
+    (results / "bench.json").write_text(json.dumps({"status": "passed", "repeats": 3, "inner": 2, "rows": [
+        {"in": 768, "out": 768, "m": 1, "dtype": "float16", "fused_ms": 0.01, "cublas_ms": 0.02, "ratio": 0.5}]}))
+    (results / "memcheck.json").write_text(json.dumps({"status": "failed", "reason": "timed out"}))
+    (results / "steps.tsv").write_text("info\tpassed\t1\nbench\tpassed\t9\n")
+    page = tmp_path / "kernel.md"
+    assert run.main(["hyperlinear-kernel", "--page-from", str(results), "--page", str(page)]) == 0
+    text = page.read_text()
+    assert "by `bash scripts/gpu_check.sh` on Some GPU (compute capability 9.0, 132 SMs)" in text
+    assert "| 768 x 768 | 1 | float16 | 0.0100 | 0.0200 | 0.50 |" in text
+    assert "| memcheck | failed: timed out |" in text
+    assert "Not run (the build wrote no result; see the step table)." in text
+    assert "| bench | passed | 9 |" in text
+
+
+def test_kernel_page_needs_gpu_check_info(tmp_path, capsys):
+    assert run.main(["hyperlinear-kernel", "--page-from", str(tmp_path), "--page", str(tmp_path / "k.md")]) == 2
+    assert "no info.json" in capsys.readouterr().err
+    assert not (tmp_path / "k.md").exists()
+
+
+def test_gpu_estimate_is_the_one_docs_slimsam_md_cites():
+    text = gpu_estimate(cpu_hours=18552)
+    for figure in ("about 2.6 TFLOP", "teacher forward 486G MACs", "about 0.13 s per image-step",
+                   "about 43 GPU-hours", "(18552 hours)"):
+        assert figure in text, figure
+
+
+def test_agreement_photographs_are_runtime_parity_s():
+    images = photographs(["coffee", "astronaut"])
+    assert list(images) == ["coffee", "astronaut"]
+    assert (images["coffee"] == standard_images()["coffee"]).all()
+    with pytest.raises(ValueError, match="not among runtime.parity's standard images"):
+        photographs(["rocket"])
