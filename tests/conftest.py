@@ -6,22 +6,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from skimage import data
+
+from compress import seeded_checkpoint
+from compress.demo import DEFAULT_CHECKPOINT as DEMO_CHECKPOINT
+from export.build import build_bundle
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO_CHECKPOINT = REPO / "compress" / "weights" / "demo_sam.safetensors"
 
 
 def _seeded_checkpoint(tmp_path_factory, model_type: str) -> Path:
-    from compress import build_sam, save_checkpoint
-
-    path = tmp_path_factory.mktemp(model_type) / f"{model_type}_seed0.safetensors"
-    save_checkpoint(build_sam(model_type, seed=0), path)
-    return path
+    return seeded_checkpoint(model_type, tmp_path_factory.mktemp(model_type))
 
 
 def _bundle(tmp_path_factory, name: str, checkpoint: Path) -> Path:
-    from export.build import build_bundle
-
     out = tmp_path_factory.mktemp("bundles") / f"{name}-cpu"
     build_bundle(out, "cpu", checkpoint, run_parity=False)
     return out
@@ -55,6 +53,4 @@ def vit_b_bundle(tmp_path_factory, vit_b_checkpoint) -> Path:
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
-    from skimage import data
-
     return {name: getattr(data, name)() for name in ("astronaut", "coffee", "chelsea")}

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,11 +22,17 @@ from typing import Callable
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from compress import build_sam, load_checkpoint, save_checkpoint
+from compress.birkhoff.model import compress_model
+from compress.birkhoff.storage import save_compressed
+from compress.slimsam.pipeline import slim
+from compress.slimsam.settings import SlimSettings
 from export.build import build_bundle
 from runtime import Session
+from runtime.bundle_writer import prepare_target
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "compress" / "weights" / "demo_sam.safetensors"
@@ -157,8 +164,6 @@ def without_write_access(ctx: Context, target: str, overwrite: bool):
     """prepare_target for `place/<target>` as a user who may not change `place` (a read-only folder
     holding a copy of the tiny bundle, `b`): nobody when we are root (root may write anywhere),
     else ourselves after chmod -w. Runs in a forked child; its verdict comes back as the error."""
-    import tempfile
-
     place = Path(tempfile.mkdtemp(dir="/tmp"))  # not below pytest's private tmp: nobody must reach it
     try:
         shutil.copytree(ctx.bundle, place / "b")
@@ -172,8 +177,6 @@ def without_write_access(ctx: Context, target: str, overwrite: bool):
                 if os.geteuid() == 0:
                     os.setgid(65534)
                     os.setuid(65534)
-                from export.staging import prepare_target
-
                 prepare_target(place / target, overwrite=overwrite)
                 verdict = "accepted"
             except Exception as err:
@@ -200,8 +203,6 @@ def quantize_truncated(ctx: Context):
 
 
 def predict_cli(ctx: Context, out: Path, *extra):
-    from PIL import Image
-
     image = ctx.tmp / "in.png"
     Image.fromarray(IMAGE).save(image)
     return cli("runtime.predict", ctx.bundle, image, "--point", "30,20", "--out", out, *extra)
@@ -222,8 +223,6 @@ def parity_with_another_model(ctx: Context):
 
 
 def _float_image():
-    from PIL import Image
-
     return Image.fromarray(np.random.default_rng(1).random((48, 64), dtype=np.float32), mode="F")
 
 
@@ -234,17 +233,12 @@ def _many_points() -> np.ndarray:
 
 
 def _compressed(ctx: Context) -> Path:
-    from compress.birkhoff.model import compress_model
-    from compress.birkhoff.storage import save_compressed
-
     path = ctx.tmp / "tiny.birkhoff.safetensors"
     save_compressed(compress_model(load_checkpoint(ctx.checkpoint), show_progress=False), path)
     return path
 
 
 def _slim_a_compressed_model(ctx: Context):
-    from compress.slimsam.pipeline import SlimSettings, slim
-
     model = load_checkpoint(_compressed(ctx))
     images = [torch.zeros(1, 3, 64, 64)] * 3
     return slim(model, images[:2], images[2:], SlimSettings(), ctx.tmp / "work")

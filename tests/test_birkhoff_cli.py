@@ -5,9 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from compress import load_checkpoint
+from compress import build_sam, load_checkpoint
 from compress.birkhoff.__main__ import main as birkhoff_main
 from compress.birkhoff.hyper_linear import HyperLinear
+from compress.birkhoff.model import compress_model
+from compress.birkhoff.reference_layout import write_reference
+from compress.recipe import Birkhoff, parse_recipe
+from export.build import build_bundle
+from export.quantize import quantize_bundle
+from runtime import Session
+from runtime.bundle import open_bundle
 
 
 def test_cli_writes_checkpoint_report_and_plot(tiny_checkpoint, tmp_path, capsys):
@@ -26,10 +33,6 @@ def test_cli_writes_checkpoint_report_and_plot(tiny_checkpoint, tmp_path, capsys
 
 
 def test_cli_imports_the_reference_tool_file(tmp_path):
-    from compress import build_sam
-    from compress.birkhoff.model import compress_model
-    from compress.birkhoff.reference_layout import write_reference
-
     write_reference(compress_model(build_sam("tiny", seed=0), show_progress=False), tmp_path / "hyper_model.safetensors")
     out = tmp_path / "ours.safetensors"
     assert birkhoff_main([str(tmp_path / "hyper_model.safetensors"), "--model-type", "tiny", "--out", str(out),
@@ -49,9 +52,6 @@ def test_cli_bad_input_exits_2_with_a_message(tmp_path, capsys, content, message
 
 @pytest.mark.parametrize("method, max_rel", [("int8", 0.02), ("int4", 0.15)])
 def test_quantised_bundles_run_and_report_their_error(tiny_bundle, tmp_path, method, max_rel):
-    from export.quantize import quantize_bundle
-    from runtime import Session
-
     out = quantize_bundle(tiny_bundle, tmp_path / f"tiny-{method}", method)
     manifest = json.loads((out / "manifest.json").read_text())
     weights = manifest["quantization"]["weights"]
@@ -65,11 +65,7 @@ def test_quantised_bundles_run_and_report_their_error(tiny_bundle, tmp_path, met
 
 
 def test_quantising_a_compressed_bundle_keeps_its_checkpoint_reachable(tiny_checkpoint, tmp_path):
-    from export.build import COMPRESSED_CHECKPOINT, build_bundle
-    from export.quantize import quantize_bundle
-    from runtime.bundle import open_bundle
-
     source = tmp_path / "tiny-birkhoff"
-    build_bundle(source, "cpu", tiny_checkpoint, run_parity=False, compress="birkhoff")
+    build_bundle(source, "cpu", tiny_checkpoint, run_parity=False, recipe=parse_recipe("birkhoff"))
     out = quantize_bundle(source, tmp_path / "tiny-birkhoff-int8", "int8")
-    assert open_bundle(out).checkpoint == (source / COMPRESSED_CHECKPOINT).resolve()
+    assert open_bundle(out).checkpoint == (source / Birkhoff.checkpoint_name).resolve()

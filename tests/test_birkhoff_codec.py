@@ -9,6 +9,7 @@ from hypothesis.extra.numpy import arrays
 from compress.birkhoff.codec import (
     CODEBOOK_SIZES, SIDE, CodecError, decode, encode, nearest_theta, trajectory,
 )
+from compress.birkhoff.packing import pack_indices, unpack_indices
 
 coordinate = st.floats(-0.3 * SIDE, 1.3 * SIDE, allow_nan=False, width=64)
 
@@ -65,8 +66,6 @@ def test_non_finite_values_are_refused(bad):
 @settings(max_examples=100, deadline=None)
 @given(bits=st.integers(1, 16), data=st.data())
 def test_packing_round_trips_msb_first(bits, data):
-    from compress.birkhoff.packing import pack_indices, unpack_indices
-
     indices = np.array(data.draw(st.lists(st.integers(0, (1 << bits) - 1), max_size=50)), np.int64)
     packed = pack_indices(indices, bits)
     assert packed.dtype == np.uint8 and packed.size == (indices.size * bits + 7) // 8
@@ -74,7 +73,5 @@ def test_packing_round_trips_msb_first(bits, data):
 
 
 def test_packing_layout_matches_the_reference():
-    from compress.birkhoff.packing import pack_indices
-
     # 3 indices of 3 bits = 9 bits, left-padded by 7: 0000000 101 011 111
     np.testing.assert_array_equal(pack_indices(np.array([5, 3, 7]), 3), [0b00000001, 0b01011111])

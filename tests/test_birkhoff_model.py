@@ -3,13 +3,18 @@
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
-from compress import CheckpointError, build_sam, load_checkpoint
+from compress import CheckpointError, build_sam, load_checkpoint, save_checkpoint
 from compress.birkhoff import codec, scaled
 from compress.birkhoff.hyper_linear import HyperLinear, pack_words, unpack_words
 from compress.birkhoff.model import DECODE_AT_LOAD, HYPER_LINEAR, RAW, compress_model
+from compress.birkhoff.packing import pack_indices
+from compress.birkhoff.reference_layout import read_reference, write_reference
 from compress.birkhoff.storage import load_compressed, save_compressed
+from compress.checkpoint_file import read_checkpoint_metadata
+from plugins.hyperlinear import spec
 
 
 @pytest.mark.parametrize("in_features", [96, 33, 2])
@@ -25,9 +30,13 @@ def test_hyper_linear_decodes_what_the_codec_decodes(in_features):
 
 
 def test_code_words_round_trip_with_odd_pair_counts():
-    indices = np.random.default_rng(1).integers(0, 6400, (7 * 5,))
+    indices = np.random.default_rng(1).integers(0, spec.INDEX_BOUND, (7 * 5,))
     words = pack_words(indices, 7)
-    assert words.shape == (7, 3) and words.dtype == np.int32 and words.min() >= 0
+    assert words.shape == (7, 3) and words.dtype == np.dtype(spec.CODES_DTYPE) and words.min() >= 0
+    # The spec's layout: word j holds pairs PAIRS_PER_WORD j + p at bit INDEX_BITS p (the odd pair padded with 0).
+    rows = np.concatenate([indices.reshape(7, 5), np.zeros((7, 1), np.int64)], axis=1)
+    expected = sum(rows[:, p::spec.PAIRS_PER_WORD] << (spec.INDEX_BITS * p) for p in range(spec.PAIRS_PER_WORD))
+    np.testing.assert_array_equal(words, expected)
     np.testing.assert_array_equal(unpack_words(torch.from_numpy(words), 5).numpy().reshape(-1), indices)
 
 
@@ -67,8 +76,6 @@ def test_compressed_model_round_trips_through_our_format(tmp_path, variant):
 
 
 def test_compressed_file_is_smaller_and_errors_are_reported(tmp_path):
-    from compress import save_checkpoint
-
     model = build_sam("tiny", seed=0)
     save_checkpoint(model, tmp_path / "dense.safetensors")
     compressed = compress_model(model, show_progress=False)
@@ -81,10 +88,6 @@ def test_compressed_file_is_smaller_and_errors_are_reported(tmp_path):
 
 
 def test_damaged_compressed_checkpoint_is_refused(tmp_path):
-    from safetensors.torch import load_file, save_file
-
-    from compress.checkpoint import read_checkpoint_metadata
-
     compressed = compress_model(build_sam("tiny", seed=0), show_progress=False)
     path = tmp_path / "c.safetensors"
     save_compressed(compressed, path)
@@ -105,8 +108,6 @@ def test_non_finite_weights_are_refused_by_name():
 
 
 def test_reference_layout_round_trip(tmp_path):
-    from compress.birkhoff.reference_layout import read_reference, write_reference
-
     compressed = compress_model(build_sam("tiny", seed=0), show_progress=False)
     path = tmp_path / "hyper_model.safetensors"
     write_reference(compressed, path)
@@ -123,11 +124,6 @@ def test_reference_layout_round_trip(tmp_path):
 
 def test_reference_layout_with_hand_made_keys(tmp_path):
     """A file written key by key as the authors' tool writes it (0-d uint8 scalars, [1] raw flags)."""
-    from safetensors.torch import save_file
-
-    from compress.birkhoff.packing import pack_indices
-    from compress.birkhoff.reference_layout import read_reference
-
     model = build_sam("tiny", seed=0)
     tensors = {"rect_l": torch.tensor(0.1), "num_inner_list": torch.tensor([1225, 1600])}
     expected = {}
@@ -161,10 +157,6 @@ def test_reference_layout_with_hand_made_keys(tmp_path):
 
 
 def test_reference_layout_refuses_other_files(tmp_path):
-    from safetensors.torch import save_file
-
-    from compress.birkhoff.reference_layout import read_reference
-
     save_file({"x": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(CheckpointError, match="rect_l"):
         read_reference(tmp_path / "other.safetensors")

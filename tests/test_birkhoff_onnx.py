@@ -9,11 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from compress import build_sam
+from compress import CheckpointError, build_sam, save_checkpoint
 from compress.birkhoff.hyper_linear import HyperLinear
-from compress.birkhoff.model import compress_model
-from export.hyper_linear import DOMAIN, OP_TYPE
-from export.onnx_export import export_encoder
+from compress.birkhoff.model import compress_model, encode_tensor
+from compress.recipe import Birkhoff, parse_recipe
+from export.build import build_bundle
+from export.hyper_linear import is_hyper_linear
+from export.onnx_export import export_encoder, export_module, finish_export
+from plugins.hyperlinear import spec
+from runtime import Session
 from tests.conftest import DEMO_CHECKPOINT
 
 
@@ -27,22 +31,18 @@ class _Wrapped(nn.Module):
 
 
 def _export_layer(layer, path, in_features):
-    from export.onnx_export import _export, _finish
-
     staged = path.parent / "export-work"
     staged.mkdir()
     with torch.no_grad():
-        _export(_Wrapped(layer), (torch.zeros(3, in_features),), staged / "m.onnx", ["x"], ["y"],
+        export_module(_Wrapped(layer), (torch.zeros(3, in_features),), staged / "m.onnx", ["x"], ["y"],
                 {"x": {0: "batch"}})
-    _finish(staged / "m.onnx", path)
+    finish_export(staged / "m.onnx", path)
 
 
 @pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                                    ort.GraphOptimizationLevel.ORT_ENABLE_ALL])
 @pytest.mark.parametrize("variant, in_features", [("reference", 40), ("reference", 17), ("scaled", 24)])
 def test_graph_decode_is_bit_identical_to_torch(tmp_path, level, variant, in_features):
-    from compress.birkhoff.model import encode_tensor
-
     weight = np.random.default_rng(3).standard_t(4, (12, in_features)) * 0.03  # tails: outer rings in use
     encoded = encode_tensor(weight, row_pairs=True, variant=variant)
     assert encoded is not None
@@ -64,12 +64,21 @@ def test_encoder_has_one_node_per_linear_and_passes_checks(tmp_path):
     path = tmp_path / "encoder.onnx"
     export_encoder(compressed.model, path)
     model = onnx.load(str(path))
-    nodes = [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == OP_TYPE]
+    nodes = [n for n in model.graph.node if is_hyper_linear(n)]
     layers = [m for m in compressed.model.image_encoder.modules() if isinstance(m, HyperLinear)]
     assert len(nodes) == len(layers) > 0
+    # The node the torch module writes and the function ONNX Runtime runs it with, as the spec has them.
+    for node in nodes:  # (the exporter sorts a node's attributes by name)
+        assert {a.name: onnx.AttributeProto.AttributeType.Name(a.type) for a in node.attribute} == dict(spec.ATTRIBUTES)
+        assert len(node.input) == len(spec.INPUTS) and len(node.output) == 1
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
-    assert attributes["plugin_namespace"] == b"samedge" and attributes["plugin_version"] == b"1"
-    assert [f.name for f in model.functions] == [OP_TYPE]
+    assert attributes["plugin_namespace"] == spec.PLUGIN_NAMESPACE.encode()
+    assert attributes["plugin_version"] == spec.PLUGIN_VERSION.encode()
+    (function,) = model.functions
+    assert (function.domain, function.name) == (spec.DOMAIN, spec.OP_TYPE)
+    assert list(function.attribute) == list(spec.ATTRIBUTE_NAMES)
+    assert (list(function.input), list(function.output)) == (list(spec.INPUTS), [spec.OUTPUT])
+    assert (spec.DOMAIN, spec.DOMAIN_VERSION) in {(o.domain, o.version) for o in model.opset_import}
     # TensorRT has neither UINT8 nor INT16 weights: codes travel as INT32.
     types = {init.data_type for init in model.graph.initializer}
     assert onnx.TensorProto.UINT8 not in types and onnx.TensorProto.INT16 not in types
@@ -86,16 +95,13 @@ def test_encoder_has_one_node_per_linear_and_passes_checks(tmp_path):
 
 
 def test_compressed_demo_bundle_passes_parity_on_photos(tmp_path):
-    from export.build import COMPRESSED_CHECKPOINT, build_bundle
-    from runtime import Session
-
     out = tmp_path / "demo-birkhoff-desktop"
-    report = build_bundle(out, "desktop", DEMO_CHECKPOINT, compress="birkhoff")
+    report = build_bundle(out, "desktop", DEMO_CHECKPOINT, recipe=parse_recipe("birkhoff"))
     assert report["passed"]
     photo_cases = [c for c in report["cases"] if c["image"] in ("astronaut", "coffee", "chelsea")]
     assert photo_cases and min(c["mask_iou"] for c in photo_cases) >= 0.99
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["model"]["checkpoint"] == COMPRESSED_CHECKPOINT
+    assert manifest["model"]["checkpoint"] == Birkhoff.checkpoint_name
     assert manifest["compression"]["method"] == "birkhoff" and manifest["compression"]["ratio"] > 4.3
     assert manifest["tensorrt"]["hyper_linear_plugin"]
     assert (out / "tensorrt" / "plugin" / "hyperlinear_plugin.cpp").is_file()
@@ -103,13 +109,10 @@ def test_compressed_demo_bundle_passes_parity_on_photos(tmp_path):
 
 
 def test_non_finite_weight_is_named_before_a_build_compresses(tmp_path):
-    from compress import CheckpointError, save_checkpoint
-    from export.build import build_bundle
-
     model = build_sam("tiny", seed=0)
     with torch.no_grad():
         model.mask_decoder.iou_prediction_head.layers[0].weight[0, 0] = float("inf")
     save_checkpoint(model, tmp_path / "bad.safetensors")
     with pytest.raises(CheckpointError, match="iou_prediction_head.layers.0.weight holds 1 NaN or infinite"):
-        build_bundle(tmp_path / "out", "cpu", tmp_path / "bad.safetensors", compress="birkhoff")
+        build_bundle(tmp_path / "out", "cpu", tmp_path / "bad.safetensors", recipe=parse_recipe("birkhoff"))
     assert not (tmp_path / "out").exists()

@@ -1,5 +1,6 @@
 """python -m export.build: complete bundles, truthful manifests, nothing half-written."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from export.build import build_bundle
 from runtime import BundleError, Session, open_bundle
 from runtime.bundle import sha256_file
+from runtime.parity import run_parity
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,8 +39,6 @@ def test_cli_builds_a_checked_bundle(tmp_path, tiny_checkpoint):
 
 
 def test_gpu_targets_carry_what_the_device_needs_to_build_engines(tmp_path, tiny_checkpoint):
-    import importlib.util
-
     build_bundle(tmp_path / "jetson", "jetson", tiny_checkpoint, run_parity=False)
     manifest = json.loads((tmp_path / "jetson" / "manifest.json").read_text())
     assert manifest["target"] == "jetson"
@@ -105,8 +105,6 @@ def test_lone_encoder_file_opens_with_its_sibling_decoder(tiny_bundle):
 
 
 def test_rerunning_parity_keeps_the_bundle_verifiable(tiny_bundle, tiny_checkpoint):
-    from runtime.parity import run_parity
-
     run_parity(tiny_bundle, tiny_checkpoint, {"grey": np.full((30, 30, 3), 90, np.uint8)},
                out=tiny_bundle / "parity.json", show_progress=False)
     open_bundle(tiny_bundle).verify()

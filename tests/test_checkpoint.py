@@ -2,9 +2,11 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from compress import CheckpointError, SamConfig, build_sam, get_config, load_checkpoint, save_checkpoint
-from compress.checkpoint import detect_official_type, read_checkpoint_metadata
+from compress.checkpoint import detect_official_type
+from compress.checkpoint_file import read_checkpoint_metadata, sniff_format
 
 
 def test_round_trip_keeps_every_tensor_and_the_architecture(tmp_path):
@@ -101,8 +103,6 @@ def test_random_bytes_and_missing_files(tmp_path):
 
 
 def test_plain_safetensors_without_metadata_is_refused(tmp_path):
-    from safetensors.torch import save_file
-
     path = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(2)}, path)
     with pytest.raises(CheckpointError, match="without samedge metadata"):
@@ -118,8 +118,6 @@ def test_weights_that_do_not_fit_the_architecture(tmp_path):
 
 
 def test_newer_architecture_fields_ask_for_an_upgrade(tmp_path):
-    from safetensors.torch import save_file
-
     architecture = get_config("tiny").to_dict() | {"future_field": 1}
     path = tmp_path / "m.safetensors"
     save_file({"w": torch.zeros(1)}, path, metadata={
@@ -144,11 +142,6 @@ def test_state_dict_with_non_tensors_is_refused(tmp_path):
 
 def test_safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle(tmp_path):
     """A header of 0x..80 bytes puts 0x80 first in the file, the pickle protocol's opcode."""
-    import torch
-    from safetensors.torch import save_file
-
-    from compress.checkpoint import sniff_format
-
     path = tmp_path / "w.safetensors"
     for padding in range(300):  # grow the metadata until the header length's low byte is 0x80
         save_file({"w": torch.zeros(2)}, str(path), metadata={"note": "x" * padding})

@@ -1,7 +1,7 @@
 """The bundled demonstration model: present, loadable, and still good at its task."""
 
 from compress import load_checkpoint
-from compress.checkpoint import read_checkpoint_metadata
+from compress.checkpoint_file import read_checkpoint_metadata
 from compress.demo.evaluate import evaluate
 from tests.conftest import DEMO_CHECKPOINT
 

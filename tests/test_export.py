@@ -4,6 +4,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from segment_anything.utils.transforms import ResizeLongestSide
 
 from runtime import Session
 
@@ -42,8 +43,6 @@ def test_decoder_has_the_official_signature(tiny_bundle, name):
 
 def _official_inputs(session, image_hw, points, labels):
     """The input dictionary exactly as SAM's ONNX example notebook builds it."""
-    from segment_anything.utils.transforms import ResizeLongestSide
-
     coords = np.concatenate([np.array(points), np.array([[0.0, 0.0]])])[None]
     return {
         "image_embeddings": session.image_embedding,

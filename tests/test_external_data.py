@@ -20,6 +20,7 @@ from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from compress import build_sam, load_checkpoint
 from compress.birkhoff.model import compress_model
 from export import onnx_export, tensorrt_onnx
+from export.build import build_bundle
 from runtime import Session
 from runtime.bundle import open_bundle, sha256_file
 
@@ -49,8 +50,6 @@ def _refused_when_large(method):
 
 @pytest.fixture(scope="module")
 def external_bundle(tmp_path_factory, tiny_checkpoint):
-    from export.build import build_bundle
-
     out = tmp_path_factory.mktemp("external") / "tiny-cpu"
     with pytest.MonkeyPatch.context() as patch:
         _scale_down_protobuf_limit(patch)
@@ -147,7 +146,7 @@ def test_weights_exported_one_file_each_end_up_in_one_file(tiny_bundle, tmp_path
         _scale_down_protobuf_limit(monkeypatch)
     out = tmp_path / "out"
     out.mkdir()
-    onnx_export._finish(exported, out / "encoder.onnx")
+    onnx_export.finish_export(exported, out / "encoder.onnx")
     assert {p.name for p in out.iterdir()} == {"encoder.onnx"} | ({"encoder.onnx.data"} if large else set())
     assert _contents(out / "encoder.onnx") == _contents(tiny_bundle / "encoder.onnx")
 

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from plugins.hyperlinear import harness
+from compress.birkhoff.hyper_linear import HyperLinear, decode_weight
+from plugins.hyperlinear import harness, torch_op
 from plugins.hyperlinear.kernel_checks import (BITEXACT_SHAPES, bitexact_case, extended_gains, out_of_range_codes,
                                                random_layer)
+from plugins.hyperlinear.spec import INDEX_BITS
 
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
@@ -76,8 +78,6 @@ def test_archs_follow_the_gpu_and_fall_back_to_ci(monkeypatch):
 
 
 def test_load_kernel_builds_for_kernel_archs(monkeypatch, tmp_path):
-    from plugins.hyperlinear import torch_op
-
     calls = []
     monkeypatch.setattr(harness, "kernel_archs", lambda device=None: ("75",))
     monkeypatch.setattr(harness, "cached_library", lambda directory=None, archs=None: calls.append(
@@ -193,11 +193,9 @@ def test_host_decode_equals_torch_decode_bit_for_bit(host_kernel, variant, in_fe
 def test_out_of_range_rings_are_clamped_to_the_last_gain(host_kernel):
     """Indices past the gains (and words with the high bit set) decode as the torch reference
     does with the last gain repeated: finite weights, no read past the gains."""
-    from compress.birkhoff.hyper_linear import decode_weight
-
     layer = _layer(33, 40, seed=33040)
     signed, unsigned = out_of_range_codes(layer)
-    assert (signed < 0).any() and (unsigned // (1 << 16) // layer.codebook_size >= len(layer.gains)).any()
+    assert (signed < 0).any() and (unsigned // (1 << INDEX_BITS) // layer.codebook_size >= len(layer.gains)).any()
     got = host_kernel.decode_host(layer, signed)
     expected = decode_weight(unsigned, layer.row_scale, in_features=layer.in_features,
                              codebook_size=layer.codebook_size, side=layer.side, center=layer.center,
@@ -349,8 +347,6 @@ def test_bad_parameters_on_the_gpu_are_refused_and_named(gpu_kernel):
 def test_out_of_range_rings_are_clamped_on_the_gpu(gpu_kernel):
     """The kernel's clamp equals its host decode (itself the torch decode with the last gain
     repeated): X = I reads the decoded weights out exactly."""
-    from compress.birkhoff.hyper_linear import HyperLinear
-
     base = _layer(33, 40, seed=33040)
     signed, _ = out_of_range_codes(base)
     layer = HyperLinear(base.in_features, base.out_features, codebook_size=base.codebook_size, side=base.side,

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from compress import build_sam, save_checkpoint
 from compress.demo.shapes import make_sample
 from runtime.parity import Thresholds, run_parity, standard_images, summary
+from tests.conftest import DEMO_CHECKPOINT
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -30,8 +33,6 @@ def test_tiny_model_parity_on_photos_and_shapes(tiny_bundle, tiny_checkpoint):
 
 
 def test_demo_model_parity_on_photos_and_shapes(demo_bundle):
-    from tests.conftest import DEMO_CHECKPOINT
-
     images = standard_images()
     images.update({f"shapes-extra-{i}": make_sample(np.random.default_rng([11, i])).image for i in range(3)})
     _assert_every_case_passes(run_parity(demo_bundle, DEMO_CHECKPOINT, images, show_progress=False))
@@ -44,8 +45,6 @@ def test_vit_b_parity_on_photos_and_shapes(vit_b_bundle, vit_b_checkpoint):
 
 
 def test_parity_cli_fails_when_a_threshold_fails(tiny_bundle, tiny_checkpoint, tmp_path, photos):
-    from PIL import Image
-
     image = tmp_path / "coffee.png"
     Image.fromarray(photos["coffee"]).save(image)
     out = tmp_path / "parity.json"
@@ -62,8 +61,6 @@ def test_parity_cli_fails_when_a_threshold_fails(tiny_bundle, tiny_checkpoint, t
 
 
 def test_parity_against_other_weights_fails(tiny_bundle, tmp_path):
-    from compress import build_sam, save_checkpoint
-
     other = tmp_path / "other.safetensors"
     save_checkpoint(build_sam("tiny", seed=99), other)
     images = {"shapes": make_sample(np.random.default_rng(5)).image}

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from runtime import ImageError, PromptError, Session
+from runtime import ImageError, PromptError, Session, open_bundle
+from runtime.backends import make_backend
 from runtime.prompts import prompt_inputs
 
 
@@ -50,16 +51,28 @@ def test_points_on_the_image_border_are_accepted(session):
     assert scores.shape == (3,) and logits.shape == (3, 32, 32)  # tiny: 8x8 grid
 
 
+class CountingEncodes:
+    """A real backend that records the shape of every batch of pixels it encodes."""
+
+    def __init__(self, backend):
+        self.backend, self.encoded = backend, []
+
+    def __getattr__(self, name):  # name, img_size, decode, close: the real backend's
+        return getattr(self.backend, name)
+
+    def encode(self, pixels):
+        self.encoded.append(pixels.shape)
+        return self.backend.encode(pixels)
+
+
 def test_prompts_are_checked_before_a_new_image_is_encoded(tiny_bundle):
-    session = Session(tiny_bundle)
-    encoded = []
-    real_encode = session.backend.encode
-    session.backend.encode = lambda pixels: encoded.append(pixels.shape) or real_encode(pixels)
-    with pytest.raises(PromptError, match="outside the 10x10 image"):
-        session.predict(np.zeros((10, 10, 3), np.uint8), points=[[50, 5]], labels=[1])
-    assert encoded == []
-    session.predict(np.zeros((10, 10, 3), np.uint8), points=[[5, 5]], labels=[1])
-    assert encoded == [(1, 3, 64, 64)]
+    backend = CountingEncodes(make_backend(open_bundle(tiny_bundle), "onnxruntime"))
+    with Session(tiny_bundle, backend=backend) as session:
+        with pytest.raises(PromptError, match="outside the 10x10 image"):
+            session.predict(np.zeros((10, 10, 3), np.uint8), points=[[50, 5]], labels=[1])
+        assert backend.encoded == []
+        session.predict(np.zeros((10, 10, 3), np.uint8), points=[[5, 5]], labels=[1])
+        assert backend.encoded == [(1, 3, 64, 64)]
 
 
 def test_a_too_elongated_image_is_refused_before_encoding(tiny_bundle):

@@ -1,17 +1,30 @@
 """SlimSAM on torch-pruning: split/fuse, both pruning steps, distillation, checkpoints, export, CLI."""
 
 import copy
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from PIL import Image
 
 from compress import CheckpointError, build_sam, load_checkpoint, save_checkpoint
+from compress.birkhoff.hyper_linear import HyperLinear
+from compress.recipe import Birkhoff, SlimSAM, parse_recipe
+from compress.slimsam.__main__ import main as slimsam_main
 from compress.slimsam.attention import SplitAttention, fuse_attention, split_attention
-from compress.slimsam.importance import make_importance
-from compress.slimsam.pipeline import SlimSettings, slim
+from compress.slimsam.images import synthetic_images
+from compress.slimsam.importance import accumulate_gradients, make_importance
+from compress.slimsam.pipeline import config_for, slim, with_encoder
 from compress.slimsam.prune import encoder_widths, prune_bottleneck, prune_embedding
+from compress.slimsam.settings import SlimSettings
+from export.build import build_bundle
+from export.onnx_export import export_encoder
+from tests.conftest import DEMO_CHECKPOINT
 
 
 def test_split_and_fuse_keep_the_computation():
@@ -50,8 +63,6 @@ def test_pruning_steps_give_the_widths_and_keep_relative_positions():
 
 
 def test_whole_pipeline_on_tiny_model_reloads_and_exports(tmp_path):
-    from export.onnx_export import export_encoder
-
     sam = build_sam("tiny", seed=0)
     rng = np.random.default_rng(0)
     images = [torch.from_numpy(rng.standard_normal((1, 3, 64, 64)).astype(np.float32)) for _ in range(8)]
@@ -102,40 +113,37 @@ def test_published_uniform_state_dicts_load_with_their_widths(tmp_path):
 
 
 def test_cli_refuses_an_empty_folder_and_an_unfinished_work_dir(tmp_path, capsys):
-    from compress.slimsam.__main__ import main
-
     (tmp_path / "empty").mkdir()
-    assert main(["--images", str(tmp_path / "empty"), "--out", str(tmp_path / "o.safetensors")]) == 2
+    assert slimsam_main(["--images", str(tmp_path / "empty"), "--out", str(tmp_path / "o.safetensors")]) == 2
     assert "no images" in capsys.readouterr().err
     (tmp_path / "o.safetensors.work").mkdir()
-    assert main(["--synthetic", "12", "--out", str(tmp_path / "o.safetensors")]) == 2
+    assert slimsam_main(["--synthetic", "12", "--out", str(tmp_path / "o.safetensors")]) == 2
     assert "--resume" in capsys.readouterr().err
 
 
 def test_slimsam_cli_runs_step_1_alone_and_resumes_only_the_same_run(tmp_path, capsys):
-    from compress.slimsam.__main__ import main
-
     out = tmp_path / "step1.safetensors"
     args = ["--synthetic", "10", "--val-count", "2", "--step", "1", "--epochs1", "1", "--feature-epochs", "1",
             "--importance-images", "2", "--batch-size", "4", "--accumulate", "1", "--out", str(out)]
-    assert main(args) == 0
+    assert slimsam_main(args) == 0
     model = load_checkpoint(out)
     assert model.config.encoder_embed_dim == 96 and model.config.attn_dim(0) == 192
     capsys.readouterr()
-    assert main(args + ["--resume", "--ratio", "0.77"]) == 2
+    assert slimsam_main(args + ["--resume", "--ratio", "0.77"]) == 2
     assert "ratio: 0.5 -> 0.77" in capsys.readouterr().err
 
 
-def test_pruned_demo_bundle_passes_parity(tmp_path):
-    from compress.slimsam.__main__ import synthetic_images
-    from export.build import PRUNED_CHECKPOINT, build_bundle
-    from tests.conftest import DEMO_CHECKPOINT
-
+def _one_epoch_recipe(name: str):
+    """`--compress name` on 12 synthetic images, one epoch per step: the pipeline, not the quality."""
     settings = SlimSettings(importance_images=4, epochs1=1, epochs2=1, feature_epochs=1, alpha_epochs=1,
                             batch_size=4, accumulate=1, show_progress=False)
+    return parse_recipe(name, images=synthetic_images(12), slimsam_settings=settings)
+
+
+def test_pruned_demo_bundle_passes_parity(tmp_path):
+    PRUNED_CHECKPOINT = SlimSAM.checkpoint_name
     out = tmp_path / "demo-slimsam-50-cpu"
-    report = build_bundle(out, "cpu", DEMO_CHECKPOINT, compress="slimsam-50", slimsam_images=synthetic_images(12),
-                          slimsam_settings=settings)
+    report = build_bundle(out, "cpu", DEMO_CHECKPOINT, recipe=_one_epoch_recipe("slimsam-50"))
     assert report["passed"] and report["worst"]["mask_iou"] >= 0.99
     assert (out / PRUNED_CHECKPOINT).is_file()
     assert load_checkpoint(out / PRUNED_CHECKPOINT).config.encoder_embed_dim == 96
@@ -143,12 +151,6 @@ def test_pruned_demo_bundle_passes_parity(tmp_path):
 
 def test_torchrun_distributed_data_parallel_on_two_cpu_processes(tmp_path, tiny_checkpoint):
     """The multi-GPU path, run on CPU with the gloo backend: torchrun starts two ranks."""
-    import os
-    import subprocess
-    import sys
-
-    from PIL import Image
-
     folder = tmp_path / "images"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -167,9 +169,6 @@ def test_torchrun_distributed_data_parallel_on_two_cpu_processes(tmp_path, tiny_
 
 
 def test_global_pruning_gives_per_block_widths_that_save_and_reload(tmp_path):
-    from compress.slimsam.importance import accumulate_gradients
-    from compress.slimsam.pipeline import config_for, with_encoder
-
     sam = build_sam("demo", seed=0)
     encoder = copy.deepcopy(sam.image_encoder)
     split_attention(encoder)
@@ -190,17 +189,9 @@ def test_global_pruning_gives_per_block_widths_that_save_and_reload(tmp_path):
 
 def test_stacked_slimsam_then_birkhoff_bundle(tmp_path, tiny_checkpoint):
     """slimsam-77+birkhoff: the pruned model is hyper-compressed; only that checkpoint ships."""
-    import json
-
-    from compress.birkhoff.hyper_linear import HyperLinear
-    from compress.slimsam.__main__ import synthetic_images
-    from export.build import COMPRESSED_CHECKPOINT, PRUNED_CHECKPOINT, build_bundle
-
-    settings = SlimSettings(importance_images=4, epochs1=1, epochs2=1, feature_epochs=1, alpha_epochs=1,
-                            batch_size=4, accumulate=1, show_progress=False)
+    COMPRESSED_CHECKPOINT, PRUNED_CHECKPOINT = Birkhoff.checkpoint_name, SlimSAM.checkpoint_name
     out = tmp_path / "tiny-stacked-cpu"
-    report = build_bundle(out, "cpu", tiny_checkpoint, compress="slimsam-77+birkhoff",
-                          slimsam_images=synthetic_images(12), slimsam_settings=settings)
+    report = build_bundle(out, "cpu", tiny_checkpoint, recipe=_one_epoch_recipe("slimsam-77+birkhoff"))
     assert report["passed"] and report["worst"]["mask_iou"] >= 0.99
     assert not (out / PRUNED_CHECKPOINT).exists()
     model = load_checkpoint(out / COMPRESSED_CHECKPOINT)

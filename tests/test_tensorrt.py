@@ -18,15 +18,17 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+import torch.nn.functional as F
+from segment_anything.utils.onnx import SamOnnxModel
 
 from benchmarks.tensorrt_files import compare_tensorrt_files
 from compress import build_sam, load_checkpoint
 from compress.birkhoff.model import compress_model
-from export import tensorrt_onnx
-from export import tensorrt_build
+from export import tensorrt_build, tensorrt_onnx
+from export.onnx_export import decoder_dummy_inputs
 from export.tensorrt_build import MAX_POINTS, build_script, find_nvcc, prepare_folder
 from runtime import Session
-from runtime.backends.tensorrt_backend import TensorRTError, _check, check_engine_info
+from runtime.backends.tensorrt_backend import TensorRTError, check_cuda, check_engine_info
 from runtime.bundle import BundleError
 from runtime.masks import upscale_masks
 from runtime.parity import Thresholds
@@ -54,10 +56,6 @@ def test_tensorrt_files_answer_like_the_reference(demo_bundle, demo_models, kind
 
 
 def test_fp32_tensorrt_decoder_is_the_official_one_before_upscaling(tmp_path, demo_models):
-    from segment_anything.utils.onnx import SamOnnxModel
-
-    from export.onnx_export import decoder_dummy_inputs
-
     model = demo_models["fp32"]
     paths = tensorrt_onnx.export_tensorrt_inputs(model, tmp_path, precision="fp32")
     inputs = decoder_dummy_inputs(model)
@@ -119,7 +117,7 @@ def test_build_script_is_valid_bash_with_the_exact_build_lines(tmp_path, target,
     # --staticPlugins only dlopens the library; the plugin registers through loadLibrary alone.
     assert text.count("--dynamicPlugins=plugin/build/libsamedge_hyperlinear.so") == (2 if plugin else 0)
     assert "--staticPlugins" not in text
-    assert ('CMAKE_CUDA_ARCHITECTURES="87"' in text) == (target == "jetson")
+    assert ("-DCMAKE_CUDA_ARCHITECTURES=87" in text) == (target == "jetson")
     assert (tmp_path / "plugin" / "hyperlinear_plugin.cpp").is_file() == plugin
     # Engines appear under their final names only when complete.
     assert "mv encoder.engine.partial encoder.engine" in text
@@ -149,6 +147,40 @@ def test_build_script_hands_cmake_an_nvcc_or_stops_naming_cudacxx(tmp_path, cuda
         assert f"no CUDA compiler at {cudacxx}: set CUDACXX to nvcc's path" in result.stderr
 
 
+@pytest.mark.parametrize("target", ["jetson", "desktop"])
+def test_script_and_python_build_run_cmake_alike(tmp_path, monkeypatch, target):
+    """Both run cmake_commands' arguments exactly: the script's quoting keeps the desktop
+    architectures' ";" and a TENSORRT_ROOT with a space each in one argument."""
+    folder = tmp_path / "tensorrt"
+    folder.mkdir()
+    script = prepare_folder(folder, target, plugin=True)
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    calls = tmp_path / "cmake-calls"
+    _fake_tool(tools / "nvcc", "exit 0")
+    _fake_tool(tools / "cmake", f'printf "%s\\n" "$@" "<end>" >> "{calls}"')
+    _fake_tool(tools / "trtexec", "exit 3")
+    root = str(tmp_path / "tensor rt")
+
+    def recorded() -> list[list[str]]:
+        runs = calls.read_text().split("<end>\n")[:-1]
+        calls.unlink()
+        return [run.splitlines() for run in runs]
+
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True,
+                            env={"PATH": f"{tools}:/usr/bin:/bin", "TENSORRT_ROOT": root})
+    assert result.returncode == 3, result.stderr  # trtexec's status: both cmake runs went through
+    assert recorded() == [c[1:] for c in tensorrt_build.cmake_commands("plugin", "plugin/build", target, root)]
+
+    monkeypatch.setenv("PATH", f"{tools}:/usr/bin:/bin")
+    monkeypatch.setenv("TENSORRT_ROOT", root)
+    monkeypatch.delenv("CUDACXX", raising=False)
+    tensorrt_build.build_plugin(folder, target)
+    plugin = folder / "plugin"
+    assert recorded() == [c[1:] for c in tensorrt_build.cmake_commands(str(plugin), str(plugin / "build"), target,
+                                                                        root)]
+
+
 def test_python_build_finds_nvcc_as_the_script_does(tmp_path, monkeypatch):
     nvcc = _fake_tool(tmp_path / "nvcc", "exit 0")
     monkeypatch.setenv("CUDACXX", str(nvcc))
@@ -163,7 +195,7 @@ def test_python_build_finds_nvcc_as_the_script_does(tmp_path, monkeypatch):
 
 
 class _FakeCudaError(IntEnum):
-    """cuda-python's cudaError_t, as far as _check reads it (values from CUDA's driver_types.h)."""
+    """cuda-python's cudaError_t, as far as check_cuda reads it (values from CUDA's driver_types.h)."""
     cudaSuccess = 0
     cudaErrorMemoryAllocation = 2
     cudaErrorInsufficientDriver = 35
@@ -171,13 +203,13 @@ class _FakeCudaError(IntEnum):
 
 
 def test_cuda_python_newer_than_the_driver_is_reported_with_the_pin():
-    assert _check((_FakeCudaError.cudaSuccess, 7)) == 7
+    assert check_cuda((_FakeCudaError.cudaSuccess, 7)) == 7
     for error in (_FakeCudaError.cudaErrorInsufficientDriver, _FakeCudaError.cudaErrorNoDevice):
         with pytest.raises(TensorRTError, match=rf'{error.name}.*JetPack 6, pip install "cuda-python>=12.6,<13"'
                                                 r'.*on a desktop, update the NVIDIA driver'):
-            _check((error, None))
+            check_cuda((error, None))
     with pytest.raises(RuntimeError, match=r"cudaErrorMemoryAllocation \(2\)") as raised:
-        _check((_FakeCudaError.cudaErrorMemoryAllocation, None))
+        check_cuda((_FakeCudaError.cudaErrorMemoryAllocation, None))
     assert not isinstance(raised.value, TensorRTError)
 
 
@@ -210,9 +242,6 @@ def test_engines_from_another_tensorrt_version_are_refused_with_the_fix(tmp_path
 
 
 def test_numpy_mask_upscaling_matches_torch(tmp_path):
-    import torch.nn.functional as F
-    from segment_anything.utils.onnx import SamOnnxModel
-
     low_res = np.random.default_rng(0).standard_normal((1, 4, 256, 256)).astype(np.float32) * 8
     for height, width in ((480, 640), (1024, 1024), (1200, 700), (17, 23)):
         size = torch.tensor([height, width], dtype=torch.float32)

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from segment_anything import SamPredictor
+from segment_anything.utils.transforms import ResizeLongestSide
 
 from compress import build_sam
 from runtime import ImageError
@@ -12,8 +14,6 @@ from runtime.transforms import preprocess, resized_shape, scale_coords
 # (1, 128): the most elongated image the tiny model's 64-px input takes (short side 1 px).
 @pytest.mark.parametrize("shape", [(37, 91), (91, 37), (64, 64), (300, 451), (1, 5), (1, 128)])
 def test_preprocess_matches_sam_predictor(shape):
-    from segment_anything import SamPredictor
-
     model = build_sam("tiny", seed=0)
     image = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
     predictor = SamPredictor(model)
@@ -24,8 +24,6 @@ def test_preprocess_matches_sam_predictor(shape):
 
 
 def test_coordinates_match_sam_transform():
-    from segment_anything.utils.transforms import ResizeLongestSide
-
     coords = np.array([[0.0, 0.0], [91.0, 37.0], [12.5, 30.25]])
     expected = ResizeLongestSide(1024).apply_coords(coords, (37, 91))
     np.testing.assert_allclose(scale_coords(coords, (37, 91), 1024), expected, rtol=1e-6)
