@@ -29,7 +29,7 @@ from runtime import Session
 from .report import REPO, proc_field
 
 
-def _peak_bytes() -> int:
+def peak_bytes() -> int:
     peak = proc_field("/proc/self/status", "VmHWM")  # "123456 kB"
     if peak is not None:
         return int(peak.split()[0]) * 1024
@@ -46,7 +46,7 @@ def child(bundle: Path | None, backend: str, photo: str) -> int:
         session = Session(bundle, backend=backend, providers=providers)
         session.set_image(image)
         session.predict(points=[[image.shape[1] / 2, image.shape[0] / 2]], labels=[1])
-    return _peak_bytes()
+    return peak_bytes()
 
 
 def measure(bundle: Path | None, backend: str = "onnxruntime", photo: str = "astronaut") -> int:

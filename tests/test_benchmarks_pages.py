@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import run
+from benchmarks import ort_memory, run
 from benchmarks.fidelity import photographs
 from benchmarks.latency import interleaved
 from benchmarks.report import Page, machine, write_page
@@ -168,3 +168,10 @@ def test_agreement_photographs_are_runtime_parity_s():
     assert (images["coffee"] == standard_images()["coffee"]).all()
     with pytest.raises(ValueError, match="not among runtime.parity's standard images"):
         photographs(["rocket"])
+
+
+def test_ort_memory_children_report_every_run(tiny_bundle):
+    for setting in ort_memory.SETTINGS:
+        result = ort_memory.in_fresh_process(tiny_bundle, setting, 2)
+        assert len(result["seconds"]) == 2 and all(s > 0 for s in result["seconds"])
+        assert 0 < result["peaks"][0] <= result["peaks"][1] < 8 * 2**30  # VmHWM never falls

@@ -114,6 +114,16 @@ def test_encoder_inside_a_bundle_uses_the_bundle_manifest(tiny_bundle):
     assert open_bundle(tiny_bundle / "encoder.onnx").manifest["model"]["name"] == "tiny"
 
 
+def test_no_session_plans_memory_from_its_last_run(tiny_bundle):
+    """ORT's memory pattern doubles a long-lived session's peak (docs/benchmarks/ort-memory.md)."""
+    for low_memory in (False, True):
+        backend = Session(tiny_bundle, low_memory=low_memory).backend
+        for session in (backend.encoder, backend.decoder):
+            options = session.get_session_options()
+            assert not options.enable_mem_pattern
+            assert options.enable_cpu_mem_arena == (not low_memory)
+
+
 def test_low_memory_sessions_answer_exactly_the_same(tiny_bundle):
     image = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     usual = Session(tiny_bundle).predict(image, points=[[30, 20]], labels=[1])

@@ -14,11 +14,14 @@ from .base import Closable
 
 def _session(path: Path, providers, low_memory: bool = False):
     options = ort.SessionOptions()
+    # The memory pattern makes a session's second run allocate a fresh block beside the
+    # first: a process with a long-lived vit_b session peaks at 7.4 GB instead of 4.3 GB,
+    # and the pattern saves no time on the CPU (docs/benchmarks/ort-memory.md). Off always.
+    options.enable_mem_pattern = False
     if low_memory:
         # ORT keeps each session's peak activation memory in an arena for reuse; without it,
         # an idle session holds little more than its weights (vit_b: 3.9 GB peak otherwise).
         options.enable_cpu_mem_arena = False
-        options.enable_mem_pattern = False
     try:
         return ort.InferenceSession(str(path), options, providers=providers)
     except Exception as err:  # ORT raises its own Fail/InvalidProtobuf types
