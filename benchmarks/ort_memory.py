@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,8 +26,8 @@ from runtime import Session
 from runtime.bundle import ENCODER_FILE, open_bundle
 from runtime.transforms import preprocess
 
-from .peak_memory import peak_bytes
-from .report import DOCS, REPO, Page, fmt, table
+from . import peak_memory
+from .report import DOCS, Page, fmt, table
 from .session_open import bundle_for
 
 SETTINGS = {
@@ -66,16 +64,12 @@ def child(bundle: Path, setting: str, runs: int) -> dict:
         began = time.perf_counter()
         encode()
         seconds.append(time.perf_counter() - began)
-        peaks.append(peak_bytes())
+        peaks.append(peak_memory.peak_bytes())
     return {"start": start, "seconds": seconds, "peaks": peaks}
 
 
 def in_fresh_process(bundle: Path, setting: str, runs: int) -> dict:
-    command = [sys.executable, "-m", "benchmarks.ort_memory", "--child", setting, str(bundle), str(runs)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"ort-memory child failed: {result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return peak_memory.in_fresh_process("benchmarks.ort_memory", ["--child", setting, str(bundle), str(runs)])
 
 
 def measure(args) -> Page:

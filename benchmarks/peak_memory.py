@@ -49,14 +49,18 @@ def child(bundle: Path | None, backend: str, photo: str) -> int:
     return peak_bytes()
 
 
+def in_fresh_process(module: str, arguments: list[str]) -> dict:
+    """The JSON a `python -m module arguments` child prints last: a process whose peak is its own."""
+    result = subprocess.run([sys.executable, "-m", module, *arguments], cwd=REPO, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{module} child failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def measure(bundle: Path | None, backend: str = "onnxruntime", photo: str = "astronaut") -> int:
     """Peak RSS in bytes of a fresh process doing the above (bundle None: the floor)."""
-    command = [sys.executable, "-m", "benchmarks.peak_memory", "--backend", backend, "--photo", photo]
-    command += ["--floor"] if bundle is None else [str(bundle)]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"peak-memory child failed: {result.stderr[-2000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_bytes"]
+    arguments = ["--backend", backend, "--photo", photo] + (["--floor"] if bundle is None else [str(bundle)])
+    return in_fresh_process("benchmarks.peak_memory", arguments)["peak_rss_bytes"]
 
 
 def measure_all(bundles: dict[str, Path], workers: int = 2) -> dict[str, int]:

@@ -61,9 +61,13 @@ class Recipe:
 
     def with_images(self, images, settings: SlimSettings | None = None) -> "Recipe":
         """The recipe with `images` (and `settings`' schedule, its ratio kept) for every SlimSAM stage."""
-        return Recipe(tuple(
-            SlimSAM(dataclasses.replace(settings or stage.settings, ratio=stage.ratio), images)
-            if isinstance(stage, SlimSAM) else stage for stage in self.stages))
+        return Recipe(tuple(_slimsam(settings or stage.settings, stage.ratio, images)
+                            if isinstance(stage, SlimSAM) else stage for stage in self.stages))
+
+
+def _slimsam(schedule: SlimSettings, ratio: float, images) -> SlimSAM:
+    """A SlimSAM stage at `ratio` with `schedule`'s settings and a log of its own."""
+    return SlimSAM(dataclasses.replace(schedule, ratio=ratio, log={}), images)
 
 
 def parse_recipe(text: str, variant: str = "reference", images=None,
@@ -75,7 +79,6 @@ def parse_recipe(text: str, variant: str = "reference", images=None,
     if variant not in VARIANTS:
         raise ValueError(f"unknown Birkhoff variant {variant!r}; choose one of {VARIANTS}")
     base = slimsam_settings or SlimSettings()
-    stages = tuple(Birkhoff(variant) if name == "birkhoff"
-                   else SlimSAM(dataclasses.replace(base, ratio=SLIMSAM_RATIOS[name]), images)
+    stages = tuple(Birkhoff(variant) if name == "birkhoff" else _slimsam(base, SLIMSAM_RATIOS[name], images)
                    for name in text.split("+"))
     return Recipe(stages)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -31,7 +32,7 @@ class ClosedError(RuntimeError):
     """A backend or Session used after close()."""
 
 
-class Closable:
+class Closable(ABC):
     """`close()` (once), `with` support and a clear error on use after close.
 
     Subclasses free what they hold in `_release`, and call `_ensure_open()` (or pass what
@@ -49,8 +50,9 @@ class Closable:
             self._closed = True
             self._release()
 
+    @abstractmethod
     def _release(self) -> None:
-        raise NotImplementedError
+        """Free what this object holds (called once, by close)."""
 
     def _ensure_open(self) -> None:
         if self._closed:

@@ -76,11 +76,11 @@ def _error_name(error) -> str | None:
 def check_cuda(result):
     """cuda-python returns (error, *values); raise on error, return the values."""
     error, *values = result
-    code = int(error)
-    if code in _DRIVER_ERRORS:
-        raise TensorRTError(f"a CUDA call failed with {_DRIVER_ERRORS[code]}: {CUDA_PYTHON_FIX}")
-    if code != 0:
-        raise RuntimeError(f"CUDA call failed: {getattr(error, 'name', error)} ({code})")
+    if int(error) in _DRIVER_ERRORS:
+        raise TensorRTError(f"a CUDA call failed with {_DRIVER_ERRORS[int(error)]}: {CUDA_PYTHON_FIX}")
+    failure = _error_name(error)
+    if failure:
+        raise RuntimeError(f"CUDA call failed: {failure}")
     return values[0] if len(values) == 1 else values
 
 
