@@ -30,6 +30,7 @@ FORMS = {
     RESULTS: Form("benchmarks.results", "docs/RESULTS.md: every variant side by side (the default)"),
     "weight-error": Form("benchmarks.weight_error", "Birkhoff vs int8/int4 weight error; the UNIT_RMS sweep"),
     "ort-memory": Form("benchmarks.ort_memory", "ONNX Runtime's session options and a long-lived Session's memory"),
+    "hyperlinear-deploy": Form("benchmarks.hyperlinear_deploy", "Birkhoff ONNX files vs checkpoint; ORT sessions' memory"),
     "session-open": Form("benchmarks.session_open", "what checking a bundle's hashes adds to opening it"),
     "slimsam-size": Form("benchmarks.slimsam_size", "SlimSAM widths, parameters and MACs from vit_b"),
     "slimsam-demo": Form("benchmarks.slimsam_demo", "SlimSAM-50 on the demo model, per stage and importance"),

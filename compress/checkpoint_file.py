@@ -96,11 +96,11 @@ def check_weights(state: dict, path, packed_suffix: str | None = None) -> None:
     """Refuse integer or non-finite weights: loading would truncate or spread them silently.
 
     fp16/bf16 weights are fine (upcast on loading). Tensors named `*<packed_suffix>` are
-    packed integer codes (Birkhoff) and must be uint8 instead."""
+    packed integer codes (Birkhoff) and must be int32 words (uint8 in older files) instead."""
     for name, tensor in state.items():
         if packed_suffix and name.endswith(packed_suffix):
-            if tensor.dtype != torch.uint8:
-                raise CheckpointError(f"{path}: {name} holds {tensor.dtype} codes, not uint8; re-compress the model")
+            if tensor.dtype not in (torch.int32, torch.uint8):
+                raise CheckpointError(f"{path}: {name} holds {tensor.dtype} codes, not int32; re-compress the model")
             continue
         if not tensor.is_floating_point():
             raise CheckpointError(

@@ -31,7 +31,7 @@ from runtime.bundle import (DECODER_FILE, ENCODER_FILE, GPU_PARITY_FILE, MANIFES
 from runtime.bundle_writer import BundleWriter
 from runtime.parity import Thresholds, run_parity, summary
 
-from .onnx_export import export_decoder, export_encoder
+from .onnx_export import coded_tensors, export_decoder, export_encoder
 from .tensorrt_build import BUILD_SCRIPT, MAX_POINTS, build_engines, prepare_folder, tensorrt_version
 from .tensorrt_onnx import export_tensorrt_inputs
 
@@ -40,9 +40,13 @@ TARGETS = ("cpu", "desktop", "jetson")
 FP16_MIN_IOU, FP16_MAX_RELATIVE_LOGIT_ERROR = 0.97, 0.05
 
 
+def has_hyper_linear(model) -> bool:
+    return any(isinstance(m, HyperLinear) for m in model.modules())
+
+
 def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str, target: str, root: Path,
               parity: dict | None, compression: dict | None = None, tensorrt: dict | None = None,
-              model_type: str | None = None) -> dict:
+              model_type: str | None = None, samedge_nodes: bool = False) -> dict:
     """The manifest's sections (BundleWriter adds the format stamp, files and versions)."""
     return {
         "target": target,
@@ -57,6 +61,9 @@ def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str,
             # reference is read with it, from the checkpoint, not from this manifest.
             "model_type": model_type if checkpoint.parent != root else None,
             "parameters": parameters,
+            # The ONNX files hold samedge HyperLinear / HyperTensor nodes (Birkhoff codes): the
+            # ONNX Runtime backend decodes them (runtime/backends/ort_backend.py).
+            "samedge_nodes": samedge_nodes,
         },
         "preprocessing": {
             "img_size": config.img_size,
@@ -117,6 +124,7 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
         # Parity loads the checkpoint again beside the ONNX Runtime sessions: without this
         # copy of the weights, vit_h's build fits in less memory.
         config, parameters = model.config, parameter_count(model)
+        samedge_nodes = has_hyper_linear(model) or bool(coded_tensors(model))
         del model
         # Hashed once: the parity step adds only reports, which are not pinned (vit_h: 2.5 GB twice).
         bundle.pin()
@@ -125,7 +133,7 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
 
         def write_manifest(report):
             bundle.write_manifest(_manifest(config, parameters, checkpoint, checkpoint_sha256, target, bundle.root,
-                                            report, compression, tensorrt, model_type))
+                                            report, compression, tensorrt, model_type, samedge_nodes))
 
         report = None
         if run_parity:
@@ -155,7 +163,7 @@ def _parity_into(work: Path, out: Path, checkpoint: Path, tensorrt: dict | None)
 
 def _tensorrt_into(folder: Path, model, target: str, encoder_onnx: Path) -> dict:
     """The bundle's tensorrt/ folder: ONNX files for TensorRT, build script, engines if we can."""
-    plugin = any(isinstance(m, HyperLinear) for m in model.modules())
+    plugin = has_hyper_linear(model)
     export_tensorrt_inputs(model, folder, encoder_onnx=encoder_onnx)
     prepare_folder(folder, target, plugin)
     entry = {"folder": TENSORRT_FOLDER, "build_script": f"{TENSORRT_FOLDER}/{BUILD_SCRIPT}",

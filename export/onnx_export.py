@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.utils.onnx import SamOnnxModel
 
+from compress.birkhoff.model import CODED_TENSORS
 from runtime.atomic import default_mode
 from runtime.signature import DECODER_INPUTS, DECODER_OUTPUTS  # the official decoder's, checked at open
 
@@ -50,14 +51,27 @@ def export_module(module, args, path: Path, input_names, output_names, dynamic_a
         )
 
 
-def finish_export(exported: Path, path: Path) -> None:
-    """Re-save (external data if large) with the HyperLinear function body, check, move into place."""
+def finish_export(exported: Path, path: Path, coded: dict | None = None, output_shape=None) -> None:
+    """Re-save (external data if large) with `coded` tensors as HyperTensor nodes and the
+    samedge function bodies, check, move into place. `output_shape`: the first output's
+    static shape, which the exporter cannot see through samedge nodes (it names the dims)."""
     # Over 2 GiB the TorchScript exporter writes each tensor (of over 1024 elements) to its
     # own file beside `exported`; loaded here, save_checked gathers them into one `.data` file.
     model = onnx.load(str(exported), load_external_data=True)
-    if hyper_linear.has_hyper_linear(model):
-        hyper_linear.attach_function(model, OPSET)
+    if output_shape is not None:
+        dims = model.graph.output[0].type.tensor_type.shape.dim
+        for dim, size in zip(dims, output_shape, strict=True):
+            dim.Clear()
+            dim.dim_value = size
+    if coded:
+        hyper_linear.code_tensors(model, coded)
+    hyper_linear.attach_functions(model, OPSET)
     save_checked(model, path, exported.parent / "staged")
+
+
+def coded_tensors(model) -> dict:
+    """The Birkhoff decode-at-load tensors of `model` ({} for any other model)."""
+    return getattr(model, CODED_TENSORS, {})
 
 
 def initializer_bytes(model: onnx.ModelProto) -> int:
@@ -104,7 +118,9 @@ def export_encoder(model, path) -> Path:
         exported = Path(work) / "encoder.onnx"
         with torch.no_grad():
             export_module(model.image_encoder, (dummy,), exported, [ENCODER_INPUT], [ENCODER_OUTPUT])
-        finish_export(exported, path)
+        grid = size // model.image_encoder.patch_embed.proj.stride[0]
+        finish_export(exported, path, coded_tensors(model),
+                      output_shape=(1, model.prompt_encoder.embed_dim, grid, grid))
     return path
 
 
@@ -157,5 +173,5 @@ def export_decoder(model, path, return_single_mask: bool = False) -> Path:
         exported = Path(work) / "decoder.onnx"
         with torch.no_grad():
             export_module(wrapper, tuple(dummy.values()), exported, DECODER_INPUTS, DECODER_OUTPUTS, dynamic_axes)
-        finish_export(exported, path)
+        finish_export(exported, path, coded_tensors(model))
     return path

@@ -26,6 +26,7 @@ from onnxruntime.transformers.onnx_model import OnnxModel
 from segment_anything.utils.onnx import SamOnnxModel
 
 from plugins.hyperlinear import spec
+from runtime.decoded_graph import decode_tensors
 from runtime.signature import TENSORRT_DECODER_INPUTS as DECODER_INPUTS
 from runtime.signature import TENSORRT_DECODER_OUTPUTS as DECODER_OUTPUTS
 
@@ -204,8 +205,9 @@ def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_funct
             # The decoder stays fp32 (as nanosam's): it is small, and its masks are thresholded logits.
             # A large encoder's weights are in its `.data` file, found beside it.
             onnx_model = onnx.load(str(staged), load_external_data=True)
-            if hyper_linear.has_hyper_linear(onnx_model):
-                hyper_linear.attach_function(onnx_model, OPSET)
+            # The plugin runs HyperLinear only; the other coded tensors become constants again.
+            decode_tensors(onnx_model)
+            hyper_linear.attach_functions(onnx_model, OPSET)
             if convert:
                 onnx_model = to_fp16(onnx_model, scratch=work)
             if not keep_functions:

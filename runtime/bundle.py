@@ -49,6 +49,12 @@ class Bundle:
 
 
     @property
+    def samedge_nodes(self) -> bool | None:
+        """Whether the ONNX files hold samedge nodes (Birkhoff codes); None when the manifest
+        does not say (a lone encoder.onnx, or a bundle from before the field)."""
+        return self.manifest.get("model", {}).get("samedge_nodes")
+
+    @property
     def checkpoint(self) -> Path | None:
         """The checkpoint the bundle was built from, when it is still where it was."""
         source = self.manifest.get("model", {}).get("checkpoint")

@@ -10,6 +10,7 @@ from skimage import data
 
 from compress import seeded_checkpoint
 from compress.demo import DEFAULT_CHECKPOINT as DEMO_CHECKPOINT
+from compress.recipe import parse_recipe
 from export.build import build_bundle
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,9 +20,9 @@ def _seeded_checkpoint(tmp_path_factory, model_type: str) -> Path:
     return seeded_checkpoint(model_type, tmp_path_factory.mktemp(model_type))
 
 
-def _bundle(tmp_path_factory, name: str, checkpoint: Path) -> Path:
+def _bundle(tmp_path_factory, name: str, checkpoint: Path, recipe=None) -> Path:
     out = tmp_path_factory.mktemp("bundles") / f"{name}-cpu"
-    build_bundle(out, "cpu", checkpoint, run_parity=False)
+    build_bundle(out, "cpu", checkpoint, run_parity=False, recipe=recipe)
     return out
 
 
@@ -39,6 +40,12 @@ def vit_b_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
     return _bundle(tmp_path_factory, "tiny", tiny_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_birkhoff_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
+    """tiny with Birkhoff codes: HyperLinear and HyperTensor nodes in its ONNX files."""
+    return _bundle(tmp_path_factory, "tiny-birkhoff", tiny_checkpoint, parse_recipe("birkhoff"))
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,12 @@ from torch import nn
 
 from compress import CheckpointError, build_sam, load_checkpoint, save_checkpoint
 from compress.birkhoff import codec, scaled
-from compress.birkhoff.hyper_linear import HyperLinear, pack_words, unpack_words
+from compress.birkhoff.hyper_linear import HyperLinear
 from compress.birkhoff.model import DECODE_AT_LOAD, HYPER_LINEAR, RAW, compress_model
 from compress.birkhoff.packing import pack_indices
 from compress.birkhoff.reference_layout import read_reference, write_reference
 from compress.birkhoff.storage import load_compressed, save_compressed
 from compress.checkpoint_file import read_checkpoint_metadata
-from plugins.hyperlinear import spec
 
 
 @pytest.mark.parametrize("in_features", [96, 33, 2])
@@ -27,17 +26,6 @@ def test_hyper_linear_decodes_what_the_codec_decodes(in_features):
     x = torch.randn(5, in_features)
     expected = x @ torch.from_numpy(codec.decode(encoded)).T
     torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
-
-
-def test_code_words_round_trip_with_odd_pair_counts():
-    indices = np.random.default_rng(1).integers(0, spec.INDEX_BOUND, (7 * 5,))
-    words = pack_words(indices, 7)
-    assert words.shape == (7, 3) and words.dtype == np.dtype(spec.CODES_DTYPE) and words.min() >= 0
-    # The spec's layout: word j holds pairs PAIRS_PER_WORD j + p at bit INDEX_BITS p (the odd pair padded with 0).
-    rows = np.concatenate([indices.reshape(7, 5), np.zeros((7, 1), np.int64)], axis=1)
-    expected = sum(rows[:, p::spec.PAIRS_PER_WORD] << (spec.INDEX_BITS * p) for p in range(spec.PAIRS_PER_WORD))
-    np.testing.assert_array_equal(words, expected)
-    np.testing.assert_array_equal(unpack_words(torch.from_numpy(words), 5).numpy().reshape(-1), indices)
 
 
 def test_scaled_variant_keeps_large_tensors_and_relative_error():
@@ -93,7 +81,7 @@ def test_damaged_compressed_checkpoint_is_refused(tmp_path):
     save_compressed(compressed, path)
     tensors = load_file(str(path))
     name = next(k for k in tensors if k.endswith(".codes"))
-    tensors[name] = tensors[name][:-1]  # one byte short
+    tensors[name] = tensors[name][:-1]  # one word short
     save_file(tensors, str(path), metadata=read_checkpoint_metadata(path))
     with pytest.raises(CheckpointError, match="damaged"):
         load_checkpoint(path)

@@ -11,13 +11,14 @@ from torch import nn
 
 from compress import CheckpointError, build_sam, save_checkpoint
 from compress.birkhoff.hyper_linear import HyperLinear
-from compress.birkhoff.model import compress_model, encode_tensor
+from compress.birkhoff.model import CODED_TENSORS, compress_model, decoded_values, encode_tensor
 from compress.recipe import Birkhoff, parse_recipe
 from export.build import build_bundle
-from export.hyper_linear import is_hyper_linear
+from export.hyper_linear import attach_functions, code_tensors, is_hyper_linear
 from export.onnx_export import export_encoder, export_module, finish_export
 from plugins.hyperlinear import spec
 from runtime import Session
+from runtime.decoded_graph import decode_all, decode_tensors, has_samedge_nodes
 from tests.conftest import DEMO_CHECKPOINT
 
 
@@ -59,6 +60,30 @@ def test_graph_decode_is_bit_identical_to_torch(tmp_path, level, variant, in_fea
         assert len(layer.gains) > 1
 
 
+@pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                   ort.GraphOptimizationLevel.ORT_ENABLE_ALL])
+@pytest.mark.parametrize("variant, shape", [("reference", (7, 5, 3)), ("scaled", (33,)), ("reference", (64,))])
+def test_hyper_tensor_decode_is_bit_identical_to_the_model(tmp_path, level, variant, shape):
+    """A decode-at-load tensor in the graph: the same bits as the torch model holds."""
+    values = np.random.default_rng(4).standard_t(4, shape) * 0.03
+    encoded = encode_tensor(values, row_pairs=False, variant=variant)
+    expected = decoded_values(encoded)
+    graph = onnx.helper.make_graph([], "t", [], [onnx.helper.make_tensor_value_info("t", onnx.TensorProto.FLOAT, shape)],
+                                   [onnx.numpy_helper.from_array(expected, "t")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    assert code_tensors(model, {"t": encoded}) == 1 and not model.graph.initializer[0].data_type == 1
+    attach_functions(model, 17)
+    onnx.checker.check_model(model, full_check=True)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    (got,) = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, {})
+    np.testing.assert_array_equal(got.view(np.int32), expected.view(np.int32))
+    decode_tensors(model)  # the numpy decode samedge's backend and the TensorRT files use
+    np.testing.assert_array_equal(onnx.numpy_helper.to_array(model.graph.initializer[0]), expected)
+    assert not model.functions
+
+
 def test_encoder_has_one_node_per_linear_and_passes_checks(tmp_path):
     compressed = compress_model(build_sam("tiny", seed=0), show_progress=False)
     path = tmp_path / "encoder.onnx"
@@ -74,16 +99,28 @@ def test_encoder_has_one_node_per_linear_and_passes_checks(tmp_path):
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in nodes[0].attribute}
     assert attributes["plugin_namespace"] == spec.PLUGIN_NAMESPACE.encode()
     assert attributes["plugin_version"] == spec.PLUGIN_VERSION.encode()
-    (function,) = model.functions
-    assert (function.domain, function.name) == (spec.DOMAIN, spec.OP_TYPE)
+    functions = {(f.domain, f.name): f for f in model.functions}
+    assert functions.keys() == {(spec.DOMAIN, spec.OP_TYPE), (spec.DOMAIN, spec.TENSOR_OP_TYPE)}
+    function = functions[spec.DOMAIN, spec.OP_TYPE]
     assert list(function.attribute) == list(spec.ATTRIBUTE_NAMES)
     assert (list(function.input), list(function.output)) == (list(spec.INPUTS), [spec.OUTPUT])
+    function = functions[spec.DOMAIN, spec.TENSOR_OP_TYPE]
+    assert list(function.attribute) == list(spec.TENSOR_ATTRIBUTE_NAMES)
+    assert (list(function.input), list(function.output)) == (list(spec.TENSOR_INPUTS), [spec.TENSOR_OUTPUT])
     assert (spec.DOMAIN, spec.DOMAIN_VERSION) in {(o.domain, o.version) for o in model.opset_import}
     # TensorRT has neither UINT8 nor INT16 weights: codes travel as INT32.
     types = {init.data_type for init in model.graph.initializer}
     assert onnx.TensorProto.UINT8 not in types and onnx.TensorProto.INT16 not in types
     codes = {init.name: init for init in model.graph.initializer if init.name in {n.input[1] for n in nodes}}
     assert codes and all(init.data_type == onnx.TensorProto.INT32 for init in codes.values())
+    # The codes at their bit width: as many words as the torch module holds, which the checkpoint holds.
+    assert sum(np.prod(c.dims) for c in codes.values()) == sum(m.codes.numel() for m in layers)
+    # Every decode-at-load tensor a HyperTensor node (equal ones, as the norms of seeded weights,
+    # share one): the only float32 initializers left are the nodes' scales.
+    coded = [n for n in model.graph.node if n.domain == spec.DOMAIN and n.op_type == spec.TENSOR_OP_TYPE]
+    assert len(coded) > 10 and getattr(compressed.model, CODED_TENSORS)
+    scales = {n.input[2] for n in nodes} | {n.input[1] for n in coded}
+    assert {i.name for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT} <= scales
     onnx.checker.check_model(str(path), full_check=True)
 
     image = torch.randn(1, 3, 64, 64)
@@ -116,3 +153,23 @@ def test_non_finite_weight_is_named_before_a_build_compresses(tmp_path):
     with pytest.raises(CheckpointError, match="iou_prediction_head.layers.0.weight holds 1 NaN or infinite"):
         build_bundle(tmp_path / "out", "cpu", tmp_path / "bad.safetensors", recipe=parse_recipe("birkhoff"))
     assert not (tmp_path / "out").exists()
+
+
+def test_the_three_ways_to_run_a_coded_bundle_agree(tmp_path):
+    """Plain onnxruntime on the file (folds the bodies), samedge's default (numpy decode once,
+    a dense graph) and low_memory (the bodies on every run): the same embedding, and the
+    default's graph has no samedge node left."""
+    out = tmp_path / "demo-birkhoff"
+    build_bundle(out, "cpu", DEMO_CHECKPOINT, run_parity=False, recipe=parse_recipe("birkhoff"))
+    assert json.loads((out / "manifest.json").read_text())["model"]["samedge_nodes"]
+    pixels = np.random.default_rng(5).normal(0, 1, (1, 3, 256, 256)).astype(np.float32)
+    plain = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    (expected,) = plain.run(None, {"image": pixels})
+    for low_memory in (False, True):
+        with Session(out, low_memory=low_memory) as session:
+            # The same weights (bit for bit, tested above); ONNX Runtime fuses each graph its own way,
+            # so sums are ordered differently: float32 rounding, on outputs of order 1.
+            np.testing.assert_allclose(session.backend.encode(pixels), expected, rtol=1e-4, atol=1e-4)
+    model, weights = decode_all(onnx.load(str(out / "encoder.onnx")))
+    assert not has_samedge_nodes(model) and not model.functions and weights
+    assert not any(init.data_type == onnx.TensorProto.INT32 for init in model.graph.initializer)

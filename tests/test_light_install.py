@@ -19,7 +19,7 @@ from PIL import Image
 from tests.test_plugin_build import build_wheel
 
 # What the extras bring; none may come with the base install.
-EXTRAS_ONLY = ("torch", "torchvision", "segment_anything", "onnx", "tqdm", "safetensors", "skimage", "matplotlib",
+EXTRAS_ONLY = ("torch", "torchvision", "segment_anything", "tqdm", "safetensors", "skimage", "matplotlib",
                "torch_pruning")
 
 
@@ -46,13 +46,16 @@ def test_base_install_brings_no_extra(base_venv, tmp_path):
     assert result.stdout.split() == [], f"the base install pulled in {result.stdout.split()}"
 
 
-def test_session_predicts_in_base_install(base_venv, tiny_bundle, tmp_path):
+@pytest.mark.parametrize("name", ["tiny_bundle", "tiny_birkhoff_bundle"])
+def test_session_predicts_in_base_install(base_venv, name, request, tmp_path):
+    """Dense, and Birkhoff-coded (decoded in numpy at session start: onnx, no torch)."""
+    bundle = request.getfixturevalue(name)
     script = textwrap.dedent(f"""
         import numpy as np
         import runtime
         from runtime import Session
         print(runtime.__file__)
-        masks, scores, _ = Session({str(tiny_bundle)!r}).predict(np.zeros((30, 40, 3), np.uint8),
+        masks, scores, _ = Session({str(bundle)!r}).predict(np.zeros((30, 40, 3), np.uint8),
                                                                  points=[[12, 9]], labels=[1])
         print(masks.shape, scores.shape)
     """)

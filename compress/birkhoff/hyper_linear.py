@@ -1,12 +1,12 @@
 """HyperLinear: a Linear layer that keeps its weight as Birkhoff codes.
 
-The weight is decoded inside `forward` and multiplied, so the layer holds 16 bits per
-pair of weights (8 per weight) instead of 64. Its decode is float32 and written op by
-op like the ONNX function body in export/hyper_linear.py, so the two give the same
-bits (tested); the float64 codec decode differs from it by float32 rounding only.
-
-The codes are laid out as plugins/hyperlinear/spec.py describes (shared with the ONNX node
-and the TensorRT plugin); the node's name, inputs and attributes come from there too.
+The weight is decoded inside `forward` and multiplied, so the layer holds the codes at their
+bit width (11 to 13 bits per pair of weights) instead of 64 bits. The codes are laid out as
+plugins/hyperlinear/spec.py describes (the same bits as the checkpoint, the ONNX node and the
+TensorRT plugin); the node's name, inputs and attributes come from there too. The decode
+goes through the table of plugins/hyperlinear/reference.py, computed on the CPU (a CUDA
+division rounds differently in the last place), so every device gets the same weights as
+the numpy reference, the ONNX function body and the plugin: bit for bit (tested).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.onnx import symbolic_helper
 
-from plugins.hyperlinear import spec
+from plugins.hyperlinear import reference, spec
 
 from .codec import EncodedTensor, lattice_side
 
@@ -25,42 +25,24 @@ from .codec import EncodedTensor, lattice_side
 _ATTRIBUTE_SUFFIX = {"INT": "i", "FLOAT": "f", "FLOATS": "f", "STRING": "s"}
 
 
-def pack_words(indices: np.ndarray, out_features: int) -> np.ndarray:
-    """int indices [out * pairs] -> int32 words [out, ceil(pairs / 2)]."""
-    rows = np.asarray(indices, np.int64).reshape(out_features, -1)
-    if rows.shape[1] % 2:
-        rows = np.concatenate([rows, np.zeros((out_features, 1), np.int64)], axis=1)
-    return (rows[:, 0::2] + (rows[:, 1::2] << spec.INDEX_BITS)).astype(np.int32)
+def unpack_codes(words: torch.Tensor, count: int, bits: int) -> torch.Tensor:
+    """int32 words -> int64 indices [count]: reference.unpack in torch ops (any device)."""
+    unsigned = words.reshape(-1).to(torch.int64) & 0xFFFFFFFF
+    offset = torch.arange(count, dtype=torch.int64, device=words.device) * bits
+    word, shift = offset >> 5, offset & 31
+    low = unsigned[word] >> shift
+    high = unsigned[torch.clamp(word + 1, max=unsigned.numel() - 1)] << (32 - shift)
+    return (low | high) & ((1 << bits) - 1)
 
 
-def unpack_words(words: torch.Tensor, pairs: int) -> torch.Tensor:
-    """int32 words [out, W] -> int32 indices [out, pairs]. Div/Mod, not bit ops: ORT's
-    CUDA provider has no BitwiseAnd, and the ONNX body mirrors this."""
-    low = torch.remainder(words, 1 << spec.INDEX_BITS)
-    high = torch.div(words, 1 << spec.INDEX_BITS, rounding_mode="floor")
-    return torch.stack([low, high], dim=-1).reshape(words.shape[0], -1)[:, :pairs]
-
-
-def decode_weight(codes, row_scale, *, in_features: int, codebook_size: int, side: float,
-                  center: list[float], gains: list[float]) -> torch.Tensor:
-    """float32 weight [out, in] from the codes. Every constant is float32, as in ONNX."""
-    f32 = torch.float32
-    area = lattice_side(codebook_size) ** 2
+def decode_weight(codes: torch.Tensor, row_scale: torch.Tensor, table: torch.Tensor, *,
+                  in_features: int, index_bits: int) -> torch.Tensor:
+    """float32 W [out, in]: each index's table pair times its row's scale."""
+    out_features = row_scale.shape[0]
     pairs = (in_features + 1) // 2
-    index = unpack_words(codes, pairs)  # [out, pairs]
-    ring = torch.div(index, codebook_size, rounding_mode="floor")
-    theta = torch.remainder(index, codebook_size)
-    side_t = torch.tensor(side, dtype=f32)
-    half = side_t * torch.tensor(0.5, dtype=f32)
-    x = torch.remainder(theta, area).to(f32) * side_t / torch.tensor(float(area), dtype=f32)
-    y = torch.remainder(theta, lattice_side(codebook_size)).to(f32) * side_t / torch.tensor(
-        float(lattice_side(codebook_size)), dtype=f32)
-    gain = torch.tensor(gains, dtype=f32, device=codes.device)[ring]
-    center_t = torch.tensor(center, dtype=f32, device=codes.device)
-    w0 = center_t[0] + (x - half) * gain
-    w1 = center_t[1] + (y - half) * gain
-    weight = torch.stack([w0, w1], dim=-1).reshape(codes.shape[0], -1)[:, :in_features]
-    return weight * row_scale.to(f32)[:, None]
+    index = unpack_codes(codes, out_features * pairs, index_bits)
+    weight = table[index].reshape(out_features, 2 * pairs)[:, :in_features]
+    return weight * row_scale.to(torch.float32)[:, None]
 
 
 class _HyperLinearOp(torch.autograd.Function):
@@ -74,7 +56,7 @@ class _HyperLinearOp(torch.autograd.Function):
     def symbolic(g, x, codes, row_scale, bias, layer):
         values = {"in_features": layer.in_features, "out_features": layer.out_features,
                   "codebook_size": layer.codebook_size, "lattice_side": lattice_side(layer.codebook_size),
-                  "side": layer.side, "center": layer.center, "gains": layer.gains,
+                  "index_bits": layer.index_bits, "side": layer.side, "center": layer.center, "gains": layer.gains,
                   "plugin_namespace": spec.PLUGIN_NAMESPACE, "plugin_version": spec.PLUGIN_VERSION}
         # Every attribute of the spec, and nothing else, with the type the spec gives it.
         attributes = {f"{name}_{_ATTRIBUTE_SUFFIX[kind]}": values[name] for name, kind in spec.ATTRIBUTES}
@@ -89,18 +71,25 @@ class _HyperLinearOp(torch.autograd.Function):
 class HyperLinear(nn.Module):
     """y = x W^T + b with W decoded from Birkhoff codes on every call."""
 
-    def __init__(self, in_features: int, out_features: int, *, codebook_size: int, side: float,
-                 center, gains, codes: torch.Tensor, row_scale: torch.Tensor,
+    def __init__(self, in_features: int, out_features: int, *, codebook_size: int, index_bits: int,
+                 side: float, center, gains, codes: torch.Tensor, row_scale: torch.Tensor,
                  bias: torch.Tensor | None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.codebook_size = int(codebook_size)
+        self.codebook_size, self.index_bits = int(codebook_size), int(index_bits)
         # float32-representable from the start: ONNX FLOATS attributes are float32.
         self.side = float(np.float32(side))
         self.center = [float(v) for v in np.asarray(center, np.float32)]
         self.gains = [float(v) for v in np.asarray(gains, np.float32)]
-        self.register_buffer("codes", codes.to(torch.int32))  # [out, ceil(pairs/2)]
+        count = out_features * ((in_features + 1) // 2)
+        if codes.numel() != reference.word_count(count, self.index_bits):
+            raise ValueError(f"{codes.numel()} code words for {count} pairs of {self.index_bits} bits")
+        self.register_buffer("codes", codes.to(torch.int32).reshape(-1))  # [ceil(pairs * bits / 32)]
         self.register_buffer("row_scale", row_scale.to(torch.float32))  # [out]
+        table = reference.pair_table(self.codebook_size, lattice_side(self.codebook_size), self.side,
+                                     self.center, self.gains)
+        # Derived from the attributes, so not saved; moved with the module by .to().
+        self.register_buffer("table", torch.from_numpy(table), persistent=False)  # [U * (K + 1), 2]
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
 
     @classmethod
@@ -110,15 +99,14 @@ class HyperLinear(nn.Module):
         out_features, in_features = encoded.shape
         scale = encoded.scale if encoded.scale is not None else np.ones(1)
         row_scale = np.broadcast_to(np.asarray(scale, np.float32), (out_features,)).copy()
-        return cls(in_features, out_features, codebook_size=encoded.codebook_size, side=encoded.side,
-                   center=encoded.center, gains=encoded.gains,
-                   codes=torch.from_numpy(pack_words(encoded.indices, out_features)),
+        return cls(in_features, out_features, codebook_size=encoded.codebook_size, index_bits=encoded.bits,
+                   side=encoded.side, center=encoded.center, gains=encoded.gains,
+                   codes=torch.from_numpy(reference.pack(encoded.indices, encoded.bits)),
                    row_scale=torch.from_numpy(row_scale), bias=bias)
 
     def decoded_weight(self) -> torch.Tensor:
-        return decode_weight(self.codes, self.row_scale, in_features=self.in_features,
-                             codebook_size=self.codebook_size, side=self.side,
-                             center=self.center, gains=self.gains)
+        return decode_weight(self.codes, self.row_scale, self.table, in_features=self.in_features,
+                             index_bits=self.index_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export():
@@ -129,4 +117,4 @@ class HyperLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"U={self.codebook_size}, rings={len(self.gains) - 1}")
+                f"U={self.codebook_size}, rings={len(self.gains) - 1}, bits={self.index_bits}")

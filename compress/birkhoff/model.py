@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from plugins.hyperlinear import reference
+
 from . import codec, scaled
 from .hyper_linear import HyperLinear
 
@@ -30,6 +32,9 @@ VARIANTS = ("reference", "scaled")
 RAW = "raw"  # [0] too small, a buffer, or fell back
 DECODE_AT_LOAD = "decode_at_load"  # [1]
 HYPER_LINEAR = "hyper_linear"  # [2]
+# The model attribute holding {parameter name: EncodedTensor} of its decode-at-load tensors:
+# the ONNX export writes them as HyperTensor nodes instead of float32 initializers.
+CODED_TENSORS = "birkhoff_coded_tensors"
 
 
 @dataclass
@@ -67,6 +72,18 @@ def encode_tensor(values: np.ndarray, row_pairs: bool, variant: str,
     raise ValueError(f"unknown Birkhoff variant {variant!r}; choose one of {VARIANTS}")
 
 
+def decoded_values(encoded: codec.EncodedTensor) -> np.ndarray:
+    """float32 values of a decode-at-load tensor, as the ONNX HyperTensor node decodes them.
+
+    Not codec.decode (float64, then rounded): the model must hold the very bits that every
+    deployed file decodes to, so that parity compares like with like."""
+    scale = encoded.scale if encoded.scale is not None else np.ones(1)
+    return reference.decode_tensor(
+        reference.pack(encoded.indices, encoded.bits), np.asarray(scale, np.float32), shape=encoded.shape,
+        codebook_size=encoded.codebook_size, lattice_side=codec.lattice_side(encoded.codebook_size),
+        index_bits=encoded.bits, side=encoded.side, center=encoded.center, gains=encoded.gains)
+
+
 def linear_weight_names(model: nn.Module) -> set[str]:
     return {f"{name}.weight" for name, module in model.named_modules() if isinstance(module, nn.Linear)}
 
@@ -89,7 +106,7 @@ def _encode_parameter(name: str, tensor: torch.Tensor, is_linear: bool, variant:
     if encoded is None:
         entry.fell_back = True
         return entry, None
-    decoded = codec.decode(encoded)
+    decoded = codec.decode(encoded) if is_linear else decoded_values(encoded)
     entry.encoded = encoded
     norm = entry.norm = float(np.linalg.norm(values))
     entry.rel_rmse = float(np.linalg.norm(decoded - values) / norm) if norm > 0 else None
@@ -136,6 +153,9 @@ def compress_model(model: nn.Module, variant: str = "reference", show_progress: 
 
 
 def install_hyper_linears(model: nn.Module, entries: dict[str, Entry]) -> None:
+    """Swap the encoded Linear layers for HyperLinear, and note the decode-at-load tensors' codes."""
+    coded = {e.name: e.encoded for e in entries.values() if e.role == DECODE_AT_LOAD}
+    object.__setattr__(model, CODED_TENSORS, coded)  # a plain attribute: not a submodule, not saved
     for entry in entries.values():
         if entry.role != HYPER_LINEAR:
             continue

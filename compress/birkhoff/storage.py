@@ -6,7 +6,9 @@ per encoded tensor, what decoding needs (U, K, bit width, pair count, shape, pad
 centre and farthest pair as exact float64 JSON numbers). Its tensors:
 
 - `<name>`: a raw tensor (buffers, small or fallen-back parameters);
-- `<name>.codes`: uint8, the indices packed MSB-first at the tensor's bit width;
+- `<name>.codes`: int32 words, the indices at the tensor's bit width in the layout of
+  plugins/hyperlinear/spec.py (the ONNX files and the TensorRT plugin take the same words);
+  checkpoints written before that layout hold uint8, MSB first (packing.py), still read;
 - `<name>.scale`: float32 units of the scale-aware variant ([out] or [1]).
 """
 
@@ -19,9 +21,11 @@ import torch
 
 from ..architectures import SamConfig, build_sam
 from ..checkpoint_file import CheckpointError, check_weights, read_samedge, sniff_format, write_checkpoint
-from .codec import EncodedTensor, decode
-from .model import DECODE_AT_LOAD, HYPER_LINEAR, CompressedModel, Entry, install_hyper_linears
-from .packing import pack_indices, unpack_indices
+from plugins.hyperlinear import reference
+
+from .codec import EncodedTensor
+from .model import DECODE_AT_LOAD, HYPER_LINEAR, CompressedModel, Entry, decoded_values, install_hyper_linears
+from .packing import unpack_indices
 
 CODES, SCALE = ".codes", ".scale"
 
@@ -46,7 +50,7 @@ def save_compressed(compressed: CompressedModel, path, config: SamConfig | None 
             tensors[name] = state[name]
             continue
         e = entry.encoded
-        tensors[name + CODES] = torch.from_numpy(pack_indices(e.indices, e.bits))
+        tensors[name + CODES] = torch.from_numpy(reference.pack(e.indices, e.bits))
         if e.scale is not None:
             tensors[name + SCALE] = torch.from_numpy(np.asarray(e.scale, np.float32))
         specs[name] = tensor_spec(entry)
@@ -70,7 +74,7 @@ def build_compressed(path, config: SamConfig, state: dict, metadata: dict) -> Co
         try:
             packed = state.pop(name + CODES).numpy()
             scale = state.pop(name + SCALE, None)
-            indices = unpack_indices(packed, spec["pairs"], spec["bits"])
+            indices = _unpack(packed, spec["pairs"], spec["bits"])
             encoded = EncodedTensor(
                 indices, np.array(spec["center"]), np.array(spec["farthest"]), spec["codebook_size"],
                 spec["rings"], tuple(spec["shape"]), spec["padded"], spec["row_pairs"], spec["mae"],
@@ -79,7 +83,7 @@ def build_compressed(path, config: SamConfig, state: dict, metadata: dict) -> Co
             raise CheckpointError(f"{path}: tensor {name} is damaged ({err}); re-compress the model") from err
         entries[name] = Entry(name, spec["role"], encoded.shape, encoded, rel_rmse=spec.get("rel_rmse", 0.0))
         if spec["role"] == DECODE_AT_LOAD:
-            dense[name] = torch.from_numpy(decode(encoded))
+            dense[name] = torch.from_numpy(decoded_values(encoded))
     for name, tensor in state.items():
         entries[name] = Entry(name, "raw", tuple(tensor.shape))
     try:
@@ -95,6 +99,12 @@ def build_compressed(path, config: SamConfig, state: dict, metadata: dict) -> Co
         )
     install_hyper_linears(model, entries)
     return CompressedModel(model.eval(), entries, variant)
+
+
+def _unpack(packed: np.ndarray, count: int, bits: int) -> np.ndarray:
+    if packed.dtype == np.uint8:  # a checkpoint from before the shared layout: same indices
+        return unpack_indices(packed, count, bits)
+    return reference.unpack(packed, count, bits)
 
 
 def load_compressed(path) -> CompressedModel:

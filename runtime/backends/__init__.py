@@ -33,7 +33,8 @@ def make_backend(bundle: Bundle, name: str = "auto", providers=None, device: str
         if bundle.encoder is None:
             raise BundleError(f"{bundle.root} holds TensorRT engines only; ONNX Runtime needs the bundle's "
                               "encoder.onnx and decoder.onnx")
-        return OnnxRuntimeBackend(bundle.encoder, bundle.decoder, providers, low_memory, bundle.img_size)
+        return OnnxRuntimeBackend(bundle.encoder, bundle.decoder, providers, low_memory, bundle.img_size,
+                                  bundle.samedge_nodes)
     if name == "torch":
         # torch is an extra: the ONNX Runtime and TensorRT paths must import without it.
         from .torch_backend import TorchBackend

@@ -1,18 +1,31 @@
-"""ONNX Runtime backend: runs the bundle's encoder.onnx and decoder.onnx."""
+"""ONNX Runtime backend: runs the bundle's encoder.onnx and decoder.onnx.
+
+Birkhoff bundles hold samedge HyperLinear / HyperTensor nodes. Two ways to run them, chosen
+by `low_memory` (measured in docs/benchmarks/ort-memory.md):
+- default: decode every node once, at session start, in numpy (runtime/decoded_graph.py):
+  the session then runs the dense graph, at dense speed and dense memory;
+- low_memory: keep the codes and run the function bodies on every call (ONNX Runtime's
+  constant folding off, or it would decode them all at start, with a larger peak than a
+  dense model's): memory for the codes instead of the weights, at the cost of a decode
+  per run.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 
 from ..bundle import BundleError
+from ..decoded_graph import decode_all, has_samedge_nodes
 from ..signature import check_decoder, check_encoder
 from .base import Closable
 
 
-def _session(path: Path, providers, low_memory: bool = False):
+def _session(path: Path, providers, low_memory: bool = False, coded: bool | None = None):
+    """`coded`: whether the file holds samedge nodes (the manifest says); None: look."""
     options = ort.SessionOptions()
     # The memory pattern makes a session's second run allocate a fresh block beside the
     # first: a process with a long-lived vit_b session peaks at 7.4 GB instead of 4.3 GB,
@@ -23,7 +36,21 @@ def _session(path: Path, providers, low_memory: bool = False):
         # an idle session holds little more than its weights (vit_b: 3.9 GB peak otherwise).
         options.enable_cpu_mem_arena = False
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
+        if low_memory:
+            # Folding is what decodes every layer at start; the exporter already folded the rest.
+            return ort.InferenceSession(str(path), options, providers=providers,
+                                        disabled_optimizers=["ConstantFolding"])
+        source = str(path)
+        if coded is not False:
+            model = onnx.load(source, load_external_data=True)
+            if has_samedge_nodes(model):
+                model, weights = decode_all(model)
+                # Not copied: the session reads these arrays for as long as it lives.
+                options.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(w)
+                                                                  for w in weights.values()])
+                source = model.SerializeToString()  # the graph and the small tensors
+            del model
+        return ort.InferenceSession(source, options, providers=providers)
     except Exception as err:  # ORT raises its own Fail/InvalidProtobuf types
         raise BundleError(f"ONNX Runtime cannot load {path} ({str(err)[:300]}); "
                           "the file is corrupt or was not written by samedge: rebuild the bundle") from err
@@ -37,14 +64,15 @@ class OnnxRuntimeBackend(Closable):
     name = "onnxruntime"
 
     def __init__(self, encoder: Path, decoder: Path, providers=None, low_memory: bool = False,
-                 img_size: int | None = None):
-        """`img_size`: what the bundle's manifest says the encoder takes (checked)."""
+                 img_size: int | None = None, coded: bool | None = None):
+        """`img_size`: what the bundle's manifest says the encoder takes (checked); `coded`: whether
+        the files hold samedge nodes (the manifest's `samedge_nodes`; None: read the files to see)."""
         available = ort.get_available_providers()
         if providers is None:
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.providers = list(providers)
-        self.encoder = _session(encoder, self.providers, low_memory)
-        self.decoder = _session(decoder, self.providers, low_memory)
+        self.encoder = _session(encoder, self.providers, low_memory, coded)
+        self.decoder = _session(decoder, self.providers, low_memory, coded)
         self.encoder_input = self.encoder.get_inputs()[0].name
         embedding = check_encoder(_shapes(self.encoder.get_inputs()), _shapes(self.encoder.get_outputs()),
                                   encoder, img_size)
