@@ -1,14 +1,17 @@
-"""The fused HyperLinear kernel against dense cuBLAS (torch.matmul), on a GPU, and the page
+"""The HyperLinear kernel's two paths against dense cuBLAS (torch.addmm), on a GPU, and the page
 docs/benchmarks/hyperlinear-kernel.md that holds every GPU figure of the kernel.
 
     python -m benchmarks.run hyperlinear-kernel [--repeats 50] [--json F] [--no-page]
     python -m benchmarks.run hyperlinear-kernel --page-from DIR      # scripts/gpu_check.sh's last step
 
-For every Linear shape of vit_b's encoder and M in {1, 8, 64, 4096} tokens: median time of
-the kernel (plugins/hyperlinear, built with nvcc for this GPU) and of torch.addmm (cuBLAS)
-on the decoded dense weight plus bias, both at fp32 (TF32 off) and fp16, measured with CUDA
-events, the two alternating in this one process. Each sample times `--inner` back-to-back
-launches of pre-bound arguments, so what is measured is the GPU's time, not Python's.
+For every Linear shape of vit_b's encoder and M in {1, 64, 4096, 16384} tokens, fp16: median
+time of the fused kernel (decode inside the GEMM, its own row tile), of the large-M path
+forced (W decoded into the workspace, then cuBLASLt) and of torch.addmm (cuBLAS) on the
+decoded dense weight plus bias, side by side; the plugin's threshold between the first two
+(kGemmMinRows) is to be set where they cross. fp32 (TF32 off, the fused kernel only) at
+M in {1, 64}. Measured with CUDA events, the variants alternating in this one process; each
+sample times `--inner` back-to-back launches of pre-bound arguments, so what is measured is
+the GPU's time, not Python's.
 
 Without --page-from, the page gets this benchmark only; with it, the page is assembled from
 the JSON files scripts/gpu_check.sh writes into DIR (GPU, ptxas, tests, compute-sanitizer,
@@ -34,50 +37,64 @@ from .report import DOCS, Page, Unmeasurable, table
 
 DOCS_PAGE = DOCS / "hyperlinear-kernel.md"
 SHAPES = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]
-TOKENS = [1, 8, 64, 4096]
+TOKENS = [1, 64, 4096, 16384]
+FP32_TOKENS = [1, 64]  # fp32 has the fused kernel alone; its question is small M
 TITLE = "HyperLinear kernel on a GPU"
-TARGETS = ("Targets (issue 5): max relative error vs the torch decode + matmul <= 1e-5 (fp32) and <= 2e-3 "
-           "(fp16) on every shape; fused / cuBLAS <= 1.15 at M = 4096; fused below dense fp32 at M <= 64.")
+TARGETS = ("Targets (issues 5, 13): max relative error vs the torch decode + matmul <= 1e-5 (fp32) and <= 2e-3 "
+           "(fp16) on every shape and path; decode + cuBLASLt / cuBLAS <= 1.15 at M >= 4096; fused below dense at "
+           "M <= 64; the threshold between the fused and the cuBLASLt path where their times cross.")
 
 
-def _time_pair(fused, dense, repeats: int, inner: int) -> tuple[float, float]:
-    """Median ms per call of each, CUDA events around `inner` calls, the order alternating (GPU time:
-    latency.interleaved's wall clock would time Python's launches)."""
+def _time_many(calls: dict, repeats: int, inner: int) -> dict:
+    """Median ms per call of each, CUDA events around `inner` calls, the order rotating each repeat
+    (GPU time: latency.interleaved's wall clock would time Python's launches)."""
     for _ in range(3):
-        fused(), dense()
+        for call in calls.values():
+            call()
     torch.cuda.synchronize()
-    times = {id(fused): [], id(dense): []}
+    names = list(calls)
+    times = {name: [] for name in names}
     for repeat in range(repeats):
-        for fn in ((fused, dense) if repeat % 2 == 0 else (dense, fused)):
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             for _ in range(inner):
-                fn()
+                calls[name]()
             end.record()
             end.synchronize()
-            times[id(fn)].append(start.elapsed_time(end) / inner)
-    return statistics.median(times[id(fused)]), statistics.median(times[id(dense)])
+            times[name].append(start.elapsed_time(end) / inner)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
-def measure_kernel(kernel, repeats: int = 50, inner: int = 10, shapes=SHAPES, tokens=TOKENS) -> list[dict]:
+def measure_kernel(kernel, repeats: int = 50, inner: int = 10, shapes=SHAPES, tokens=TOKENS,
+                   fp32_tokens=FP32_TOKENS) -> list[dict]:
     torch.backends.cuda.matmul.allow_tf32 = False
     rows = []
     for in_features, out_features in shapes:
         layer = random_layer(in_features, out_features, seed=in_features + out_features)  # not moved: shared
         dense = layer.decoded_weight().cuda()
         bias = layer.bias.detach().cuda()
-        for m in tokens:
-            for dtype in (torch.float32, torch.float16):
+        for dtype, counts in ((torch.float16, tokens), (torch.float32, fp32_tokens)):
+            w, b = dense.to(dtype), bias.to(dtype)
+            for m in counts:
                 x = torch.randn(m, in_features, device="cuda", dtype=dtype)
-                w, b = dense.to(dtype), bias.to(dtype)
                 y = torch.empty(m, out_features, device="cuda", dtype=dtype)
-                fused_fn = kernel.bind(x, layer)
-                dense_fn = lambda: torch.addmm(b, x, w.T, out=y)  # noqa: E731  (what F.linear runs)
-                fused, cublas = _time_pair(fused_fn, dense_fn, repeats, inner)
-                rows.append({"in": in_features, "out": out_features, "m": m, "dtype": str(dtype)[6:],
-                             "fused_ms": fused, "cublas_ms": cublas, "ratio": fused / cublas})
-                print(f"{in_features} x {out_features} M={m} {str(dtype)[6:]}: fused {fused:.4f} ms, "
-                      f"cuBLAS {cublas:.4f} ms, {fused / cublas:.2f}x", flush=True)
+                calls = {"fused": kernel.bind(x, layer, fused_only=True),
+                         "dense": lambda x=x, w=w, b=b, y=y: torch.addmm(b, x, w.T, out=y)}  # what F.linear runs
+                if dtype == torch.float16:
+                    calls["gemm"] = kernel.bind(x, layer, path=harness.PATH_GEMM)
+                medians = _time_many(calls, repeats, inner)
+                row = {"in": in_features, "out": out_features, "m": m, "dtype": str(dtype)[6:],
+                       "fused_ms": medians["fused"], "cublas_ms": medians["dense"],
+                       "ratio": medians["fused"] / medians["dense"]}
+                row["auto"] = "decode + cuBLASLt" if "gemm" in calls and m >= kernel.gemm_min_rows else "fused"
+                if "gemm" in medians:
+                    row.update(lt_ms=medians["gemm"], lt_ratio=medians["gemm"] / medians["dense"])
+                rows.append(row)
+                lt = f", decode + cuBLASLt {row['lt_ms']:.4f} ms" if "lt_ms" in row else ""
+                print(f"{in_features} x {out_features} M={m} {row['dtype']}: fused {row['fused_ms']:.4f} ms{lt}, "
+                      f"cuBLAS {row['cublas_ms']:.4f} ms, fused / cuBLAS {row['ratio']:.2f}", flush=True)
+                del x, y, calls
     return rows
 
 
@@ -176,17 +193,23 @@ def _bitexact_section(results: dict) -> list[str]:
 
 
 def _bench_lines(bench: dict) -> list[str]:
+    threshold = bench.get("gemm_min_rows")
     return [f"CUDA-event medians of {bench.get('repeats')} samples of {bench.get('inner')} back-to-back calls, "
-            "fused and cuBLAS alternating; cuBLAS is torch.addmm on the decoded weight plus bias (TF32 off), the "
-            "fused kernel decodes the codes in every call.", "",
-            table(["K x N", "M", "dtype", "fused ms", "cuBLAS ms", "fused / cuBLAS"],
+            "the variants alternating; cuBLAS is torch.addmm on the decoded weight plus bias (TF32 off). Fused: "
+            "the fused kernel (its own row tile), decoding the codes in every call; decode + cuBLASLt: the large-M "
+            "path forced, W decoded into the workspace in every call, then cuBLASLt (fp16 only); auto: the path "
+            "the plugin takes at that M" + (f" (decode + cuBLASLt from M = {threshold})." if threshold else "."), "",
+            table(["K x N", "M", "dtype", "fused ms", "cuBLAS ms", "fused / cuBLAS", "decode + cuBLASLt ms",
+                   "(decode + cuBLASLt) / cuBLAS", "auto"],
                   [[f"{r['in']} x {r['out']}", r["m"], r["dtype"], f"{r['fused_ms']:.4f}", f"{r['cublas_ms']:.4f}",
-                    f"{r['ratio']:.2f}"] for r in bench["rows"]])]
+                    f"{r['ratio']:.2f}", f"{r['lt_ms']:.4f}" if "lt_ms" in r else "-",
+                    f"{r['lt_ratio']:.2f}" if "lt_ratio" in r else "-", r.get("auto", "-")]
+                   for r in bench["rows"]])]
 
 
 def _bench_section(results: dict) -> list[str]:
-    return _section("Kernel vs dense cuBLAS (vit_b Linear shapes)", results.get("bench"), "the benchmark", "rows",
-                    _bench_lines)
+    return _section("Kernel paths vs dense cuBLAS (vit_b Linear shapes)", results.get("bench"), "the benchmark",
+                    "rows", _bench_lines)
 
 
 def _demo_lines(demo: dict) -> list[str]:
@@ -251,8 +274,9 @@ def measure(args) -> Page | None:
         return page(results, args.page, command="bash scripts/gpu_check.sh")
     if not torch.cuda.is_available():
         raise Unmeasurable("no CUDA GPU here: this benchmark needs one (nothing measured, the page is left as it is)")
-    bench = {"status": "passed", "repeats": args.repeats, "inner": args.inner,
-             "rows": measure_kernel(harness.Kernel(harness.cached_library()), args.repeats, args.inner)}
+    kernel = harness.Kernel(harness.cached_library())
+    bench = {"status": "passed", "repeats": args.repeats, "inner": args.inner, "gemm_min_rows": kernel.gemm_min_rows,
+             "rows": measure_kernel(kernel, args.repeats, args.inner)}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(bench, indent=2))  # gpu_check.sh's results folder, not a page

@@ -11,7 +11,7 @@
 #   4 memcheck   compute-sanitizer --tool memcheck on odd shapes, every kernel path
 #   5 racecheck  compute-sanitizer --tool racecheck, the same program
 #   6 bitexact   X = identity, no bias: Y equals the CPU-decoded weight (fp32), its half rounding (fp16)
-#   7 bench      the kernel against dense cuBLAS fp16/fp32, vit_b shapes, M in {1, 8, 64, 4096}
+#   7 bench      fused, decode + cuBLASLt and dense fp16 (fp32 at small M), vit_b shapes, M in {1, 64, 4096, 16384}
 #   8 demo       the demo model with the fused kernel vs the HyperLinear CUDA forward
 #   9 page       docs/benchmarks/hyperlinear-kernel.md from all of the above
 # About 4-7 minutes on an H100; the whole run keeps within GPU_CHECK_BUDGET_S (default 540 s):

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from compress.birkhoff import codec
-from plugins.hyperlinear import spec
+from plugins.hyperlinear import harness, spec
 from runtime.backends.tensorrt_backend import PLUGIN_KEY, PLUGIN_LIBRARY
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,27 +90,69 @@ def test_plugin_inputs_are_the_spec_inputs_in_order():
 
 def test_code_layout_constants_are_the_spec_ones():
     cuh, cu = source("hyperlinear_kernel.cuh"), source("hyperlinear_kernel.cu")
-    assert int(constant(cuh, "kIndexBits")) == spec.INDEX_BITS
-    assert int(constant(cuh, "kPairsPerWord")) == spec.PAIRS_PER_WORD
-    assert constant(cuh, "kMaxCodebookSize") == "1 << kIndexBits"
-    # The decode's mask and shift are built from kIndexBits, with the first index in the low bits.
-    word = body(cu, "void decodeWord(")
-    assert constant(word, "kLow") == "(1u << kIndexBits) - 1u"
-    assert re.search(r"decodePair\(static_cast<int32_t>\(packed & kLow\), p, scale, weights\[0\], weights\[1\]\)",
-                     word)
-    assert re.search(r"decodePair\(static_cast<int32_t>\(packed >> kIndexBits\), p, scale, weights\[2\], "
-                     r"weights\[3\]\)", word)
-    assert re.search(r"\bconst uint32_t packed = static_cast<uint32_t>\(codes\[", word)
-    assert spec.CODES_DTYPE == "int32" and spec.INDEX_BITS * spec.PAIRS_PER_WORD == 32
+    assert int(constant(cuh, "kWordBits")) == spec.WORD_BITS
+    assert int(constant(cuh, "kMaxIndexBits")) == spec.MAX_INDEX_BITS
+    assert constant(cuh, "kMaxCodebookSize") == "1 << kMaxIndexBits"
+    assert spec.CODES_DTYPE == "int32"
+    # The stream's length: ceil(N * ceil(K / 2) * b / 32) words, the pairs row-major.
+    count = body(cuh, "inline int64_t hyperlinearWordCount(")
+    assert re.search(r"static_cast<int64_t>\(p\.out_features\) \* \(\(p\.in_features \+ 1\) / 2\) \* p\.index_bits",
+                     count)
+    assert "(bits + kWordBits - 1) / kWordBits" in count
+    # Index p (= row * ceil(K / 2) + pair) starts at stream bit p * b, counted in 64 bits; stream
+    # bit k is bit k % 32 of word k / 32 (the shifts below are those for kWordBits == 32).
+    assert re.search(r"static_assert\(kWordBits == 32,", cu)
+    load = body(cu, "GroupWords loadGroup(")
+    assert re.search(r"const int64_t bit = \(static_cast<int64_t>\(row\) \* c\.pairsPerRow \+ pair0\) \* c\.bits;",
+                     load)
+    assert "const int64_t word = bit >> 5;" in load and "static_cast<uint32_t>(bit & 31)" in load
+    # (tableSize, pairsPerRow, bits) of the decode's Codes: ceil(K / 2) pairs a row, b = index_bits.
+    assert "hyperlinearTableSize(p), (p.in_features + 1) / 2, p.index_bits" in body(cu, "Codes makeCodes(")
+    # Words are read unsigned (the sign bit is a data bit), least significant bit first: the
+    # index is (next word : this word) >> offset, masked to b bits.
+    assert re.search(r"static_cast<uint32_t>\(readOnly\(c\.words \+ word\)\)", cu)
+    funnel = body(cu, "uint32_t funnelRight(")
+    assert "__funnelshift_r(lo, hi, shift)" in funnel
+    assert "((static_cast<uint64_t>(hi) << 32) | lo) >> shift" in funnel
+    index = body(cu, "int32_t groupIndex(")
+    assert re.search(r"funnelRight\(lo, hi, offset & 31\) & \(\(1u << c\.bits\) - 1u\)", index)
+    assert "const uint32_t offset = g.shift + static_cast<uint32_t>(j * c.bits);" in index
+    # The table entry of index theta + U * ring, and the table's size.
+    table = body(cu, "HyperLinearStatus hyperlinearPairTable(")
+    assert "table + 2 * (static_cast<int64_t>(ring) * p.codebook_size + theta)" in table
+    assert constant(cuh, "kMaxRings") == str(spec.MAX_GAINS - 1)
+    assert "return p.codebook_size * p.gain_count;" in body(cuh, "inline int32_t hyperlinearTableSize(")
+    # The plugin takes codes as that int32 stream and checks its length.
     cpp = source("hyperlinear_plugin.cpp")
     assert re.search(r"case kCodes: return desc\.type == DataType::kINT32;", cpp)
+    assert re.search(r'isVector\(codes, hyperlinearWordCount\(mParams\), "codes"', cpp)
+    assert re.search(r"params\.index_bits < 1 \|\| params\.index_bits > kMaxIndexBits", cpp)
+
+
+def test_the_harness_mirrors_the_kernel_structs_and_codes():
+    """ctypes reads HyperLinearParams field by field, and the harness names statuses and paths."""
+    cuh, cu = source("hyperlinear_kernel.cuh"), source("hyperlinear_kernel.cu")
+    (fields,) = re.findall(r"struct HyperLinearParams {([^}]*)};", cuh)
+    declared = re.findall(r"(\w+) (\w+)(?:\[([^\]]+)\])?;", fields)
+    assert [name for _, name, _ in declared] == [name for name, _ in harness.Params._fields_]
+    assert [kind for kind, _, _ in declared] == ["int32_t"] * 5 + ["float"] * 3 + ["int32_t"]
+    assert dict((name, size) for _, name, size in declared if size) == {"center": "2", "gains": "kMaxRings + 1"}
+    assert harness.Params.gains.size == 4 * spec.MAX_GAINS
+    (statuses,) = re.findall(r"enum HyperLinearStatus : int32_t {([^}]*)}", cuh)
+    assert {int(v) for v in re.findall(r"= (\d+)", statuses)} == set(harness.STATUS_NAMES)
+    assert int(constant(cu, "kPathCudaCores")) == harness.PATH_CUDA_CORES
+    assert int(constant(cu, "kPathGemm")) == harness.PATH_GEMM
+    tiles = body(cu, "cudaError_t launchF16(")
+    cases = re.findall(r"case (\d+): return launchTensorCores", tiles)
+    assert tuple(int(t) for t in cases) == harness.TENSOR_CORE_TILES
 
 
 def test_the_codec_writes_indices_the_layout_holds():
-    # Below 2**(INDEX_BITS - 1), so the high index never sets the int32 word's sign bit.
-    assert spec.INDEX_BOUND <= 1 << (spec.INDEX_BITS - 1)
-    assert max(codec.CODEBOOK_SIZES) * (codec.MAX_RINGS + 1) <= spec.INDEX_BOUND
+    assert max(codec.CODEBOOK_SIZES) * (codec.MAX_RINGS + 1) <= spec.INDEX_BOUND <= 1 << spec.MAX_INDEX_BITS
     assert codec.MAX_RINGS + 1 == spec.MAX_GAINS
+    # The widest index the codec writes fits the kernel's and the reference's bound.
+    assert (spec.INDEX_BOUND - 1).bit_length() <= spec.MAX_INDEX_BITS
+    assert spec.WORD_BITS == 32 and spec.CODES_DTYPE == "int32"
 
 
 def test_cmake_target_is_the_library_the_loaders_open():

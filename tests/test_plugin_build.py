@@ -1,7 +1,8 @@
 """The plugin's CMake project as a device configures it, and the wheel an installed samedge comes from.
 
-The configure runs need cmake and a CUDA compiler but no TensorRT: find_path/find_library only
-look for the files, so empty stand-ins satisfy them (nothing is compiled against them).
+The configure runs need cmake and a CUDA compiler but neither TensorRT nor cuBLASLt:
+find_path/find_library only look for the files, so empty stand-ins satisfy them (nothing is
+compiled against them). cuBLASLt's is given as CUBLASLT_ROOT, which wins over the toolkit's.
 """
 
 from __future__ import annotations
@@ -36,14 +37,22 @@ def _path_without_nvcc() -> str:
     return os.pathsep.join(f for f in folders if f and not (Path(f) / "nvcc").exists())
 
 
-def configure(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """cmake-configure the plugin into tmp_path/build, nvcc off PATH and no CUDA variables set."""
-    tensorrt = tmp_path / "tensorrt"
-    (tensorrt / "include").mkdir(parents=True, exist_ok=True)
-    (tensorrt / "lib").mkdir(exist_ok=True)
-    (tensorrt / "include" / "NvInfer.h").touch()
-    (tensorrt / "lib" / "libnvinfer.so").touch()
-    clean = {k: v for k, v in os.environ.items() if k not in ("CUDACXX", "CUDAARCHS", "CUDA_PATH")}
+def stand_in(root: Path, *files: str) -> Path:
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).touch()
+    return root
+
+
+def configure(tmp_path: Path, *args: str, env: dict | None = None,
+              cublaslt: bool = True) -> subprocess.CompletedProcess:
+    """cmake-configure the plugin into tmp_path/build, nvcc off PATH and no CUDA variables set;
+    cuBLASLt a stand-in under CUBLASLT_ROOT unless `cublaslt` is False (then the toolkit's, if any)."""
+    tensorrt = stand_in(tmp_path / "tensorrt", "include/NvInfer.h", "lib/libnvinfer.so")
+    if cublaslt:
+        root = stand_in(tmp_path / "cublaslt", "include/cublasLt.h", "lib/libcublasLt.so.13")
+        args = (f"-DCUBLASLT_ROOT={root}", *args)
+    clean = {k: v for k, v in os.environ.items() if k not in ("CUDACXX", "CUDAARCHS", "CUDA_PATH", "CUBLASLT_ROOT")}
     clean["PATH"] = _path_without_nvcc()
     return subprocess.run([CMAKE, "-S", str(PLUGIN), "-B", str(tmp_path / "build"), f"-DTENSORRT_ROOT={tensorrt}",
                            *args], env={**clean, **(env or {})}, capture_output=True, text=True)
@@ -79,6 +88,49 @@ def test_default_architectures_are_orin_and_desktops_with_ptx(default_configure)
     flags = (default_configure / "CMakeFiles" / "samedge_hyperlinear.dir" / "flags.make").read_text()
     assert "sm_87" in flags
     assert re.search(r"code=\[[^\]]*compute_\d+", flags), flags
+
+
+@needs_cmake
+@needs_jetpack_nvcc
+def test_host_code_is_compiled_without_fp_contraction(default_configure):
+    """The pair table is host code that must equal the numpy reference bit for bit."""
+    flags = (default_configure / "CMakeFiles" / "samedge_hyperlinear.dir" / "flags.make").read_text()
+    assert re.search(r"^CXX_FLAGS = .*-ffp-contract=off", flags, re.MULTILINE), flags
+    assert re.search(r"^CUDA_FLAGS = .*-Xcompiler=-ffp-contract=off", flags, re.MULTILINE), flags
+
+
+@needs_cmake
+@needs_jetpack_nvcc
+def test_cublaslt_root_is_used_and_checked(default_configure, tmp_path):
+    library = Path(cache_value(default_configure, "CUBLASLT_LIBRARY"))
+    assert library.name == "libcublasLt.so.13" and library.parent.parent.name == "cublaslt"
+    (tmp_path / "empty").mkdir()
+    result = configure(tmp_path, f"-DCUBLASLT_ROOT={tmp_path / 'empty'}", "-DCMAKE_CUDA_ARCHITECTURES=87",
+                       cublaslt=False)
+    assert result.returncode != 0
+    message = " ".join(result.stderr.split())  # CMake wraps its messages
+    assert "cuBLASLt not found under CUBLASLT_ROOT" in message and "include/cublasLt.h" in message
+
+
+@needs_cmake
+@needs_jetpack_nvcc
+def test_cublaslt_root_may_come_from_the_environment(tmp_path):
+    """build_engines.sh and the Python build run export/tensorrt_build.py's CMake line unchanged."""
+    root = stand_in(tmp_path / "wheel", "include/cublasLt.h", "lib/libcublasLt.so.12")
+    result = configure(tmp_path, "-DCMAKE_CUDA_ARCHITECTURES=87", env={"CUBLASLT_ROOT": str(root)}, cublaslt=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert cache_value(tmp_path / "build", "CUBLASLT_LIBRARY") == str(root / "lib" / "libcublasLt.so.12")
+
+
+@needs_cmake
+@needs_jetpack_nvcc
+def test_cublaslt_comes_from_the_toolkit_or_is_asked_for(tmp_path):
+    result = configure(tmp_path, "-DCMAKE_CUDA_ARCHITECTURES=87", cublaslt=False)
+    if result.returncode == 0:  # the toolkit has cuBLAS
+        assert Path(cache_value(tmp_path / "build", "CUDA_cublasLt_LIBRARY")).is_file()
+    else:
+        message = " ".join(result.stderr.split())
+        assert "cuBLASLt not found in the CUDA toolkit" in message and "-DCUBLASLT_ROOT=" in message
 
 
 @needs_cmake
@@ -145,5 +197,5 @@ def test_wheel_requires_only_the_runtime(wheel):
         requires = [line.split(":", 1)[1].strip() for line in archive.read(metadata).decode().splitlines()
                     if line.startswith("Requires-Dist:")]
     base = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in requires if "extra ==" not in r}
-    assert base == {"numpy", "pillow", "onnxruntime"}
+    assert base == {"numpy", "pillow", "onnxruntime", "onnx"}  # onnx: the ORT backend decodes Birkhoff nodes
     assert any("torch" in r and "extra == \"compress\"" in r for r in requires), requires

@@ -4,11 +4,13 @@ loadLibrary dlopens the library and calls its exported C functions getCreators a
 setLoggerFinder; nothing else of the library is TensorRT's business. So the plugin is built
 here into a shared library against the public 10.3 and 11.1 headers, with the kernel
 replaced by a stub that records its calls and returns a chosen CUDA status (the kernel has
-its own tests in test_hyperlinear_kernel.py), and a small C++ program drives it through
-those two symbols exactly as loadLibrary would: creator identity and fields (the spec's), the creator's refusals,
-a plugin recreated from its serialised fields, and enqueue's row handling and error
-reports through the ILoggerFinder's logger. Needs nvcc and the headers (see
-tests/test_hyperlinear_kernel.py, test_plugin_compiles_against_tensorrt_headers).
+its own tests in test_hyperlinear_kernel.py) and keeps its "device" tables in host memory,
+and a small C++ program drives it through those two symbols exactly as loadLibrary would:
+creator identity and fields (the spec's), the creator's refusals, a plugin recreated from its
+serialised fields, the shape checks, the workspace size, the table computed at creation and
+uploaded once per instance (clones their own, freed with them), and enqueue's row handling,
+workspace and error reports through the ILoggerFinder's logger. Needs nvcc and the headers
+(see tests/test_hyperlinear_kernel.py, test_plugin_compiles_against_tensorrt_headers).
 """
 
 from __future__ import annotations
@@ -25,36 +27,113 @@ from plugins.hyperlinear import spec
 PLUGIN_SOURCE = Path(__file__).resolve().parent.parent / "plugins" / "hyperlinear" / "hyperlinear_plugin.cpp"
 TRT_HEADERS = Path(os.environ.get("SAMEDGE_TRT_HEADERS", "/tmp/trt-headers"))  # as test_hyperlinear_kernel.py
 
-# Stands in for hyperlinear_kernel.cu inside the library.
+# Stands in for hyperlinear_kernel.cu inside the library: the kernel's API, host memory only.
 STUB_KERNEL = r"""
 #include "hyperlinear_kernel.cuh"
+
+#include <cstdlib>
+#include <cstring>
 
 namespace {
 int gCalls = 0;
 int gLastRows = -1;
 cudaError_t gStatus = cudaSuccess;
+int gCheck = 0;
+cudaError_t gUploadStatus = cudaSuccess;
+cudaError_t gGemmStatus = cudaSuccess;
+int gTablesComputed = 0, gUploads = 0, gLiveTables = 0, gLiveGemms = 0;
+const float* gLastTable = nullptr;
+int gLastTableSize = -1;
+const void* gLastGemm = nullptr;
+const void* gLastWorkspace = nullptr;
+size_t gLastWorkspaceBytes = 0;
 
-cudaError_t record(int32_t m) {
+cudaError_t record(int32_t m, const float* table, int32_t size, const void* gemm, const void* workspace, size_t bytes) {
     ++gCalls;
     gLastRows = m;
+    gLastTable = table;
+    gLastTableSize = size;
+    gLastGemm = gemm;
+    gLastWorkspace = workspace;
+    gLastWorkspaceBytes = bytes;
     return gStatus;
 }
 }  // namespace
 
 #define STUB_EXPORT extern "C" __attribute__((visibility("default")))
 STUB_EXPORT void stubSetStatus(int status) { gStatus = static_cast<cudaError_t>(status); }
+STUB_EXPORT void stubSetCheck(int status) { gCheck = status; }
+STUB_EXPORT void stubSetUploadStatus(int status) { gUploadStatus = static_cast<cudaError_t>(status); }
+STUB_EXPORT void stubSetGemmStatus(int status) { gGemmStatus = static_cast<cudaError_t>(status); }
 STUB_EXPORT int stubCalls() { return gCalls; }
 STUB_EXPORT int stubLastRows() { return gLastRows; }
+STUB_EXPORT int stubTablesComputed() { return gTablesComputed; }
+STUB_EXPORT int stubUploads() { return gUploads; }
+STUB_EXPORT int stubLiveTables() { return gLiveTables; }
+STUB_EXPORT int stubLiveGemms() { return gLiveGemms; }
+STUB_EXPORT const float* stubLastTable() { return gLastTable; }
+STUB_EXPORT int stubLastTableSize() { return gLastTableSize; }
+STUB_EXPORT const void* stubLastGemm() { return gLastGemm; }
+STUB_EXPORT const void* stubLastWorkspace() { return gLastWorkspace; }
+STUB_EXPORT size_t stubLastWorkspaceBytes() { return gLastWorkspaceBytes; }
 
 namespace samedge {
-cudaError_t hyperlinearForwardF32(const float*, const int32_t*, const float*, const float*, float*, int32_t m,
-                                  const HyperLinearParams&, cudaStream_t) { return record(m); }
-cudaError_t hyperlinearForwardF16(const __half*, const int32_t*, const float*, const float*, __half*, int32_t m,
-                                  const HyperLinearParams&, cudaStream_t) { return record(m); }
+struct HyperLinearGemm {
+    int unused = 0;
+};
+
+HyperLinearStatus hyperlinearCheck(int32_t, const HyperLinearParams&) { return static_cast<HyperLinearStatus>(gCheck); }
+const char* hyperlinearStatusName(int32_t) { return "the stub's rule is broken"; }
+HyperLinearStatus hyperlinearPairTable(const HyperLinearParams& p, float* table) {
+    ++gTablesComputed;
+    for (int32_t i = 0; i < 2 * hyperlinearTableSize(p); ++i) table[i] = static_cast<float>(i);
+    return kHyperLinearOk;
+}
+cudaError_t hyperlinearTableUpload(const float* host, int32_t size, HyperLinearDeviceTable* table) {
+    if (gUploadStatus != cudaSuccess) return gUploadStatus;
+    hyperlinearTableFree(table);
+    table->pairs = static_cast<float*>(std::malloc(sizeof(float) * 2 * size));
+    std::memcpy(table->pairs, host, sizeof(float) * 2 * size);
+    table->size = size;
+    ++gUploads;
+    ++gLiveTables;
+    return cudaSuccess;
+}
+void hyperlinearTableFree(HyperLinearDeviceTable* table) {
+    if (table == nullptr || table->pairs == nullptr) return;
+    std::free(table->pairs);
+    table->pairs = nullptr;
+    table->size = 0;
+    --gLiveTables;
+}
+cudaError_t hyperlinearGemmCreate(HyperLinearGemm** gemm) {
+    *gemm = nullptr;
+    if (gGemmStatus != cudaSuccess) return gGemmStatus;
+    *gemm = new HyperLinearGemm();
+    ++gLiveGemms;
+    return cudaSuccess;
+}
+void hyperlinearGemmDestroy(HyperLinearGemm* gemm) {
+    if (gemm == nullptr) return;
+    delete gemm;
+    --gLiveGemms;
+}
+const char* hyperlinearGemmLastStatus(const HyperLinearGemm*) { return "CUBLAS_STATUS_STUB"; }
+cudaError_t hyperlinearForwardF32(const float*, const int32_t*, const float* table, int32_t size, const float*,
+                                  const float*, float*, int32_t m, const HyperLinearParams&, cudaStream_t) {
+    return record(m, table, size, nullptr, nullptr, 0);
+}
+cudaError_t hyperlinearForwardF16(const __half*, const int32_t*, const float* table, int32_t size, const float*,
+                                  const float*, __half*, int32_t m, const HyperLinearParams&, HyperLinearGemm* gemm,
+                                  void* workspace, size_t bytes, cudaStream_t) {
+    return record(m, table, size, gemm, workspace, bytes);
+}
 }  // namespace samedge
 """
 
 DRIVER = r"""
+#include "hyperlinear_kernel.cuh"
+
 #include <NvInfer.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
@@ -92,7 +171,7 @@ struct Finder : ILoggerFinder {
 
 // The fields the ONNX parser passes from a HyperLinear node's attributes.
 struct Layer {
-    int32_t inFeatures = 20, outFeatures = 40, codebookSize = 9, latticeSide = 3;
+    int32_t inFeatures = 20, outFeatures = 40, codebookSize = 9, latticeSide = 3, indexBits = 5;
     float side = 2.0f;
     float center[2] = {0.0f, 0.0f};
     float gains[2] = {1.0f, 0.5f};
@@ -104,6 +183,7 @@ struct Layer {
                   PluginField("out_features", &outFeatures, PluginFieldType::kINT32, 1),
                   PluginField("codebook_size", &codebookSize, PluginFieldType::kINT32, 1),
                   PluginField("lattice_side", &latticeSide, PluginFieldType::kINT32, 1),
+                  PluginField("index_bits", &indexBits, PluginFieldType::kINT32, 1),
                   PluginField("side", &side, PluginFieldType::kFLOAT32, 1),
                   PluginField("center", center, PluginFieldType::kFLOAT32, 2),
                   PluginField("gains", gains, PluginFieldType::kFLOAT32, 2)};
@@ -112,21 +192,86 @@ struct Layer {
         return &collection;
     }
 };
+// 40 rows x 10 pairs of 5 bits = 2000 bits: 63 words.
+constexpr int64_t kWords = 63;
+constexpr int32_t kTablePairs = 18;
 
-int32_t enqueue(IPluginV3OneRuntime* runtime, DataType type, std::initializer_list<int64_t> dims) {
-    PluginTensorDesc in[4]{};
-    in[0].dims.nbDims = static_cast<int32_t>(dims.size());
+Dims dims(std::initializer_list<int64_t> values) {
+    Dims out{};
+    out.nbDims = static_cast<int32_t>(values.size());
     int32_t i = 0;
-    for (int64_t d : dims) in[0].dims.d[i++] = d;
-    in[0].type = type;
-    in[0].format = TensorFormat::kLINEAR;
+    for (int64_t v : values) out.d[i++] = v;
+    return out;
+}
+
+// X, codes, row_scale, bias as a built engine describes them.
+void describe(PluginTensorDesc (&in)[4], DataType type, Dims x, Dims codes = dims({kWords}), Dims rowScale = dims({40}),
+              Dims bias = dims({40})) {
+    Dims const all[4] = {x, codes, rowScale, bias};
+    DataType const types[4] = {type, DataType::kINT32, DataType::kFLOAT, DataType::kFLOAT};
+    for (int i = 0; i < 4; ++i) {
+        in[i] = PluginTensorDesc{};
+        in[i].dims = all[i];
+        in[i].type = types[i];
+        in[i].format = TensorFormat::kLINEAR;
+    }
+}
+
+int32_t enqueue(IPluginV3OneRuntime* runtime, DataType type, std::initializer_list<int64_t> x,
+                void* workspace = nullptr) {
+    PluginTensorDesc in[4];
+    describe(in, type, dims(x));
     PluginTensorDesc out{};
     void const* inputs[4] = {nullptr, nullptr, nullptr, nullptr};
     void* outputs[1] = {nullptr};
-    return runtime->enqueue(in, &out, inputs, outputs, nullptr, nullptr);
+    return runtime->enqueue(in, &out, inputs, outputs, workspace, nullptr);
+}
+
+int32_t shapeChange(IPluginV3OneRuntime* runtime, DataType type, Dims x, Dims codes = dims({kWords})) {
+    PluginTensorDesc in[4];
+    describe(in, type, x, codes);
+    PluginTensorDesc out{};
+    return runtime->onShapeChange(in, 4, &out, 1);
+}
+
+// configurePlugin / getWorkspaceSize's view: -1 where a dimension is dynamic, max its upper bound.
+int32_t configure(IPluginV3OneBuild* build, DataType type, Dims codes, Dims rowScale = dims({40})) {
+    PluginTensorDesc desc[4];
+    describe(desc, type, dims({-1, 20}), codes, rowScale);
+    DynamicPluginTensorDesc in[4]{};
+    for (int i = 0; i < 4; ++i) in[i].desc = desc[i];
+    DynamicPluginTensorDesc out{};
+    return build->configurePlugin(in, 4, &out, 1);
+}
+
+size_t workspaceSize(IPluginV3OneBuild* build, DataType type, int64_t maxRows) {
+    DynamicPluginTensorDesc in[4]{};
+    PluginTensorDesc desc[4];
+    describe(desc, type, dims({-1, 20}));
+    for (int i = 0; i < 4; ++i) {
+        in[i].desc = desc[i];
+        in[i].min = in[i].opt = in[i].max = desc[i].dims;
+    }
+    in[0].min = dims({1, 20});
+    in[0].max = dims({maxRows, 20});
+    DynamicPluginTensorDesc out{};
+    return build->getWorkspaceSize(in, 4, &out, 1);
 }
 
 bool has(std::string const& text, char const* part) { return text.find(part) != std::string::npos; }
+
+bool serialises(PluginFieldCollection const* fields, char const* name, int32_t value) {
+    for (int32_t i = 0; i < fields->nbFields; ++i)
+        if (std::strcmp(fields->fields[i].name, name) == 0)
+            return fields->fields[i].type == PluginFieldType::kINT32 &&
+                   *static_cast<int32_t const*>(fields->fields[i].data) == value;
+    return false;
+}
+
+template <typename T>
+T symbol(void* library, char const* name) {
+    return reinterpret_cast<T>(dlsym(library, name));
+}
 
 int main(int argc, char** argv) {
     if (argc != 2) return 2;
@@ -135,12 +280,27 @@ int main(int argc, char** argv) {
         std::printf("dlopen: %s\n", dlerror());
         return 2;
     }
-    auto getCreators = reinterpret_cast<IPluginCreatorInterface* const* (*)(int32_t&)>(dlsym(library, "getCreators"));
-    auto setLoggerFinder = reinterpret_cast<void (*)(ILoggerFinder*)>(dlsym(library, "setLoggerFinder"));
-    auto stubSetStatus = reinterpret_cast<void (*)(int)>(dlsym(library, "stubSetStatus"));
-    auto stubCalls = reinterpret_cast<int (*)()>(dlsym(library, "stubCalls"));
-    auto stubLastRows = reinterpret_cast<int (*)()>(dlsym(library, "stubLastRows"));
-    if (!getCreators || !setLoggerFinder || !stubSetStatus || !stubCalls || !stubLastRows) {
+    auto getCreators = symbol<IPluginCreatorInterface* const* (*)(int32_t&)>(library, "getCreators");
+    auto setLoggerFinder = symbol<void (*)(ILoggerFinder*)>(library, "setLoggerFinder");
+    auto stubSetStatus = symbol<void (*)(int)>(library, "stubSetStatus");
+    auto stubSetCheck = symbol<void (*)(int)>(library, "stubSetCheck");
+    auto stubSetUploadStatus = symbol<void (*)(int)>(library, "stubSetUploadStatus");
+    auto stubSetGemmStatus = symbol<void (*)(int)>(library, "stubSetGemmStatus");
+    auto stubCalls = symbol<int (*)()>(library, "stubCalls");
+    auto stubLastRows = symbol<int (*)()>(library, "stubLastRows");
+    auto stubTablesComputed = symbol<int (*)()>(library, "stubTablesComputed");
+    auto stubUploads = symbol<int (*)()>(library, "stubUploads");
+    auto stubLiveTables = symbol<int (*)()>(library, "stubLiveTables");
+    auto stubLiveGemms = symbol<int (*)()>(library, "stubLiveGemms");
+    auto stubLastTable = symbol<float const* (*)()>(library, "stubLastTable");
+    auto stubLastTableSize = symbol<int (*)()>(library, "stubLastTableSize");
+    auto stubLastGemm = symbol<void const* (*)()>(library, "stubLastGemm");
+    auto stubLastWorkspace = symbol<void const* (*)()>(library, "stubLastWorkspace");
+    auto stubLastWorkspaceBytes = symbol<size_t (*)()>(library, "stubLastWorkspaceBytes");
+    if (!getCreators || !setLoggerFinder || !stubSetStatus || !stubSetCheck || !stubSetUploadStatus ||
+        !stubSetGemmStatus || !stubCalls || !stubLastRows || !stubTablesComputed || !stubUploads ||
+        !stubLiveTables || !stubLiveGemms || !stubLastTable || !stubLastTableSize || !stubLastGemm ||
+        !stubLastWorkspace || !stubLastWorkspaceBytes) {
         std::printf("missing symbol\n");
         return 2;
     }
@@ -177,15 +337,84 @@ int main(int argc, char** argv) {
     noGains.fields.pop_back();  // gains, the last field
     noGains.collection.nbFields -= 1;
     CHECK(creator->createPlugin("layer", &noGains.collection, TensorRTPhase::kBUILD) == nullptr);
-    CHECK(has(logger.message, "gains (1 to 4)"));
+    CHECK(has(logger.message, "gains (1 to 4)") && has(logger.message, "index_bits (int32)"));
+    Layer noIndexBits;  // an ONNX file of the earlier code layout
+    noIndexBits.get();
+    noIndexBits.fields.erase(noIndexBits.fields.begin() + 4);
+    noIndexBits.collection.fields = noIndexBits.fields.data();
+    noIndexBits.collection.nbFields -= 1;
+    logger.message.clear();
+    CHECK(creator->createPlugin("layer", &noIndexBits.collection, TensorRTPhase::kBUILD) == nullptr);
+    CHECK(has(logger.message, "index_bits (int32)"));
+    for (int32_t bits : {0, 17, -3}) {
+        Layer badBits;
+        badBits.indexBits = bits;
+        CHECK(creator->createPlugin("layer", badBits.get(), TensorRTPhase::kBUILD) == nullptr);
+        CHECK(has(logger.message, ("index_bits " + std::to_string(bits) + " must be in 1..16").c_str()));
+    }
+    for (int32_t bits : {1, 16}) {
+        Layer edge;
+        edge.indexBits = bits;
+        IPluginV3* accepted = creator->createPlugin("layer", edge.get(), TensorRTPhase::kBUILD);
+        CHECK(accepted != nullptr);
+        delete accepted;
+    }
+    // The kernel's own rules, named by it.
+    stubSetCheck(samedge::kHyperLinearBadLatticeSide);
+    Layer refused;
+    CHECK(creator->createPlugin("layer", refused.get(), TensorRTPhase::kBUILD) == nullptr);
+    CHECK(has(logger.message, "the stub's rule is broken") && has(logger.message, "index_bits 5"));
+    stubSetCheck(samedge::kHyperLinearOk);
 
+    // The table is computed when the plugin is made, uploaded only when it is about to run.
+    int const computed = stubTablesComputed();
     Layer layer;
     IPluginV3* plugin = creator->createPlugin("layer", layer.get(), TensorRTPhase::kBUILD);
     CHECK(plugin != nullptr);
     if (plugin == nullptr) return 1;
+    CHECK(stubTablesComputed() == computed + 1 && stubLiveTables() == 0 && stubUploads() == 0);
+    auto* build = static_cast<IPluginV3OneBuild*>(plugin->getCapabilityInterface(PluginCapabilityType::kBUILD));
     auto* runtime = static_cast<IPluginV3OneRuntime*>(plugin->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
     // A plan stores getFieldsToSerialize; deserialising gives them back to createPlugin.
-    CHECK(creator->createPlugin("layer", runtime->getFieldsToSerialize(), TensorRTPhase::kRUNTIME) != nullptr);
+    PluginFieldCollection const* serialised = runtime->getFieldsToSerialize();
+    CHECK(serialises(serialised, "index_bits", 5) && serialises(serialised, "lattice_side", 3));
+    IPluginV3* recreated = creator->createPlugin("layer", serialised, TensorRTPhase::kRUNTIME);
+    CHECK(recreated != nullptr);
+    delete recreated;
+
+    // Shapes: codes is the 1-D stream of ceil(40 * 10 * 5 / 32) words.
+    CHECK(configure(build, DataType::kHALF, dims({kWords})) == 0);
+    CHECK(configure(build, DataType::kHALF, dims({-1})) == 0);
+    logger.message.clear();
+    CHECK(configure(build, DataType::kHALF, dims({kWords + 1})) == -1);
+    CHECK(has(logger.message, "configurePlugin: codes must have shape [63]") && has(logger.message, "has [64]") &&
+          has(logger.message, "index_bits 5 bits"));
+    CHECK(configure(build, DataType::kFLOAT, dims({40, 2})) == -1);  // the earlier [N, words] layout
+    CHECK(has(logger.message, "has [40, 2]"));
+    CHECK(configure(build, DataType::kFLOAT, dims({kWords}), dims({39})) == -1);
+    CHECK(has(logger.message, "row_scale must have shape [40]"));
+    CHECK(shapeChange(runtime, DataType::kFLOAT, dims({3, 20}), dims({kWords - 1})) == -1);
+    CHECK(has(logger.message, "onShapeChange: codes must have shape [63]"));
+    CHECK(shapeChange(runtime, DataType::kFLOAT, dims({3, 21})) == -1);
+    CHECK(has(logger.message, "last dimension is 21"));
+    CHECK(stubLiveTables() == 0);
+
+    // Workspace: the large-M path's, only for float16 profiles that reach its row count.
+    samedge::HyperLinearParams params{};
+    params.in_features = 20;
+    params.out_features = 40;
+    size_t const large = samedge::hyperlinearWorkspaceSize(params, samedge::kGemmMinRows);
+    CHECK(large >= 40 * 24 * 2 + samedge::kGemmScratchBytes);
+    CHECK(workspaceSize(build, DataType::kHALF, samedge::kGemmMinRows - 1) == 0);
+    CHECK(workspaceSize(build, DataType::kHALF, samedge::kGemmMinRows) == large);
+    CHECK(workspaceSize(build, DataType::kHALF, 1 << 20) == large);
+    CHECK(workspaceSize(build, DataType::kFLOAT, 1 << 20) == 0);
+
+    // The first shape uploads the table, later ones reuse it; float16 with many rows makes the gemm.
+    CHECK(shapeChange(runtime, DataType::kFLOAT, dims({3, 20})) == 0);
+    CHECK(stubLiveTables() == 1 && stubUploads() == 1 && stubLiveGemms() == 0);
+    CHECK(shapeChange(runtime, DataType::kHALF, dims({2, samedge::kGemmMinRows, 20})) == 0);
+    CHECK(stubUploads() == 1 && stubLiveGemms() == 1);
 
     logger.message.clear();
     CHECK(enqueue(runtime, DataType::kHALF, {0, 64, 20}) == 0);
@@ -200,15 +429,66 @@ int main(int argc, char** argv) {
     CHECK(logger.severity == ILogger::Severity::kERROR);
     CHECK(has(logger.message, "no kernel image is available") && has(logger.message, "another GPU architecture"));
     CHECK(has(logger.message, "6 x 20 -> 40") && has(logger.message, "compute capability"));
+    CHECK(!has(logger.message, "cuBLASLt"));
 
     stubSetStatus(cudaErrorInvalidValue);
     CHECK(enqueue(runtime, DataType::kFLOAT, {5, 20}) == -1);
     CHECK(has(logger.message, "cudaErrorInvalidValue") && !has(logger.message, "another GPU architecture"));
+    char workspace[1];
+    CHECK(enqueue(runtime, DataType::kHALF, {samedge::kGemmMinRows, 20}, workspace) == -1);
+    CHECK(has(logger.message, "cuBLASLt: CUBLAS_STATUS_STUB"));
 
     stubSetStatus(cudaSuccess);
     logger.message.clear();
     CHECK(enqueue(runtime, DataType::kFLOAT, {7, 20}) == 0);
-    CHECK(stubCalls() == 3 && stubLastRows() == 7 && logger.message.empty());
+    CHECK(stubCalls() == 4 && stubLastRows() == 7 && logger.message.empty());
+    // The plugin's own table, with its size; no workspace for float32.
+    CHECK(stubLastTable() != nullptr && stubLastTableSize() == kTablePairs);
+    CHECK(stubLastTable()[2 * kTablePairs - 1] == 2 * kTablePairs - 1);  // the stub's table: 0, 1, 2, ...
+    CHECK(stubLastWorkspaceBytes() == 0);
+    // Float16: below the threshold nothing of the workspace is used, at it all that was asked for.
+    CHECK(enqueue(runtime, DataType::kHALF, {samedge::kGemmMinRows - 1, 20}, workspace) == 0);
+    CHECK(stubLastWorkspaceBytes() == 0 && stubLastGemm() != nullptr);
+    CHECK(enqueue(runtime, DataType::kHALF, {1, samedge::kGemmMinRows, 20}, workspace) == 0);
+    CHECK(stubLastWorkspace() == workspace && stubLastWorkspaceBytes() == large && stubLastGemm() != nullptr);
+    CHECK(stubUploads() == 1);
+
+    // A clone has its own table, uploaded when it is attached; each is freed with its plugin.
+    int const computedBeforeClone = stubTablesComputed();
+    IPluginV3* cloned = plugin->clone();  // the host table copied, not computed again
+    CHECK(cloned != nullptr && stubLiveTables() == 1 && stubTablesComputed() == computedBeforeClone);
+    IPluginV3* attached = runtime->attachToContext(nullptr);
+    CHECK(attached != nullptr && stubLiveTables() == 2 && stubUploads() == 2);
+    auto* attachedRuntime =
+        static_cast<IPluginV3OneRuntime*>(attached->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    CHECK(enqueue(attachedRuntime, DataType::kFLOAT, {4, 20}) == 0);
+    CHECK(stubLastTable() != nullptr && stubUploads() == 2);
+    delete attached;
+    delete cloned;
+    CHECK(stubLiveTables() == 1);
+    delete plugin;
+    CHECK(stubLiveTables() == 0 && stubLiveGemms() == 0);
+
+    // An upload that fails: named, the launch not made, attachToContext refused.
+    stubSetUploadStatus(cudaErrorMemoryAllocation);
+    IPluginV3* starved = creator->createPlugin("layer", layer.get(), TensorRTPhase::kRUNTIME);
+    auto* starvedRuntime =
+        static_cast<IPluginV3OneRuntime*>(starved->getCapabilityInterface(PluginCapabilityType::kRUNTIME));
+    int const calls = stubCalls();
+    CHECK(enqueue(starvedRuntime, DataType::kFLOAT, {4, 20}) == -1);
+    CHECK(stubCalls() == calls && has(logger.message, "uploading the 18-pair table failed") &&
+          has(logger.message, "cudaErrorMemoryAllocation"));
+    CHECK(starvedRuntime->attachToContext(nullptr) == nullptr);
+    stubSetUploadStatus(cudaSuccess);
+    // cuBLASLt that cannot start: a warning, and float16 calls go on without a gemm (the fused kernel).
+    stubSetGemmStatus(cudaErrorNotSupported);
+    CHECK(shapeChange(starvedRuntime, DataType::kHALF, dims({samedge::kGemmMinRows, 20})) == 0);
+    CHECK(logger.severity == ILogger::Severity::kWARNING && has(logger.message, "cuBLASLt could not be initialised"));
+    CHECK(enqueue(starvedRuntime, DataType::kHALF, {samedge::kGemmMinRows, 20}, workspace) == 0);
+    CHECK(stubLastGemm() == nullptr && stubLiveGemms() == 0);
+    stubSetGemmStatus(cudaSuccess);
+    delete starved;
+    CHECK(stubLiveTables() == 0);
 
     std::printf("%d failures\n", failures);
     return failures == 0 ? 0 : 1;
@@ -252,7 +532,8 @@ def built(request, tmp_path_factory):
           "-isystem", str(include), f"-I{PLUGIN_SOURCE.parent}", str(PLUGIN_SOURCE), str(folder / "stub_kernel.cpp"),
           "-o", str(library)])
     driver = folder / "driver"
-    _run([nvcc, "-std=c++17", "-isystem", str(include), str(folder / "driver.cpp"), "-o", str(driver), "-ldl"])
+    _run([nvcc, "-std=c++17", "-isystem", str(include), f"-I{PLUGIN_SOURCE.parent}", str(folder / "driver.cpp"),
+          "-o", str(driver), "-ldl"])
     return include, library, driver
 
 

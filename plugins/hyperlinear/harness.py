@@ -2,7 +2,9 @@
 
 The kernel source is compiled with nvcc into a shared library and called through its C
 entry points with ctypes on torch CUDA tensors, so it is checked against the torch decode
-+ matmul (compress.birkhoff.hyper_linear) on any machine with a GPU and nvcc.
++ matmul (compress.birkhoff.hyper_linear) on any machine with a GPU and nvcc. The library
+links cuBLASLt (the large-M path), found by `find_cublaslt()`: $CUBLASLT_ROOT, the CUDA
+toolkit beside nvcc, or the NVIDIA wheels a CUDA build of torch installs.
 
 Which GPUs a build targets is decided in one place, `kernel_archs()`: the visible GPU's own
 compute capability where torch sees one (SASS for it plus its PTX, so a build is never
@@ -40,16 +42,24 @@ HEADER = SOURCE.with_suffix(".cuh")
 CI_ARCHS = ("87", "90")  # Jetson Orin, Hopper: the compile-only check where there is no GPU
 DEFAULT_ARCHS = CI_ARCHS  # the former name
 CUDA_ERROR_INVALID_VALUE = 1
+CUDA_ERROR_NOT_SUPPORTED = 801
 # samedge::HyperLinearStatus (hyperlinear_kernel.cuh)
 STATUS_NAMES = {0: "ok", 1: "bad rows", 2: "bad features", 3: "bad codebook_size", 4: "bad lattice_side",
-                5: "bad gain_count", 6: "null params"}
+                5: "bad gain_count", 6: "null params", 7: "bad index_bits", 8: "bad table"}
+# samedge_hyperlinear_forward_path's paths: the CUDA-core kernel, decode + cuBLASLt, and the
+# tensor-core row tiles of the fused kernel.
+PATH_CUDA_CORES = 1
+PATH_GEMM = 2
+TENSOR_CORE_TILES = (32, 64, 128)
+FP16_PATHS = (PATH_CUDA_CORES, PATH_GEMM) + TENSOR_CORE_TILES
 
 
 class Params(ctypes.Structure):
     """samedge::HyperLinearParams (hyperlinear_kernel.cuh), field for field."""
 
     _fields_ = [("in_features", ctypes.c_int32), ("out_features", ctypes.c_int32),
-                ("codebook_size", ctypes.c_int32), ("lattice_side", ctypes.c_int32), ("side", ctypes.c_float),
+                ("codebook_size", ctypes.c_int32), ("lattice_side", ctypes.c_int32),
+                ("index_bits", ctypes.c_int32), ("side", ctypes.c_float),
                 ("center", ctypes.c_float * 2), ("gains", ctypes.c_float * MAX_GAINS),
                 ("gain_count", ctypes.c_int32)]
 
@@ -61,6 +71,47 @@ def find_nvcc() -> str:
     if nvcc is None:
         raise FileNotFoundError("nvcc is not on PATH; install the CUDA toolkit to build the HyperLinear kernel")
     return nvcc
+
+
+def _cublaslt_in(root: Path) -> tuple[Path, Path] | None:
+    """(include dir, library file) of a cuBLASLt under `root` (include/ and lib/ or lib64/)."""
+    include = next((d for d in (root / "include", *sorted(root.glob("targets/*/include")))
+                    if (d / "cublasLt.h").is_file()), None)
+    if include is None:
+        return None
+    for folder in (root / "lib64", root / "lib", *sorted(root.glob("targets/*/lib"))):
+        # The unversioned name where a toolkit has it, else the wheel's libcublasLt.so.NN.
+        candidates = sorted(folder.glob("libcublasLt.so*"), key=lambda f: (len(f.name), f.name))
+        if candidates:
+            return include, candidates[0]
+    return None
+
+
+@lru_cache(maxsize=None)
+def find_cublaslt() -> tuple[Path, Path]:
+    """(include dir, library file) of the cuBLASLt to build against: $CUBLASLT_ROOT (as CMake
+    takes it), else the CUDA toolkit of nvcc, /usr/local/cuda, $CUDA_HOME / $CUDA_PATH, else the
+    NVIDIA wheels on sys.path (nvidia/cu13, nvidia/cublas: what a CUDA build of torch installs)."""
+    roots = []
+    if os.environ.get("CUBLASLT_ROOT"):
+        roots.append(Path(os.environ["CUBLASLT_ROOT"]))
+    try:
+        roots.append(Path(find_nvcc()).resolve().parent.parent)
+    except FileNotFoundError:
+        pass
+    roots.append(Path("/usr/local/cuda"))
+    roots += [Path(os.environ[v]) for v in ("CUDA_HOME", "CUDA_PATH") if os.environ.get(v)]
+    for entry in sys.path:
+        nvidia = Path(entry or ".") / "nvidia"
+        if nvidia.is_dir():
+            roots += sorted(nvidia.iterdir(), reverse=True)  # cu13 before cublas (cu12)
+    for root in roots:
+        found = _cublaslt_in(root)
+        if found:
+            return found
+    raise FileNotFoundError("cuBLASLt (cublasLt.h and libcublasLt.so) not found in $CUBLASLT_ROOT, the CUDA toolkit "
+                            "or the nvidia wheels on sys.path: install the toolkit's cuBLAS (or a CUDA build of "
+                            "torch), or set CUBLASLT_ROOT to a folder with include/cublasLt.h and lib/libcublasLt.so*")
 
 
 @lru_cache(maxsize=None)
@@ -99,16 +150,21 @@ def kernel_archs(device=None) -> tuple[str, ...]:
 
 def nvcc_command(output: Path, archs=None, shared: bool = False, ptxas_verbose: bool = False) -> list[str]:
     """nvcc for `archs` (None: kernel_archs()), each as SASS plus PTX (code=[sm_XY,compute_XY]).
-    -ffp-contract=off keeps the host copy of the decode (samedge_hyperlinear_decode_host)
-    free of FMA contraction, as the device code is by its intrinsics."""
+    -ffp-contract=off keeps the host code (the pair table, samedge_hyperlinear_decode_host)
+    free of FMA contraction, as the device code is by its intrinsics. A shared library links
+    cuBLASLt by its file, with an rpath to its folder (a wheel's is on no loader path)."""
     archs = tuple(kernel_archs() if archs is None else archs)
-    command = [find_nvcc(), "-std=c++17", "-O3", "-Xcompiler", "-ffp-contract=off"]
+    include, library = find_cublaslt()
+    command = [find_nvcc(), "-std=c++17", "-O3", "-Xcompiler", "-ffp-contract=off", f"-I{include}"]
     for arch in archs:
         command += ["-gencode", f"arch=compute_{arch},code=[sm_{arch},compute_{arch}]"]
     if ptxas_verbose:
         command += ["-Xptxas", "-v"]
     command += ["-shared", "-Xcompiler", "-fPIC"] if shared else ["-c"]
-    return command + [str(SOURCE), "-o", str(output)]
+    command += [str(SOURCE), "-o", str(output)]
+    if shared:
+        command += ["-Xlinker", str(library), "-Xlinker", f"-rpath={library.parent}"]
+    return command
 
 
 def build(output: Path, archs=None, shared: bool = True, ptxas_verbose: bool = False) -> Path:
@@ -237,12 +293,19 @@ def params_for(layer) -> Params:
         raise ValueError(f"{len(layer.gains)} ring gains; the kernel takes at most {MAX_GAINS}")
     gains = list(layer.gains) + [0.0] * (MAX_GAINS - len(layer.gains))
     return Params(layer.in_features, layer.out_features, layer.codebook_size, lattice_side(layer.codebook_size),
-                  layer.side, (ctypes.c_float * 2)(*layer.center), (ctypes.c_float * MAX_GAINS)(*gains),
-                  len(layer.gains))
+                  layer.index_bits, layer.side, (ctypes.c_float * 2)(*layer.center),
+                  (ctypes.c_float * MAX_GAINS)(*gains), len(layer.gains))
+
+
+def _key(params: Params) -> tuple:
+    """Params by value (the tables are cached by what they are computed from)."""
+    return tuple(tuple(value) if isinstance(value, ctypes.Array) else value
+                 for value in (getattr(params, name) for name, _ in Params._fields_))
 
 
 class KernelError(RuntimeError):
-    """The kernel refused a call or its launch failed; `status` is the CUDA error code."""
+    """The kernel refused a call or its launch failed; `status` is the CUDA error code (or, for
+    the host-side calls, the HyperLinearStatus)."""
 
     def __init__(self, message: str, status: int):
         super().__init__(message)
@@ -250,31 +313,46 @@ class KernelError(RuntimeError):
 
 
 class Kernel:
-    """The compiled kernel: `kernel(x, layer)` = layer(x) computed on the GPU by the fused kernel."""
+    """The compiled kernel: `kernel(x, layer)` = layer(x) computed on the GPU by the kernel,
+    with the pair table the kernel's own host code computes (as the TensorRT plugin does)."""
 
     def __init__(self, library: Path):
         self.path = Path(library)
         self.library = ctypes.CDLL(str(library))
         lib = self.library
-        pointers = [ctypes.c_void_p] * 5
-        # dtype, [tile_m,] x, codes, row_scale, bias, y, m, params, stream
-        lib.samedge_hyperlinear_forward.argtypes = [ctypes.c_int] + pointers + [
-            ctypes.c_int32, ctypes.POINTER(Params), ctypes.c_void_p]
-        lib.samedge_hyperlinear_forward.restype = ctypes.c_int
-        lib.samedge_hyperlinear_forward_path.argtypes = [ctypes.c_int, ctypes.c_int] + pointers + [
-            ctypes.c_int32, ctypes.POINTER(Params), ctypes.c_void_p]
-        lib.samedge_hyperlinear_forward_path.restype = ctypes.c_int
-        lib.samedge_hyperlinear_check.argtypes = [ctypes.c_int32, ctypes.POINTER(Params)]
-        lib.samedge_hyperlinear_check.restype = ctypes.c_int
-        lib.samedge_hyperlinear_status_name.argtypes = [ctypes.c_int]
-        lib.samedge_hyperlinear_status_name.restype = ctypes.c_char_p
-        lib.samedge_hyperlinear_decode_host.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(Params),
-                                                         ctypes.c_void_p]
-        lib.samedge_hyperlinear_decode_host.restype = ctypes.c_int
-        self._entry = lib.samedge_hyperlinear_forward
-        self._path_entry = lib.samedge_hyperlinear_forward_path
+        p, i32, size = ctypes.c_void_p, ctypes.c_int32, ctypes.c_size_t
+        params = ctypes.POINTER(Params)
+        # x, codes, table, table_size, row_scale, bias, y, m, params, gemm, workspace, workspace_bytes, stream
+        operands = [p, p, p, i32, p, p, p, i32, params, p, p, size, p]
+        signatures = {
+            "forward": ([ctypes.c_int] + operands, ctypes.c_int),
+            "forward_path": ([ctypes.c_int, ctypes.c_int] + operands, ctypes.c_int),
+            "check": ([i32, params], ctypes.c_int),
+            "status_name": ([ctypes.c_int], ctypes.c_char_p),
+            "word_count": ([params], ctypes.c_int64),
+            "table_size": ([params], i32),
+            "workspace_size": ([params, ctypes.c_int64], size),
+            "gemm_min_rows": ([], i32),
+            "pair_table": ([params, p], ctypes.c_int),
+            "gemm_create": ([ctypes.POINTER(ctypes.c_void_p)], ctypes.c_int),
+            "gemm_destroy": ([p], None),
+            "gemm_last_status": ([p], ctypes.c_char_p),
+            "decode_host": ([p, p, i32, p, params, p], ctypes.c_int),
+        }
+        for name, (argtypes, restype) in signatures.items():
+            function = getattr(lib, f"samedge_hyperlinear_{name}")
+            function.argtypes, function.restype = argtypes, restype
+        self.gemm_min_rows = lib.samedge_hyperlinear_gemm_min_rows()
+        self._tables = {}  # _key(params) -> the host table
+        self._device_tables = {}  # (_key(params), device) -> its copy there
+        self._gemm = None  # the cuBLASLt state, made on first use (it needs a GPU)
 
-    # -- checks without a GPU
+    def __del__(self):
+        if getattr(self, "_gemm", None):
+            self.library.samedge_hyperlinear_gemm_destroy(self._gemm)
+            self._gemm = None
+
+    # -- host-side calls (no GPU)
     def check(self, m: int, params: Params | None) -> int:
         """samedge::HyperLinearStatus of (m, params): 0 when the kernel would take them."""
         return self.library.samedge_hyperlinear_check(m, None if params is None else ctypes.byref(params))
@@ -282,82 +360,149 @@ class Kernel:
     def status_name(self, status: int) -> str:
         return self.library.samedge_hyperlinear_status_name(status).decode()
 
-    def decode_host(self, layer, codes=None):
-        """[N, K] float32 weight decoded on the CPU by the kernel's own decode function;
-        `codes` (int32 [N, words], default the layer's) may replace the layer's codes."""
+    def word_count(self, params: Params) -> int:
+        return self.library.samedge_hyperlinear_word_count(ctypes.byref(params))
+
+    def table_size(self, params: Params) -> int:
+        return self.library.samedge_hyperlinear_table_size(ctypes.byref(params))
+
+    def workspace_size(self, params: Params, m: int) -> int:
+        """Bytes of workspace a float16 call of m rows takes (0 below gemm_min_rows)."""
+        return self.library.samedge_hyperlinear_workspace_size(ctypes.byref(params), m)
+
+    def pair_table(self, params: Params):
+        """float32 [U * gain_count, 2] on the CPU: the kernel's host table (cached, do not modify)."""
         import torch
 
-        codes = (layer.codes if codes is None else codes).detach().cpu().to(torch.int32).contiguous()
-        row_scale = layer.row_scale.detach().cpu().to(torch.float32).contiguous()
-        weight = torch.empty(layer.out_features, layer.in_features, dtype=torch.float32)
+        key = _key(params)
+        if key not in self._tables:
+            size = max(self.table_size(params), 0)
+            table = torch.empty(size, 2, dtype=torch.float32)
+            status = self.library.samedge_hyperlinear_pair_table(ctypes.byref(params), table.data_ptr())
+            if status != 0:
+                raise KernelError(f"the kernel refuses these parameters: {self.status_name(status)}", status)
+            self._tables[key] = table
+        return self._tables[key]
+
+    def decode_host(self, layer, codes=None, table=None):
+        """[N, K] float32 weight decoded on the CPU by the kernel's own decode function; `codes`
+        (int32 words, default the layer's) may replace the layer's codes, `table` (float32
+        [pairs, 2]) the table the kernel computes itself."""
+        import torch
+
         params = params_for(layer)
-        status = self.library.samedge_hyperlinear_decode_host(codes.data_ptr(), row_scale.data_ptr(),
-                                                             ctypes.byref(params), weight.data_ptr())
+        codes = (layer.codes if codes is None else codes).detach().cpu().to(torch.int32).reshape(-1).contiguous()
+        if codes.numel() != self.word_count(params):  # the C side reads as many as the layout says
+            raise ValueError(f"{codes.numel()} code words; the layer's layout has {self.word_count(params)}")
+        row_scale = layer.row_scale.detach().cpu().to(torch.float32).contiguous()
+        if table is not None:
+            table = table.detach().cpu().to(torch.float32).contiguous()
+        weight = torch.empty(layer.out_features, layer.in_features, dtype=torch.float32)
+        status = self.library.samedge_hyperlinear_decode_host(
+            codes.data_ptr(), None if table is None else table.data_ptr(), 0 if table is None else table.shape[0],
+            row_scale.data_ptr(), ctypes.byref(params), weight.data_ptr())
         if status != 0:
             raise KernelError(f"the kernel refuses these parameters: {self.status_name(status)}", status)
         return weight
 
     # -- GPU calls
-    def launch(self, dtype_code: int, x_ptr, codes_ptr, row_scale_ptr, bias_ptr, y_ptr, m: int, params: Params,
-               stream, tile_m: int | None = None) -> int:
-        """The raw C call (device pointers as ints or None); returns the CUDA error code."""
-        if tile_m is None:
-            return self._entry(dtype_code, x_ptr, codes_ptr, row_scale_ptr, bias_ptr, y_ptr, m,
-                               ctypes.byref(params), stream)
-        return self._path_entry(dtype_code, tile_m, x_ptr, codes_ptr, row_scale_ptr, bias_ptr, y_ptr, m,
-                                ctypes.byref(params), stream)
+    def gemm(self):
+        """The cuBLASLt state the large-M path needs (one per Kernel, made on first use)."""
+        if self._gemm is None:
+            handle = ctypes.c_void_p()
+            status = self.library.samedge_hyperlinear_gemm_create(ctypes.byref(handle))
+            if status != 0:
+                raise KernelError(f"cuBLASLt could not be initialised: CUDA error {status}", status)
+            self._gemm = handle.value
+        return self._gemm
 
-    def _failure(self, status: int, m: int, params: Params) -> KernelError:
+    def gemm_last_status(self) -> str:
+        return self.library.samedge_hyperlinear_gemm_last_status(self._gemm).decode()
+
+    def launch(self, dtype_code: int, x_ptr, codes_ptr, table_ptr, table_size: int, row_scale_ptr, bias_ptr, y_ptr,
+               m: int, params: Params, stream, path: int | None = None, gemm=None, workspace_ptr=None,
+               workspace_bytes: int = 0) -> int:
+        """The raw C call (device pointers as ints or None); returns the CUDA error code. path
+        None is the automatic choice (samedge_hyperlinear_forward), else the forced one."""
+        operands = (x_ptr, codes_ptr, table_ptr, table_size, row_scale_ptr, bias_ptr, y_ptr, m,
+                    ctypes.byref(params), gemm, workspace_ptr, workspace_bytes, stream)
+        if path is None:
+            return self.library.samedge_hyperlinear_forward(dtype_code, *operands)
+        return self.library.samedge_hyperlinear_forward_path(dtype_code, path, *operands)
+
+    def operands(self, layer, device):
+        """(codes, table, row_scale, bias or None) of `layer` on `device`, contiguous as the kernel reads them."""
+        import torch
+
+        params = params_for(layer)
+        key = (_key(params), str(device))
+        if key not in self._device_tables:
+            self._device_tables[key] = self.pair_table(params).to(device)
+        codes = layer.codes.to(device=device, dtype=torch.int32).reshape(-1).contiguous()
+        row_scale = layer.row_scale.to(device=device, dtype=torch.float32).contiguous()
+        bias = None if layer.bias is None else layer.bias.detach().to(device=device, dtype=torch.float32).contiguous()
+        return codes, self._device_tables[key], row_scale, bias
+
+    def workspace(self, params: Params, m: int, dtype, path, device, fused_only: bool = False):
+        """(gemm, workspace tensor, bytes) for a call: what the large-M path takes where it may
+        run, else (None, None, 0)."""
+        import torch
+
+        if fused_only or dtype != torch.float16 or path not in (None, 0, PATH_GEMM):
+            return None, None, 0
+        size = self.workspace_size(params, max(m, self.gemm_min_rows) if path == PATH_GEMM else m)
+        if size == 0:
+            return None, None, 0
+        return self.gemm(), torch.empty(size, dtype=torch.uint8, device=device), size
+
+    def _failure(self, status: int, m: int, params: Params, table_size: int) -> KernelError:
         reason = self.check(m, params)
-        why = self.status_name(reason) if reason else (
-            "invalid value (a null operand, an unknown path, or too many rows for the grid)"
-            if status == CUDA_ERROR_INVALID_VALUE else "launch failed")
+        if reason:
+            why = self.status_name(reason)
+        elif table_size != self.table_size(params):
+            why = self.status_name(8)
+        elif status == CUDA_ERROR_INVALID_VALUE:
+            why = "invalid value (a null operand, an unknown path, too little workspace, or too many rows for the grid)"
+        elif status == CUDA_ERROR_NOT_SUPPORTED or self._gemm is not None and "SUCCESS" not in self.gemm_last_status():
+            why = f"cuBLASLt: {self.gemm_last_status()}"
+        else:
+            why = "launch failed"
         return KernelError(f"HyperLinear kernel call failed with CUDA error {status}: {why}", status)
 
-    def __call__(self, x, layer, tile_m: int | None = None):
-        """y = layer(x) on x's GPU; tile_m forces a path (samedge_hyperlinear_forward_path)."""
+    def bind(self, x, layer, y=None, path: int | None = None, fused_only: bool = False):
+        """A zero-argument callable launching the kernel on these tensors (x [M, K] contiguous
+        on the GPU, the layer's tensors and the workspace there once), for timing without
+        Python overhead; path as `launch` takes it. fused_only: no gemm and no workspace, so
+        the automatic choice keeps to the fused kernel (its own row tile) at any M."""
         import torch
 
         if x.dtype not in (torch.float32, torch.float16) or not x.is_cuda:
             raise ValueError("x must be a float32 or float16 CUDA tensor")
-        flat = x.reshape(-1, layer.in_features).contiguous()
-        codes = layer.codes.to(device=x.device, dtype=torch.int32).contiguous()
-        row_scale = layer.row_scale.to(device=x.device, dtype=torch.float32).contiguous()
-        bias = None if layer.bias is None else layer.bias.detach().to(device=x.device, dtype=torch.float32)
-        bias = None if bias is None else bias.contiguous()
-        y = torch.empty(flat.shape[0], layer.out_features, device=x.device, dtype=x.dtype)
-        params = params_for(layer)
-        stream = torch.cuda.current_stream(x.device).cuda_stream
-        status = self.launch(0 if x.dtype == torch.float32 else 1, flat.data_ptr(), codes.data_ptr(),
-                             row_scale.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
-                             flat.shape[0], params, stream, tile_m)
-        if status != 0:
-            raise self._failure(status, flat.shape[0], params)
-        return y.reshape(*x.shape[:-1], layer.out_features)
-
-    def bind(self, x, layer, y=None, tile_m: int | None = None):
-        """A zero-argument callable launching the kernel on these tensors (x [M, K] contiguous
-        on the GPU, the layer's tensors moved there once), for timing without Python overhead."""
-        import torch
-
-        codes = layer.codes.to(device=x.device, dtype=torch.int32).contiguous()
-        row_scale = layer.row_scale.to(device=x.device, dtype=torch.float32).contiguous()
-        bias = None if layer.bias is None else layer.bias.detach().to(device=x.device, dtype=torch.float32)
-        bias = None if bias is None else bias.contiguous()
+        codes, table, row_scale, bias = self.operands(layer, x.device)
         y = torch.empty(x.shape[0], layer.out_features, device=x.device, dtype=x.dtype) if y is None else y
         params = params_for(layer)
+        gemm, workspace, workspace_bytes = self.workspace(params, x.shape[0], x.dtype, path, x.device, fused_only)
         stream = torch.cuda.current_stream(x.device).cuda_stream
-        args = (0 if x.dtype == torch.float32 else 1, x.data_ptr(), codes.data_ptr(), row_scale.data_ptr(),
-                None if bias is None else bias.data_ptr(), y.data_ptr(), x.shape[0], params, stream, tile_m)
-        keep = (x, codes, row_scale, bias, y)  # alive as long as the callable
+        args = (0 if x.dtype == torch.float32 else 1, x.data_ptr(), codes.data_ptr(), table.data_ptr(), table.shape[0],
+                row_scale.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(), x.shape[0], params,
+                stream, path, gemm, None if workspace is None else workspace.data_ptr(), workspace_bytes)
+        keep = (x, codes, table, row_scale, bias, workspace, y)  # alive as long as the callable
 
         def run():
             status = self.launch(*args)
             if status != 0:
-                raise self._failure(status, x.shape[0], params)
+                raise self._failure(status, x.shape[0], params, table.shape[0])
             return keep[-1]
 
         return run
+
+    def __call__(self, x, layer, path: int | None = None):
+        """y = layer(x) on x's GPU; path forces a kernel (samedge_hyperlinear_forward_path)."""
+        if not x.is_cuda:
+            raise ValueError("x must be a float32 or float16 CUDA tensor")
+        flat = x.reshape(-1, layer.in_features).contiguous()
+        y = self.bind(flat, layer, path=path)()
+        return y.reshape(*x.shape[:-1], layer.out_features)
 
 
 def main(argv=None) -> int:

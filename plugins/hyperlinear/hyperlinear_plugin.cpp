@@ -65,7 +65,8 @@ bool isArchitectureMismatch(cudaError_t status) {
            status == cudaErrorUnsupportedPtxVersion;
 }
 
-void reportLaunchFailure(cudaError_t status, int64_t rows, HyperLinearParams const& params) noexcept {
+void reportLaunchFailure(cudaError_t status, int64_t rows, HyperLinearParams const& params,
+                         char const* gemmStatus) noexcept {
     int device = 0;
     int major = 0;
     int minor = 0;
@@ -78,15 +79,36 @@ void reportLaunchFailure(cudaError_t status, int64_t rows, HyperLinearParams con
         ? ": the plugin library was built for another GPU architecture; rebuild it on this device "
           "(build_engines.sh) or with CMAKE_CUDA_ARCHITECTURES set to this GPU's compute capability"
         : "";
-    report(ILogger::Severity::kERROR, "kernel launch failed for %lld x %d -> %d on a GPU of %s: %s (%s)%s",
+    char gemm[96] = "";
+    if (gemmStatus != nullptr) std::snprintf(gemm, sizeof(gemm), " (cuBLASLt: %s)", gemmStatus);
+    report(ILogger::Severity::kERROR, "kernel launch failed for %lld x %d -> %d on a GPU of %s: %s (%s)%s%s",
            static_cast<long long>(rows), params.in_features, params.out_features, gpu, cudaGetErrorName(status),
-           cudaGetErrorString(status), hint);
+           cudaGetErrorString(status), gemm, hint);
 }
 
 int64_t rowCount(Dims const& dims) {
     int64_t rows = 1;
     for (int32_t i = 0; i + 1 < dims.nbDims; ++i) rows *= dims.d[i];
     return rows;
+}
+
+// "[a, b, ...]" (-1 for a dimension not known yet).
+void formatDims(Dims const& dims, char* out, size_t size) noexcept {
+    size_t used = static_cast<size_t>(std::snprintf(out, size, "["));
+    for (int32_t i = 0; i < dims.nbDims && used < size; ++i)
+        used += static_cast<size_t>(std::snprintf(out + used, size - used, i ? ", %lld" : "%lld",
+                                                  static_cast<long long>(dims.d[i])));
+    if (used < size) std::snprintf(out + used, size - used, "]");
+}
+
+// Whether `dims` is [expected] (a -1 passes: not known before the shapes are); names the input when not.
+bool isVector(Dims const& dims, int64_t expected, char const* name, char const* where, char const* why) noexcept {
+    if (dims.nbDims == 1 && (dims.d[0] == -1 || dims.d[0] == expected)) return true;
+    char got[128];
+    formatDims(dims, got, sizeof(got));
+    report(ILogger::Severity::kERROR, "%s: %s must have shape [%lld] (%s); it has %s", where, name,
+           static_cast<long long>(expected), why, got);
+    return false;
 }
 
 // Reads one field of a collection into `out`; false when absent or of the wrong type/length.
@@ -115,7 +137,17 @@ std::vector<float> readFloats(PluginFieldCollection const* fc, char const* name)
 class HyperLinearPlugin : public IPluginV3, public IPluginV3OneCore, public IPluginV3OneBuild,
                           public IPluginV3OneRuntime {
 public:
-    explicit HyperLinearPlugin(HyperLinearParams const& params) : mParams(params) { buildFields(); }
+    // params checked by the creator; hostTable: hyperlinearPairTable's for them.
+    HyperLinearPlugin(HyperLinearParams const& params, std::vector<float> hostTable)
+        : mParams(params), mHostTable(std::move(hostTable)) {
+        buildFields();
+    }
+    HyperLinearPlugin(HyperLinearPlugin const&) = delete;  // the device table is this instance's own
+    HyperLinearPlugin& operator=(HyperLinearPlugin const&) = delete;
+    ~HyperLinearPlugin() override {
+        hyperlinearTableFree(&mDeviceTable);
+        hyperlinearGemmDestroy(mGemm);
+    }
 
     // IPluginV3
     IPluginCapability* getCapabilityInterface(PluginCapabilityType type) noexcept override {
@@ -126,7 +158,15 @@ public:
         }
         return nullptr;
     }
-    IPluginV3* clone() noexcept override { return new (std::nothrow) HyperLinearPlugin(mParams); }
+    // The host table is copied, the device one not: a clone uploads its own when it first runs.
+    IPluginV3* clone() noexcept override {
+        try {
+            return new HyperLinearPlugin(mParams, mHostTable);
+        } catch (std::bad_alloc const&) {
+            report(ILogger::Severity::kERROR, "clone: out of host memory");
+            return nullptr;
+        }
+    }
 
     // IPluginV3OneCore
     AsciiChar const* getPluginName() const noexcept override { return kPluginName; }
@@ -169,19 +209,28 @@ public:
     int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const*,
                             int32_t nbOutputs) noexcept override {
         if (nbInputs != kNbInputs || nbOutputs != 1) return -1;
-        int32_t const lastDim = in[kX].desc.dims.d[in[kX].desc.dims.nbDims - 1];
-        return (lastDim == -1 || lastDim == mParams.in_features) ? 0 : -1;
+        return checkShapes(in[kX].desc.dims, in[kCodes].desc.dims, in[kRowScale].desc.dims, in[kBias].desc.dims,
+                           "configurePlugin") ? 0 : -1;
+    }
+
+    // The large-M path's W, bias and cuBLASLt scratch, when the profile's largest X reaches
+    // kGemmMinRows rows in float16; nothing otherwise (the fused kernel needs none).
+    size_t getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+                            DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept override {
+        if (nbInputs != kNbInputs || inputs[kX].desc.type != DataType::kHALF) return 0;
+        return hyperlinearWorkspaceSize(mParams, rowCount(inputs[kX].max));
     }
 
     // IPluginV3OneRuntime
     int32_t onShapeChange(PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const*,
                           int32_t nbOutputs) noexcept override {
         if (nbInputs != kNbInputs || nbOutputs != 1) return -1;
-        return in[kX].dims.d[in[kX].dims.nbDims - 1] == mParams.in_features ? 0 : -1;
+        if (!checkShapes(in[kX].dims, in[kCodes].dims, in[kRowScale].dims, in[kBias].dims, "onShapeChange")) return -1;
+        return prepare(wantsGemm(in[kX].type, rowCount(in[kX].dims)), "onShapeChange") ? 0 : -1;
     }
 
     int32_t enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const*, void const* const* inputs,
-                    void* const* outputs, void*, cudaStream_t stream) noexcept override {
+                    void* const* outputs, void* workspace, cudaStream_t stream) noexcept override {
         int64_t const rows = rowCount(inputDesc[kX].dims);
         if (rows == 0) return 0;  // an empty batch is valid, but the kernel refuses m = 0
         if (rows < 0 || rows > std::numeric_limits<int32_t>::max()) {
@@ -189,30 +238,90 @@ public:
                    static_cast<long long>(rows), std::numeric_limits<int32_t>::max());
             return -1;
         }
-        cudaError_t const status = launch(inputDesc[kX].type, inputs, outputs, static_cast<int32_t>(rows), stream);
+        // Normally done by attachToContext or onShapeChange already; a failed gemm only costs speed.
+        bool const gemm = wantsGemm(inputDesc[kX].type, rows);
+        if (!prepare(gemm, "enqueue")) return -1;
+        cudaError_t const status =
+            launch(inputDesc[kX].type, inputs, outputs, static_cast<int32_t>(rows), workspace, stream);
         if (status != cudaSuccess) {
-            reportLaunchFailure(status, rows, mParams);
+            reportLaunchFailure(status, rows, mParams, gemm && mGemm ? hyperlinearGemmLastStatus(mGemm) : nullptr);
             return -1;
         }
         return 0;
     }
 
-    IPluginV3* attachToContext(IPluginResourceContext*) noexcept override { return clone(); }
+    // The context's own instance, its table uploaded now (outside any stream capture).
+    IPluginV3* attachToContext(IPluginResourceContext*) noexcept override {
+        auto* attached = static_cast<HyperLinearPlugin*>(clone());
+        if (attached != nullptr && !attached->prepare(false, "attachToContext")) {
+            delete attached;
+            return nullptr;
+        }
+        return attached;
+    }
 
     PluginFieldCollection const* getFieldsToSerialize() noexcept override { return &mFieldCollection; }
 
 private:
-    cudaError_t launch(DataType type, void const* const* inputs, void* const* outputs, int32_t rows,
+    bool wantsGemm(DataType type, int64_t rows) const noexcept {
+        return type == DataType::kHALF && rows >= kGemmMinRows;
+    }
+
+    // The device table (needed for every launch) and, when asked, the cuBLASLt state. Only a
+    // missing table fails: without a gemm the kernel stays on the fused path.
+    bool prepare(bool gemm, char const* where) noexcept {
+        if (mDeviceTable.pairs == nullptr) {
+            cudaError_t const status =
+                hyperlinearTableUpload(mHostTable.data(), hyperlinearTableSize(mParams), &mDeviceTable);
+            if (status != cudaSuccess) {
+                report(ILogger::Severity::kERROR, "%s: uploading the %d-pair table failed: %s (%s)", where,
+                       hyperlinearTableSize(mParams), cudaGetErrorName(status), cudaGetErrorString(status));
+                return false;
+            }
+        }
+        if (gemm && mGemm == nullptr && !mGemmFailed) {
+            cudaError_t const status = hyperlinearGemmCreate(&mGemm);
+            if (status != cudaSuccess) {
+                mGemmFailed = true;  // reported once; every call then takes the fused kernel
+                report(ILogger::Severity::kWARNING, "%s: cuBLASLt could not be initialised (%s); the fused "
+                       "kernel computes every call instead", where, cudaGetErrorName(status));
+            }
+        }
+        return true;
+    }
+
+    // X's last dimension, codes, row_scale and bias against the fields (-1: not known yet).
+    bool checkShapes(Dims const& x, Dims const& codes, Dims const& rowScale, Dims const& bias,
+                     char const* where) const noexcept {
+        int64_t const features = x.nbDims > 0 ? x.d[x.nbDims - 1] : 0;
+        if (features != -1 && features != mParams.in_features) {
+            report(ILogger::Severity::kERROR, "%s: X's last dimension is %lld; in_features is %d", where,
+                   static_cast<long long>(features), mParams.in_features);
+            return false;
+        }
+        char why[160];
+        std::snprintf(why, sizeof(why), "out_features %d x ceil(in_features %d / 2) pairs of index_bits %d bits, "
+                      "32 to an int32 word", mParams.out_features, mParams.in_features, mParams.index_bits);
+        return isVector(codes, hyperlinearWordCount(mParams), "codes", where, why) &&
+               isVector(rowScale, mParams.out_features, "row_scale", where, "one per output feature") &&
+               isVector(bias, mParams.out_features, "bias", where, "one per output feature");
+    }
+
+    cudaError_t launch(DataType type, void const* const* inputs, void* const* outputs, int32_t rows, void* workspace,
                        cudaStream_t stream) const noexcept {
         auto const* codes = static_cast<int32_t const*>(inputs[kCodes]);
         auto const* rowScale = static_cast<float const*>(inputs[kRowScale]);
         auto const* bias = static_cast<float const*>(inputs[kBias]);
         if (type == DataType::kHALF) {
-            return hyperlinearForwardF16(static_cast<__half const*>(inputs[kX]), codes, rowScale, bias,
-                                         static_cast<__half*>(outputs[0]), rows, mParams, stream);
+            // What getWorkspaceSize asked for (at least this much: the profile's largest X has >= rows rows).
+            size_t const workspaceBytes = workspace != nullptr ? hyperlinearWorkspaceSize(mParams, rows) : 0;
+            return hyperlinearForwardF16(static_cast<__half const*>(inputs[kX]), codes, mDeviceTable.pairs,
+                                         mDeviceTable.size, rowScale, bias, static_cast<__half*>(outputs[0]), rows,
+                                         mParams, mGemm, workspace, workspaceBytes, stream);
         }
-        return hyperlinearForwardF32(static_cast<float const*>(inputs[kX]), codes, rowScale, bias,
-                                     static_cast<float*>(outputs[0]), rows, mParams, stream);
+        return hyperlinearForwardF32(static_cast<float const*>(inputs[kX]), codes, mDeviceTable.pairs,
+                                     mDeviceTable.size, rowScale, bias, static_cast<float*>(outputs[0]), rows, mParams,
+                                     stream);
     }
 
     // The fields point into mParams, which lives as long as this plugin.
@@ -222,6 +331,7 @@ private:
             PluginField("out_features", &mParams.out_features, PluginFieldType::kINT32, 1),
             PluginField("codebook_size", &mParams.codebook_size, PluginFieldType::kINT32, 1),
             PluginField("lattice_side", &mParams.lattice_side, PluginFieldType::kINT32, 1),
+            PluginField("index_bits", &mParams.index_bits, PluginFieldType::kINT32, 1),
             PluginField("side", &mParams.side, PluginFieldType::kFLOAT32, 1),
             PluginField("center", mParams.center, PluginFieldType::kFLOAT32, 2),
             PluginField("gains", mParams.gains, PluginFieldType::kFLOAT32, mParams.gain_count),
@@ -231,6 +341,10 @@ private:
     }
 
     HyperLinearParams mParams;
+    std::vector<float> mHostTable;  // [hyperlinearTableSize][2]
+    HyperLinearDeviceTable mDeviceTable;
+    HyperLinearGemm* mGemm = nullptr;
+    bool mGemmFailed = false;
     std::vector<PluginField> mFields;
     PluginFieldCollection mFieldCollection{};
 };
@@ -243,6 +357,7 @@ public:
             PluginField("out_features", nullptr, PluginFieldType::kINT32, 1),
             PluginField("codebook_size", nullptr, PluginFieldType::kINT32, 1),
             PluginField("lattice_side", nullptr, PluginFieldType::kINT32, 1),
+            PluginField("index_bits", nullptr, PluginFieldType::kINT32, 1),
             PluginField("side", nullptr, PluginFieldType::kFLOAT32, 1),
             PluginField("center", nullptr, PluginFieldType::kFLOAT32, 2),
             PluginField("gains", nullptr, PluginFieldType::kFLOAT32, 0),
@@ -255,12 +370,12 @@ public:
         HyperLinearParams params{};
         if (fc == nullptr || !readParams(fc, params)) {
             report(ILogger::Severity::kERROR, "createPlugin: the fields in_features, out_features, codebook_size, "
-                   "lattice_side (int32), side (1 float32), center (2) and gains (1 to %d) are required",
+                   "lattice_side, index_bits (int32), side (1 float32), center (2) and gains (1 to %d) are required",
                    kMaxRings + 1);
             return nullptr;
         }
-        // The kernel divides by codebook_size and lattice_side and sizes its grid from the features;
-        // refused here, the bad value is named instead of turning into garbage weights on the GPU.
+        // The table divides by codebook_size and lattice_side and the kernel sizes its grid from
+        // the features; refused here, the bad value is named instead of failing every launch.
         if (params.in_features <= 0 || params.out_features <= 0 || params.codebook_size <= 0 ||
             params.lattice_side <= 0) {
             report(ILogger::Severity::kERROR, "createPlugin: in_features %d, out_features %d, codebook_size %d "
@@ -268,7 +383,28 @@ public:
                    params.codebook_size, params.lattice_side);
             return nullptr;
         }
-        return new (std::nothrow) HyperLinearPlugin(params);
+        if (params.index_bits < 1 || params.index_bits > kMaxIndexBits) {
+            report(ILogger::Severity::kERROR, "createPlugin: index_bits %d must be in 1..%d (the bits of each "
+                   "pair index in the codes)", params.index_bits, kMaxIndexBits);
+            return nullptr;
+        }
+        // The kernel's remaining rules (lattice_side = ceil(sqrt(codebook_size)), sizes it can address).
+        if (HyperLinearStatus const status = hyperlinearCheck(0, params); status != kHyperLinearOk) {
+            report(ILogger::Severity::kERROR, "createPlugin: %s (in_features %d, out_features %d, codebook_size %d, "
+                   "lattice_side %d, index_bits %d, %d gains)", hyperlinearStatusName(status), params.in_features,
+                   params.out_features, params.codebook_size, params.lattice_side, params.index_bits,
+                   params.gain_count);
+            return nullptr;
+        }
+        try {
+            std::vector<float> table(2 * static_cast<size_t>(hyperlinearTableSize(params)));
+            hyperlinearPairTable(params, table.data());  // cannot fail: hyperlinearCheck passed
+            return new HyperLinearPlugin(params, std::move(table));
+        } catch (std::bad_alloc const&) {
+            report(ILogger::Severity::kERROR, "createPlugin: out of host memory for the %d-pair table",
+                   hyperlinearTableSize(params));
+            return nullptr;
+        }
     }
 
     PluginFieldCollection const* getFieldNames() noexcept override { return &mFieldCollection; }
@@ -281,7 +417,8 @@ private:
         bool const ints = readInts(fc, "in_features", &params.in_features, 1) &&
                           readInts(fc, "out_features", &params.out_features, 1) &&
                           readInts(fc, "codebook_size", &params.codebook_size, 1) &&
-                          readInts(fc, "lattice_side", &params.lattice_side, 1);
+                          readInts(fc, "lattice_side", &params.lattice_side, 1) &&
+                          readInts(fc, "index_bits", &params.index_bits, 1);
         std::vector<float> const side = readFloats(fc, "side");
         std::vector<float> const center = readFloats(fc, "center");
         std::vector<float> const gains = readFloats(fc, "gains");

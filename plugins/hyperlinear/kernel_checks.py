@@ -9,14 +9,16 @@
 * info: the GPU, its compute capability, torch, nvcc, the driver, the archs the kernel is built for.
 * sanitize: runs `workload` under compute-sanitizer (memcheck or racecheck) and fails on any
   error it reports. `workload` is the program it runs: every kernel path on odd shapes (K, N in
-  {17, 40, 33, 100}, M in {1, 37, 130}, bias and none), outputs compared with the torch
-  decode + matmul, guard zones around Y checked, M = 0, refused parameters and out-of-range
-  rings. It makes no torch kernel launch (tensors are made on the CPU and copied), so the
-  sanitizer only instruments the HyperLinear kernels, and it runs with
+  {17, 40, 33, 100}, M in {1, 37, 130}, bias and none; the decode + cuBLASLt path included),
+  outputs compared with the torch decode + matmul, guard zones around Y checked, M = 0,
+  refused parameters and damaged codes (indices past the table). It makes no torch kernel
+  launch (tensors are made on the CPU and copied), so the sanitizer only instruments the
+  HyperLinear kernels (and cuBLASLt's, on that path), and it runs with
   PYTORCH_NO_CUDA_MEMORY_CACHING=1 so every tensor is its own allocation and memcheck sees
   an access past any of them.
 * bitexact: X = identity (M = K), no bias, the stored row scales: Y must equal the CPU-decoded
-  weight transposed, bit for bit in float32, and its half rounding in every float16 path.
+  weight transposed, bit for bit in float32, and its half rounding in every float16 path
+  (decode + cuBLASLt included).
 * demo: the bundled demo model, Birkhoff-compressed, on CUDA with the HyperLinear torch
   forward and with the fused kernel (torch_op.use_fused_kernel), the same images and prompts:
   max |logit difference| and mask IoU.
@@ -43,13 +45,12 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
-from .spec import INDEX_BITS
+from .harness import FP16_PATHS, PATH_GEMM
 
 REPO = Path(__file__).resolve().parent.parent.parent
 DEMO_CHECKPOINT = REPO / "compress" / "weights" / "demo_sam.safetensors"
 ODD_FEATURES = (17, 40, 33, 100)
 ODD_ROWS = (1, 37, 130)
-FP16_PATHS = (1, 32, 64, 128)  # samedge_hyperlinear_forward_path's tile_m: CUDA cores, tensor-core tiles
 VIT_B_SHAPES = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]  # (in, out) of every vit_b Linear
 BITEXACT_SHAPES = VIT_B_SHAPES + [(17, 40), (33, 100), (192, 576)]
 PASSED, FAILED, NO_GPU, NOT_RUN = 0, 1, 2, 3
@@ -73,13 +74,16 @@ def random_layer(in_features: int, out_features: int, seed: int, variant: str = 
     cache = os.environ.get("SAMEDGE_LAYER_CACHE")
     path = None
     if cache:
-        path = Path(cache) / f"{variant}-{in_features}x{out_features}-seed{seed}-{'bias' if bias else 'nobias'}.pt"
+        # "stream": the bit-stream layout (files of the earlier word layout are not read back).
+        path = Path(cache) / (f"stream-{variant}-{in_features}x{out_features}-seed{seed}-"
+                              f"{'bias' if bias else 'nobias'}.pt")
         if path.is_file():
             try:
                 state = torch.load(path, weights_only=True)
                 return HyperLinear(state["in_features"], state["out_features"], codebook_size=state["codebook_size"],
-                                   side=state["side"], center=state["center"], gains=state["gains"],
-                                   codes=state["codes"], row_scale=state["row_scale"], bias=state["bias"])
+                                   index_bits=state["index_bits"], side=state["side"], center=state["center"],
+                                   gains=state["gains"], codes=state["codes"], row_scale=state["row_scale"],
+                                   bias=state["bias"])
             except Exception as err:  # a damaged cache file: encode again
                 print(f"layer cache {path} unreadable ({err}); encoding again", file=sys.stderr)
     rng = np.random.default_rng(seed)
@@ -94,44 +98,45 @@ def random_layer(in_features: int, out_features: int, seed: int, variant: str = 
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         torch.save({"in_features": layer.in_features, "out_features": layer.out_features,
-                    "codebook_size": layer.codebook_size, "side": layer.side, "center": layer.center,
-                    "gains": layer.gains, "codes": layer.codes, "row_scale": layer.row_scale,
+                    "codebook_size": layer.codebook_size, "index_bits": layer.index_bits, "side": layer.side,
+                    "center": layer.center, "gains": layer.gains, "codes": layer.codes, "row_scale": layer.row_scale,
                     "bias": None if layer.bias is None else layer.bias.detach()}, partial)
         os.replace(partial, path)
     return layer
 
 
-def extended_gains(layer) -> list[float]:
-    """The layer's gains with the last repeated up to every ring an INDEX_BITS index can name: the
-    torch decode with these is what the kernel's ring clamp gives for any code."""
-    rings = (1 << INDEX_BITS) // layer.codebook_size + 1
-    return list(layer.gains) + [layer.gains[-1]] * max(0, rings - len(layer.gains))
-
-
-def out_of_range_codes(layer, seed: int = 0):
-    """(int32 codes as the kernel reads them, int64 codes holding each word's unsigned value):
-    the layer's codes with about a quarter of the indices moved to rings past its gains, some
-    to 65535 (a word with its high bit set, negative as int32)."""
+def damaged_codes(layer, seed: int = 0):
+    """(int32 words, int64 indices) of the layer's codes with about a quarter of the indices
+    moved past its pair table (up to 2^index_bits - 1, the largest the stream can hold), the
+    last index of every row among them."""
     import numpy as np
     import torch
 
-    from compress.birkhoff.hyper_linear import unpack_words
+    from .reference import pack, unpack
 
     pairs = (layer.in_features + 1) // 2
-    index = unpack_words(layer.codes, pairs).numpy().astype(np.int64)
+    count = layer.out_features * pairs
+    index = unpack(layer.codes.numpy(), count, layer.index_bits).reshape(layer.out_features, pairs)
+    size = layer.table.shape[0]
+    largest = (1 << layer.index_bits) - 1
+    if largest < size:
+        raise ValueError(f"{layer.index_bits}-bit indices cannot pass a {size}-pair table")
     rng = np.random.default_rng(seed)
-    chosen = rng.random(index.shape) < 0.25
-    theta = index % layer.codebook_size
-    largest = (1 << INDEX_BITS) - 1
-    far = rng.integers(len(layer.gains), (1 << INDEX_BITS) // layer.codebook_size + 1, index.shape)
-    moved = np.minimum(theta + layer.codebook_size * far, largest)
-    index = np.where(chosen, moved, index)
-    index[:, -1] = largest
-    if index.shape[1] % 2:
-        index = np.concatenate([index, np.zeros((index.shape[0], 1), np.int64)], axis=1)
-    words = index[:, 0::2] + (index[:, 1::2] << INDEX_BITS)  # unsigned values, up to 2^32 - 1
-    signed = words.astype(np.uint32).view(np.int32)
-    return torch.from_numpy(signed.copy()), torch.from_numpy(words)
+    moved = np.where(rng.random(index.shape) < 0.25, rng.integers(size, largest + 1, index.shape), index)
+    moved[:, -1] = largest
+    return torch.from_numpy(pack(moved.reshape(-1), layer.index_bits)), torch.from_numpy(moved.reshape(-1))
+
+
+def clamped_weight(layer, indices):
+    """float32 [N, K] that the kernel's clamp gives for `indices` (int64 [N * pairs]): the
+    reference table's last pair for every index past it, times the row scale."""
+    import torch
+
+    table = layer.table
+    pairs = (layer.in_features + 1) // 2
+    clamped = torch.clamp(indices, max=table.shape[0] - 1)
+    weight = table[clamped].reshape(layer.out_features, 2 * pairs)[:, :layer.in_features]
+    return weight * layer.row_scale[:, None]
 
 
 def _kernel():
@@ -208,16 +213,25 @@ def find_sanitizer() -> str | None:
     return None
 
 
-def _launch_checked(kernel, dtype, x, layer_tensors, params, m, n, tile_m, use_bias):
-    """Launch on fresh Y storage with NaN guards; (status, Y [m, n] float64 or None, guards intact)."""
+def _launch_checked(kernel, dtype, x, layer_tensors, params, m, n, path, use_bias):
+    """Launch on fresh Y storage with NaN guards; (status, Y [m, n] float64 or None, guards intact).
+    The workspace, where the path may use one, is made on the CPU and copied (no torch kernel)."""
     import torch
 
-    codes, row_scale, bias = layer_tensors
+    codes, table, row_scale, bias = layer_tensors
     storage = torch.full((m * n + 2 * GUARD,), float("nan"), dtype=dtype).cuda()
     y_ptr = storage.data_ptr() + GUARD * storage.element_size()
+    gemm, workspace, workspace_bytes = None, None, 0
+    if dtype == torch.float16 and path in (None, PATH_GEMM):
+        rows = max(m, kernel.gemm_min_rows) if path is not None else m
+        workspace_bytes = kernel.workspace_size(params, rows)
+        if workspace_bytes:
+            gemm, workspace = kernel.gemm(), torch.zeros(workspace_bytes, dtype=torch.uint8).cuda()
     status = kernel.launch(0 if dtype == torch.float32 else 1, None if x is None else x.data_ptr(),
-                           codes.data_ptr(), row_scale.data_ptr(), bias.data_ptr() if use_bias else None, y_ptr, m,
-                           params, torch.cuda.current_stream().cuda_stream, tile_m)
+                           codes.data_ptr(), table.data_ptr(), table.shape[0], row_scale.data_ptr(),
+                           bias.data_ptr() if use_bias else None, y_ptr, m, params,
+                           torch.cuda.current_stream().cuda_stream, path, gemm,
+                           None if workspace is None else workspace.data_ptr(), workspace_bytes)
     torch.cuda.synchronize()
     out = storage.cpu()
     guards = bool(torch.isnan(out[:GUARD]).all() and torch.isnan(out[GUARD + m * n:]).all())
@@ -238,12 +252,17 @@ def workload(library: Path | None) -> int:
         failures.append(message)
         print("FAIL", message, flush=True)
 
+    def on_gpu(layer, codes=None):
+        """(codes, table, row_scale, bias) on the GPU, copied from the CPU (no torch kernel launch)."""
+        table = kernel.pair_table(harness.params_for(layer))
+        return ((layer.codes if codes is None else codes).contiguous().cuda(), table.cuda(),
+                layer.row_scale.contiguous().cuda(), layer.bias.detach().contiguous().cuda())
+
     for in_features in ODD_FEATURES:
         for out_features in ODD_FEATURES:
             layer = random_layer(in_features, out_features, seed=1000 * in_features + out_features)
             weight = layer.decoded_weight().double()
-            tensors = (layer.codes.contiguous().cuda(), layer.row_scale.contiguous().cuda(),
-                       layer.bias.detach().contiguous().cuda())
+            tensors = on_gpu(layer)
             params = harness.params_for(layer)
             for m in ODD_ROWS:
                 x = torch.randn(m, in_features, generator=torch.Generator().manual_seed(m + in_features))
@@ -252,11 +271,11 @@ def workload(library: Path | None) -> int:
                     xq = x.to(dtype)
                     expected = xq.double() @ weight.T + (layer.bias.detach().double() if use_bias else 0.0)
                     xd = xq.cuda()
-                    for tile_m in paths:
-                        what = (f"K={in_features} N={out_features} M={m} {str(dtype)[6:]} path={tile_m} "
+                    for path in paths:
+                        what = (f"K={in_features} N={out_features} M={m} {str(dtype)[6:]} path={path} "
                                 f"bias={use_bias}")
                         status, y, guards, _ = _launch_checked(kernel, dtype, xd, tensors, params, m, out_features,
-                                                               tile_m, use_bias)
+                                                               path, use_bias)
                         launches += 1
                         if status != 0:
                             fail(f"{what}: CUDA error {status}")
@@ -271,8 +290,7 @@ def workload(library: Path | None) -> int:
                             fail(f"{what}: relative error {error:.2e} > {tolerance:.0e}")
     # M = 0 with real pointers: success, nothing written; refused parameters: invalid value, nothing written.
     layer = random_layer(33, 40, seed=33040)
-    tensors = (layer.codes.contiguous().cuda(), layer.row_scale.contiguous().cuda(),
-               layer.bias.detach().contiguous().cuda())
+    tensors = on_gpu(layer)
     x = torch.randn(37, 33, generator=torch.Generator().manual_seed(5)).cuda()
     for dtype in (torch.float32, torch.float16):
         xd = x.to(dtype) if dtype == torch.float32 else x.cpu().half().cuda()
@@ -280,26 +298,27 @@ def workload(library: Path | None) -> int:
         if status != 0 or not torch.isnan(out).all():
             fail(f"M=0 {dtype}: status {status}, wrote {int((~torch.isnan(out)).sum())} values")
         for field, value in (("codebook_size", 0), ("codebook_size", -1), ("lattice_side", 0),
-                             ("gain_count", 0), ("gain_count", 5), ("in_features", 0)):
+                             ("gain_count", 0), ("gain_count", 5), ("in_features", 0), ("index_bits", 0),
+                             ("index_bits", 17)):
             params = harness.params_for(layer)
             setattr(params, field, value)
             status, _, _, out = _launch_checked(kernel, dtype, xd, tensors, params, 37, 40, None, True)
             if status != harness.CUDA_ERROR_INVALID_VALUE or not torch.isnan(out).all():
                 fail(f"{field}={value} {dtype}: status {status} (want {harness.CUDA_ERROR_INVALID_VALUE})")
-    # Rings past the gains: clamped, as the kernel's host decode says.
-    signed, _ = out_of_range_codes(layer)
-    clamped = kernel.decode_host(layer, signed).double()
-    tensors = (signed.contiguous().cuda(), tensors[1], tensors[2])
+    # Indices past the table: clamped to its last pair, as the kernel's host decode says.
+    words, indices = damaged_codes(layer)
+    clamped = kernel.decode_host(layer, words).double()
+    tensors = on_gpu(layer, words)
     for dtype, paths, tolerance in ((torch.float32, (None,), 1e-5), (torch.float16, FP16_PATHS, 2e-3)):
         xq = x.cpu().to(dtype)
         expected = xq.double() @ clamped.T + layer.bias.detach().double()
-        for tile_m in paths:
+        for path in paths:
             status, y, guards, _ = _launch_checked(kernel, dtype, xq.cuda(), tensors, harness.params_for(layer),
-                                                   37, 40, tile_m, True)
+                                                   37, 40, path, True)
             launches += 1
             if status != 0 or not guards or not torch.isfinite(y).all() or \
                     ((y - expected).abs().max() / expected.abs().max()).item() > tolerance:
-                fail(f"out-of-range rings {dtype} path={tile_m}: status {status}, guards {guards}")
+                fail(f"damaged codes {dtype} path={path}: status {status}, guards {guards}")
     print(f"workload: {launches} launches, {len(failures)} failures", flush=True)
     return PASSED if not failures else FAILED
 
@@ -378,9 +397,9 @@ def bitexact_case(kernel, layer) -> list[dict]:
                  "mismatches": int((host != weight).sum())})
     for dtype, paths, expected in ((torch.float32, (None, 1), weight.T), (torch.float16, (None,) + FP16_PATHS,
                                                                             weight.half().T)):
-        for tile_m in paths:
-            got = kernel(eye.to(dtype), layer, tile_m=tile_m).cpu()
-            rows.append({"dtype": str(dtype)[6:], "path": "auto" if tile_m is None else tile_m,
+        for path in paths:
+            got = kernel(eye.to(dtype), layer, path=path).cpu()
+            rows.append({"dtype": str(dtype)[6:], "path": "auto" if path is None else path,
                          "equal": bool(torch.equal(got, expected)), "mismatches": int((got != expected).sum()),
                          "max_abs_diff": float((got.double() - expected.double()).abs().max())})
     return rows

@@ -2,8 +2,10 @@
 
 `use_fused_kernel(model, kernel)` replaces every `compress.birkhoff.hyper_linear.HyperLinear`
 in `model` by `FusedHyperLinear`, which hands CUDA inputs to the kernel that
-`harness.Kernel` wraps (decode inside the GEMM, no dense weight) and anything else to the
-original layer, so a model stays usable on the CPU.
+`harness.Kernel` wraps and anything else to the original layer, so a model stays usable on
+the CPU. The kernel picks its path as the TensorRT plugin does: the fused decode + GEMM (no
+dense weight), or, for float16 inputs of at least its threshold of rows, W decoded into a
+workspace for that call and cuBLASLt.
 """
 
 from __future__ import annotations
