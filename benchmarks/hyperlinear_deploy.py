@@ -6,8 +6,9 @@ ONNX Runtime session on them costs (memory, start, speed) against the dense mode
 Files: every Birkhoff variant of the results page (and the dense original), from the same
 bundle cache (.cache/benchmarks/<model>/, built on first use with the results page's
 recipes; vit_b has seeded weights). The ONNX pair is encoder.onnx + decoder.onnx, split into
-what its initializers hold: HyperLinear codes, HyperTensor codes (every other coded tensor),
-float32 left (row scales, raw tensors, what the exporter folded) and the rest (graph, int64).
+what its initializers hold: HyperLinear codes, HyperTensor codes (every other coded tensor;
+beside them what those tensors would take as float16, the alternative), float32 left (row
+scales, raw tensors, what the exporter folded) and the rest (graph, function bodies, int64).
 
 Sessions: the original and birkhoff-reference bundles, one fresh process per row, the
 astronaut encoded --runs times (benchmarks/ort_memory.py's child): plain onnxruntime on the
@@ -49,8 +50,8 @@ def composition(path: Path) -> Counter:
     """Bytes of one ONNX file by what they hold."""
     model = onnx.load(str(path))
     linear_codes = {n.input[1] for n in model.graph.node if is_hyper_linear(n)}
-    tensor_codes = {n.input[0] for n in model.graph.node
-                    if n.domain == spec.DOMAIN and n.op_type == spec.TENSOR_OP_TYPE}
+    tensor_nodes = [n for n in model.graph.node if n.domain == spec.DOMAIN and n.op_type == spec.TENSOR_OP_TYPE]
+    tensor_codes = {n.input[0] for n in tensor_nodes}
     parts = Counter()
     for init in model.graph.initializer:
         size = len(init.raw_data)
@@ -59,7 +60,13 @@ def composition(path: Path) -> Counter:
         if kind:
             parts[kind] += size
     parts["other"] = path.stat().st_size - sum(parts.values())
+    # What the HyperTensor-coded tensors would take as float16 (not part of the file's bytes).
+    parts["as float16"] = sum(2 * int(np.prod(_shape(n))) for n in tensor_nodes)
     return parts
+
+
+def _shape(node) -> list[int]:
+    return next(list(a.ints) for a in node.attribute if a.name == "shape")
 
 
 def _files_rows(model: str, built: dict) -> list[list]:
@@ -67,10 +74,11 @@ def _files_rows(model: str, built: dict) -> list[list]:
     for variant in FILE_VARIANTS:
         bundle = built[variant].bundle
         parts = composition(bundle / ENCODER_FILE) + composition(bundle / DECODER_FILE)
-        pair = sum(parts.values())
+        pair = sum(v for k, v in parts.items() if k != "as float16")
         checkpoint = checkpoint_bytes(built[variant].checkpoint)
         rows.append([model, variant, fmt(checkpoint / 1e6, ".2f"), fmt(pair / 1e6, ".2f"), fmt(pair / checkpoint, ".2f") + "x",
-                     *(fmt(parts[k] / 1e6, ".2f") for k in ("HyperLinear codes", "HyperTensor codes", "float32", "other"))])
+                     *(fmt(parts[k] / 1e6, ".2f") for k in ("HyperLinear codes", "HyperTensor codes", "as float16",
+                                                           "float32", "other"))])
     return rows
 
 
@@ -107,7 +115,7 @@ def measure(args) -> Page:
              "function bodies at session start.")
     body = ("## Files (MB)\n\n" + table(
         ["model", "variant", "checkpoint", "ONNX pair", "pair / checkpoint", "HyperLinear codes", "HyperTensor codes",
-         "float32", "other"], files)
+         "(those as float16)", "float32", "other"], files)
         + f"\n\n## ONNX Runtime CPU sessions (fresh process each; {args.runs} encoder runs; ratios to the original's "
         "Session())\n\n" + table(
             ["model", "variant", "opened by", "session start (s)", "encoder, median of runs 2.. (s)", "latency ratio",

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from plugins.hyperlinear.torch_op import load_kernel, use_fused_kernel
 from runtime import Session, open_bundle
 from runtime.backends import make_backend
+from runtime.backends.ort_backend import OnnxRuntimeBackend
 from runtime.prompts import prompt_inputs
 from runtime.transforms import preprocess
 
@@ -127,11 +128,16 @@ def open_runner(spec: BackendSpec, built, image: np.ndarray, kernel=None) -> Run
         return spec.missing
     if spec.runtime_backend == "torch" and built.checkpoint is None:
         return "n/a: an ONNX Runtime quantisation (no torch model)"
-    # All variants' sessions stay open for the interleaving: with ORT's arenas, eight
-    # vit_b sessions would hold their peak activations each (about 3 GB apiece).
-    backend = make_backend(open_bundle(built.bundle, verify=False), spec.runtime_backend,
-                           providers=list(spec.providers) or None, device=spec.device,
-                           low_memory=spec.runtime_backend == "onnxruntime")
+    opened = open_bundle(built.bundle, verify=False)
+    if spec.runtime_backend == "onnxruntime":
+        # All variants' sessions stay open for the interleaving: with ORT's arenas, eight
+        # vit_b sessions would hold their peak activations each (about 3 GB apiece). Not
+        # low_memory: Birkhoff bundles are measured decoded once, as a default Session runs them.
+        backend = OnnxRuntimeBackend(opened.encoder, opened.decoder, list(spec.providers) or None,
+                                     img_size=opened.img_size, coded=opened.samedge_nodes, cpu_arena=False)
+    else:
+        backend = make_backend(opened, spec.runtime_backend, providers=list(spec.providers) or None,
+                               device=spec.device)
     if spec.device == "cuda" and kernel is not None:
         use_fused_kernel(backend.model, kernel)
     return Runner(Session(built.bundle, backend=backend), image)

@@ -18,6 +18,7 @@ from export.hyper_linear import attach_functions, code_tensors, is_hyper_linear
 from export.onnx_export import export_encoder, export_module, finish_export
 from plugins.hyperlinear import spec
 from runtime import Session
+from runtime.backends.ort_backend import OnnxRuntimeBackend
 from runtime.decoded_graph import decode_all, decode_tensors, has_samedge_nodes
 from tests.conftest import DEMO_CHECKPOINT
 
@@ -170,6 +171,9 @@ def test_the_three_ways_to_run_a_coded_bundle_agree(tmp_path):
             # The same weights (bit for bit, tested above); ONNX Runtime fuses each graph its own way,
             # so sums are ordered differently: float32 rounding, on outputs of order 1.
             np.testing.assert_allclose(session.backend.encode(pixels), expected, rtol=1e-4, atol=1e-4)
+    # Without a manifest (files alone) the backend reads them to find the samedge nodes.
+    lone = OnnxRuntimeBackend(out / "encoder.onnx", out / "decoder.onnx", ["CPUExecutionProvider"])
+    np.testing.assert_allclose(lone.encode(pixels), expected, rtol=1e-4, atol=1e-4)
     model, weights = decode_all(onnx.load(str(out / "encoder.onnx")))
     assert not has_samedge_nodes(model) and not model.functions and weights
     assert not any(init.data_type == onnx.TensorProto.INT32 for init in model.graph.initializer)

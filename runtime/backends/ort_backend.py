@@ -24,14 +24,16 @@ from ..signature import check_decoder, check_encoder
 from .base import Closable
 
 
-def _session(path: Path, providers, low_memory: bool = False, coded: bool | None = None):
-    """`coded`: whether the file holds samedge nodes (the manifest says); None: look."""
+def _session(path: Path, providers, low_memory: bool = False, coded: bool | None = None,
+             cpu_arena: bool | None = None):
+    """`coded`: whether the file holds samedge nodes (the manifest says); None: look.
+    `cpu_arena`: None follows low_memory (off with it)."""
     options = ort.SessionOptions()
     # The memory pattern makes a session's second run allocate a fresh block beside the
     # first: a process with a long-lived vit_b session peaks at 7.4 GB instead of 4.3 GB,
     # and the pattern saves no time on the CPU (docs/benchmarks/ort-memory.md). Off always.
     options.enable_mem_pattern = False
-    if low_memory:
+    if low_memory if cpu_arena is None else not cpu_arena:
         # ORT keeps each session's peak activation memory in an arena for reuse; without it,
         # an idle session holds little more than its weights (vit_b: 3.9 GB peak otherwise).
         options.enable_cpu_mem_arena = False
@@ -64,15 +66,17 @@ class OnnxRuntimeBackend(Closable):
     name = "onnxruntime"
 
     def __init__(self, encoder: Path, decoder: Path, providers=None, low_memory: bool = False,
-                 img_size: int | None = None, coded: bool | None = None):
+                 img_size: int | None = None, coded: bool | None = None, cpu_arena: bool | None = None):
         """`img_size`: what the bundle's manifest says the encoder takes (checked); `coded`: whether
-        the files hold samedge nodes (the manifest's `samedge_nodes`; None: read the files to see)."""
+        the files hold samedge nodes (the manifest's `samedge_nodes`; None: read the files to see);
+        `cpu_arena`: ORT's CPU arena on or off whatever low_memory says (the results page keeps
+        eight vit_b sessions open, arenas off, each decoding as a default Session does)."""
         available = ort.get_available_providers()
         if providers is None:
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.providers = list(providers)
-        self.encoder = _session(encoder, self.providers, low_memory, coded)
-        self.decoder = _session(decoder, self.providers, low_memory, coded)
+        self.encoder = _session(encoder, self.providers, low_memory, coded, cpu_arena)
+        self.decoder = _session(decoder, self.providers, low_memory, coded, cpu_arena)
         self.encoder_input = self.encoder.get_inputs()[0].name
         embedding = check_encoder(_shapes(self.encoder.get_inputs()), _shapes(self.encoder.get_outputs()),
                                   encoder, img_size)
