@@ -29,6 +29,7 @@ RESULTS = "results"
 FORMS = {
     RESULTS: Form("benchmarks.results", "docs/RESULTS.md: every variant side by side (the default)"),
     "weight-error": Form("benchmarks.weight_error", "Birkhoff vs int8/int4 weight error; the UNIT_RMS sweep"),
+    "rate-distortion": Form("benchmarks.rate_distortion", "Birkhoff settings: bits per weight vs weight error and mIoU"),
     "ort-memory": Form("benchmarks.ort_memory", "ONNX Runtime's session options and a long-lived Session's memory"),
     "hyperlinear-deploy": Form("benchmarks.hyperlinear_deploy", "Birkhoff ONNX files vs checkpoint; ORT sessions' memory"),
     "session-open": Form("benchmarks.session_open", "what checking a bundle's hashes adds to opening it"),

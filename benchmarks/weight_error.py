@@ -15,7 +15,8 @@ MACs, mIoU, latency and peak memory; this page has what that one does not measur
 Weight error: size-weighted MAE and ||W - W'|| / ||W|| over the image encoder's encoded
 (or quantised) tensors together. No figure here depends on the machine or its load (the
 compression times are the results page's). Writes docs/benchmarks/weight-error.md (and
-.json beside it).
+.json beside it). Every codec setting's bits per weight against its error and the demo
+model's mIoU: the rate-distortion page (benchmarks/rate_distortion.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Birkhoff at model level: HyperLinear, compress_model, our checkpoint format, the scaled variant."""
 
+import copy
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +12,12 @@ from torch import nn
 from compress import CheckpointError, build_sam, load_checkpoint, save_checkpoint
 from compress.birkhoff import codec, scaled
 from compress.birkhoff.hyper_linear import HyperLinear
-from compress.birkhoff.model import DECODE_AT_LOAD, HYPER_LINEAR, RAW, compress_model
+from compress.birkhoff.__main__ import main as birkhoff_main
+from compress.birkhoff.codec import Settings
+from compress.birkhoff.model import (
+    DECODE_AT_LOAD, FELL_BACK_REL, HYPER_LINEAR, RAW, SETTINGS_KEY, compress_model, encode_tensor,
+)
+from compress.birkhoff.report import build_report
 from compress.birkhoff.packing import pack_indices
 from compress.birkhoff.reference_layout import read_reference, write_reference
 from compress.birkhoff.storage import load_compressed, save_compressed
@@ -148,3 +156,77 @@ def test_reference_layout_refuses_other_files(tmp_path):
     save_file({"x": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(CheckpointError, match="rect_l"):
         read_reference(tmp_path / "other.safetensors")
+
+
+def test_codec_settings_thread_through_compress_model_and_the_cli(tmp_path, tiny_checkpoint):
+    settings = Settings(codebook_sizes=(2025,), max_rings=2)
+    compressed = compress_model(build_sam("tiny", seed=0), settings=settings, show_progress=False)
+    assert compressed.settings == settings
+    coded = [e.encoded for e in compressed.entries.values() if e.encoded is not None]
+    assert coded and all(e.codebook_size == 2025 and e.rings <= 2 for e in coded)
+    unit = compress_model(build_sam("tiny", seed=0), "scaled", unit_rms=0.05, show_progress=False)
+    assert unit.settings == Settings(unit_rms=0.05)
+    out = tmp_path / "tiny.birkhoff.safetensors"
+    assert birkhoff_main([str(tiny_checkpoint), "--out", str(out), "--fill-bits", "8", "13",
+                          "--target-mae", "7e-4", "--fallback-rel-rmse", "none", "--no-plot"]) == 0
+    expected = Settings(fill_bits=(8, 13), target_mae=7e-4, fallback_rel_rmse=None)
+    assert Settings.from_dict(json.loads(read_checkpoint_metadata(out)[SETTINGS_KEY])) == expected
+    report = json.loads(out.with_name(out.name + ".report.json").read_text())
+    assert Settings.from_dict(report["settings"]) == expected
+    assert sum(isinstance(m, HyperLinear) for m in load_checkpoint(out).modules()) > 0
+    assert birkhoff_main([str(tiny_checkpoint), "--out", str(tmp_path / "bad.safetensors"),
+                          "--codebook-sizes", "1000"]) == 2  # not a square: refused before any work
+
+
+def _outlier_weight(rng, shape, scale=0.01, fraction=2e-3, magnitude=3.0):
+    weight = rng.normal(0, scale, shape)
+    count = max(1, int(weight.size * fraction))
+    weight.reshape(-1)[rng.choice(weight.size, count, replace=False)] = magnitude * rng.choice([-1, 1], count)
+    return weight
+
+
+@pytest.mark.parametrize("variant", ["reference", "scaled"])
+def test_the_relative_fall_back_triggers_on_outliers_not_on_gaussians(variant):
+    rng = np.random.default_rng(8)
+    limit = Settings(fallback_rel_rmse=0.2)
+    gaussian = rng.normal(0, 0.02, (128, 512))
+    outliers = _outlier_weight(rng, (128, 512))
+    assert encode_tensor(gaussian, True, variant, settings=limit) is not None
+    assert encode_tensor(outliers, True, variant, settings=limit) is None
+    assert encode_tensor(outliers, True, variant, settings=limit.replace(fallback_rel_rmse=None)) is not None
+
+
+def test_the_fall_back_keeps_the_model_error_bounded():
+    model = build_sam("tiny", seed=0)
+    name = "image_encoder.blocks.0.mlp.lin1.weight"
+    weight = _outlier_weight(np.random.default_rng(0), (128, 32))
+    with torch.no_grad():
+        model.get_parameter(name).copy_(torch.from_numpy(weight))
+    image = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model.image_encoder(image)
+    on = compress_model(copy.deepcopy(model), settings=Settings(fallback_rel_rmse=0.2), show_progress=False)
+    off = compress_model(copy.deepcopy(model), settings=Settings(fallback_rel_rmse=None), show_progress=False)
+    entry = on.entries[name]
+    assert entry.role == RAW and entry.fell_back and entry.fall_back_reason == FELL_BACK_REL
+    assert entry.robust_rel_rmse > 0.2 and off.entries[name].role == HYPER_LINEAR
+    assert build_report(on, None, 1)["fell_back_by_relative_error"] == [name]
+    for other, e in on.entries.items():  # the limit touched that tensor only
+        if other != name and e.encoded is not None:
+            np.testing.assert_array_equal(e.encoded.indices, off.entries[other].encoded.indices)
+    with torch.no_grad():
+        errors = [float((c.model.image_encoder(image) - expected).norm() / expected.norm()) for c in (on, off)]
+    assert errors[0] <= errors[1] and errors[0] < 0.1
+
+
+def test_reference_variant_codes_a_tiny_magnitude_tensor_in_units_not_raw():
+    """The authors' absolute square is far too coarse for a tensor of std 3e-4 (SlimSAM-77's
+    seeded pos_embed): samedge's relative fall-back codes it in its own unit instead."""
+    model = build_sam("tiny", seed=0)
+    with torch.no_grad():
+        model.image_encoder.pos_embed.normal_(0, 3e-4)
+    compressed = compress_model(model, "reference", show_progress=False)
+    entry = compressed.entries["image_encoder.pos_embed"]
+    assert entry.role == DECODE_AT_LOAD and entry.encoded.scale is not None and entry.rel_rmse < 0.1
+    linear = compressed.entries["image_encoder.blocks.0.mlp.lin1.weight"]
+    assert linear.encoded.scale is None  # everything else keeps the authors' codes

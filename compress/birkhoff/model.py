@@ -5,7 +5,12 @@
   run time (HyperLinear);
 - every other parameter (conv kernels, biases, norms, embeddings, positional
   embeddings): encoded for storage, decoded to dense float32 when loaded;
-- any tensor whose error stays above the fall-back threshold: raw.
+- any tensor whose error stays above the fall-back threshold: raw; and (samedge's, when
+  settings.fallback_rel_rmse is set) any whose error relative to its bulk
+  (codec.robust_relative_error) is above that limit.
+
+The codec's knobs travel as one codec.Settings (defaults: the authors' configuration, plus
+samedge's relative fall-back at 0.2).
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ HYPER_LINEAR = "hyper_linear"  # [2]
 # The model attribute holding {parameter name: EncodedTensor} of its decode-at-load tensors:
 # the ONNX export writes them as HyperTensor nodes instead of float32 initializers.
 CODED_TENSORS = "birkhoff_coded_tensors"
+# The checkpoint metadata entry (JSON) that records the codec.Settings a file was written with.
+SETTINGS_KEY = "birkhoff_settings"
 
 
 @dataclass
@@ -48,6 +55,8 @@ class Entry:
     fell_back: bool = False  # encodable, but the error was above the fall-back threshold
     rel_rmse: float | None = 0.0  # ||W - W'|| / ||W||: 0 for raw tensors, None for all-zero ones
     norm: float | None = None  # ||W||, to combine relative errors over tensors (None when not known)
+    robust_rel_rmse: float | None = None  # codec.robust_relative_error of the encoding (None: not known)
+    fall_back_reason: str | None = None  # FELL_BACK_MAE or FELL_BACK_REL when fell_back
 
     @property
     def numel(self) -> int:
@@ -61,15 +70,50 @@ class CompressedModel:
     variant: str
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    settings: codec.Settings | None = None  # what compress_model used (None: read from a file)
 
 
-def encode_tensor(values: np.ndarray, row_pairs: bool, variant: str,
-                  unit_rms: float = scaled.UNIT_RMS) -> codec.EncodedTensor | None:
+FELL_BACK_MAE = "mae"  # the codec's MAE above settings.fallback_mae (the authors' rule)
+FELL_BACK_REL = "rel_rmse"  # robust relative error above settings.fallback_rel_rmse (samedge's)
+
+
+def resolve_settings(settings: codec.Settings | None = None, unit_rms: float | None = None) -> codec.Settings:
+    """`settings` (default: codec.DEFAULT_SETTINGS), with `unit_rms` in place of its own when given."""
+    settings = settings or codec.DEFAULT_SETTINGS
+    return settings if unit_rms is None else settings.replace(unit_rms=unit_rms)
+
+
+def _encode(values: np.ndarray, row_pairs: bool, variant: str, settings: codec.Settings):
+    """(codes or None, float32 decoded values or None, fall-back reason or None, robust rel. error)."""
     if variant == "reference":
-        return codec.encode(values, row_pairs=row_pairs)
-    if variant == "scaled":
-        return scaled.encode(values, row_pairs=row_pairs, unit_rms=unit_rms)
-    raise ValueError(f"unknown Birkhoff variant {variant!r}; choose one of {VARIANTS}")
+        encoded = codec.encode(values, row_pairs=row_pairs, settings=settings)
+    elif variant == "scaled":
+        encoded = scaled.encode(values, row_pairs=row_pairs, settings=settings)
+    else:
+        raise ValueError(f"unknown Birkhoff variant {variant!r}; choose one of {VARIANTS}")
+    if encoded is None:
+        return None, None, FELL_BACK_MAE, None
+    # What the model will hold: the float32 table decode for decode-at-load tensors (as every
+    # deployed file decodes them); HyperLinear's float32 decode differs from this by rounding only.
+    decoded = codec.decode(encoded) if row_pairs else decoded_values(encoded)
+    robust = codec.robust_relative_error(values, decoded)
+    limit = settings.fallback_rel_rmse
+    if limit is not None and robust is not None and robust > limit:
+        if variant == "reference":
+            # Before raw, the same lattice in the tensor's own unit (scaled.py): the authors'
+            # absolute square is far too coarse for a tensor of small magnitude (SlimSAM-77's
+            # seeded pos_embed, std 3e-4: 324 % error) and costs the same bits in units.
+            retry = _encode(values, row_pairs, "scaled", settings)
+            if retry[0] is not None:
+                return retry
+        return None, None, FELL_BACK_REL, robust
+    return encoded, decoded, None, robust
+
+
+def encode_tensor(values: np.ndarray, row_pairs: bool, variant: str, unit_rms: float | None = None,
+                  settings: codec.Settings | None = None) -> codec.EncodedTensor | None:
+    """One tensor's codes, None when it stays raw (either fall-back)."""
+    return _encode(np.asarray(values), row_pairs, variant, resolve_settings(settings, unit_rms))[0]
 
 
 def decoded_values(encoded: codec.EncodedTensor) -> np.ndarray:
@@ -93,20 +137,20 @@ def replace_module(model: nn.Module, path: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def _encode_parameter(name: str, tensor: torch.Tensor, is_linear: bool, variant: str, unit_rms: float):
+def _encode_parameter(name: str, tensor: torch.Tensor, is_linear: bool, variant: str,
+                      settings: codec.Settings):
     """(Entry, decoded float32 values or None)."""
     entry = Entry(name, RAW, tuple(tensor.shape))
     if tensor.numel() < MIN_ELEMENTS:
         return entry, None
     values = tensor.to(torch.float64).numpy()
     try:
-        encoded = encode_tensor(values, row_pairs=is_linear, variant=variant, unit_rms=unit_rms)
+        encoded, decoded, reason, entry.robust_rel_rmse = _encode(values, is_linear, variant, settings)
     except codec.CodecError as err:
         raise codec.CodecError(f"{name}: {err}") from err
     if encoded is None:
-        entry.fell_back = True
+        entry.fell_back, entry.fall_back_reason = True, reason
         return entry, None
-    decoded = codec.decode(encoded) if is_linear else decoded_values(encoded)
     entry.encoded = encoded
     norm = entry.norm = float(np.linalg.norm(values))
     entry.rel_rmse = float(np.linalg.norm(decoded - values) / norm) if norm > 0 else None
@@ -115,14 +159,19 @@ def _encode_parameter(name: str, tensor: torch.Tensor, is_linear: bool, variant:
 
 
 def compress_model(model: nn.Module, variant: str = "reference", show_progress: bool = True,
-                   workers: int | None = None, unit_rms: float = scaled.UNIT_RMS) -> CompressedModel:
+                   workers: int | None = None, unit_rms: float | None = None,
+                   settings: codec.Settings | None = None) -> CompressedModel:
     """Encode `model` in place: Linear layers become HyperLinear, other tensors decoded values.
+
+    `settings`: the codec's knobs (default: codec.DEFAULT_SETTINGS); `unit_rms`, when given, replaces
+    its unit_rms (the scaled variant's).
 
     Tensors are encoded in a thread pool: numpy releases the GIL in its array loops, so
     two cores give nearly twice the speed (the codec itself is single-threaded numpy).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown Birkhoff variant {variant!r}; choose one of {VARIANTS}")
+    settings = resolve_settings(settings, unit_rms)
     if any(isinstance(m, HyperLinear) for m in model.modules()):
         # Its other tensors already hold decoded values: encoding them again only adds error.
         raise codec.CodecError("the model is already Birkhoff-compressed; use its checkpoint as it is "
@@ -139,7 +188,7 @@ def compress_model(model: nn.Module, variant: str = "reference", show_progress: 
     with ThreadPoolExecutor(workers) as pool, tqdm(total=len(order), desc=f"birkhoff ({variant})",
                                                     unit="tensor", disable=not show_progress) as bar:
         futures = [pool.submit(_encode_parameter, name, parameters[name].detach().cpu(),
-                               name in linear_weights, variant, unit_rms) for name in order]
+                               name in linear_weights, variant, settings) for name in order]
         for future in as_completed(futures):
             bar.update()
         for future in futures:
@@ -149,7 +198,7 @@ def compress_model(model: nn.Module, variant: str = "reference", show_progress: 
                 with torch.no_grad():
                     parameters[entry.name].copy_(torch.from_numpy(decoded))
     install_hyper_linears(model, entries)
-    return CompressedModel(model, entries, variant, time.perf_counter() - began)
+    return CompressedModel(model, entries, variant, time.perf_counter() - began, settings=settings)
 
 
 def install_hyper_linears(model: nn.Module, entries: dict[str, Entry]) -> None:

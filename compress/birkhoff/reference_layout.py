@@ -136,6 +136,10 @@ def write_reference(compressed: CompressedModel, path) -> None:
     """Write in the tool's layout (reference variant only: the layout has no scales)."""
     if compressed.variant != "reference":
         raise ValueError("the authors' layout has no per-row scales; only the reference variant can be written")
+    in_units = [n for n, e in compressed.entries.items() if e.encoded is not None and e.encoded.scale is not None]
+    if in_units:
+        raise ValueError(f"{in_units[0]} (and {len(in_units) - 1} more) fell back to samedge's coding in units, "
+                         "which the authors' layout cannot hold; compress with fallback_rel_rmse=None to write it")
     state = compressed.model.state_dict()
     u8 = lambda v: torch.tensor(v, dtype=torch.uint8)  # noqa: E731 - the tool's 0-d uint8 scalars
     sides = {e.encoded.side for e in compressed.entries.values() if e.encoded is not None}

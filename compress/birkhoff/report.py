@@ -9,7 +9,7 @@ import numpy as np
 
 from runtime.atomic import atomic_write
 
-from .model import HYPER_LINEAR, RAW, CompressedModel
+from .model import FELL_BACK_REL, HYPER_LINEAR, RAW, CompressedModel
 
 
 def build_report(compressed: CompressedModel, source_bytes: int | None, compressed_bytes: int) -> dict:
@@ -26,6 +26,9 @@ def build_report(compressed: CompressedModel, source_bytes: int | None, compress
             "rings": None if e is None else e.rings,
             "mae": 0.0 if e is None else e.mae,
             "rel_rmse": entry.rel_rmse if e is not None else 0.0,
+            # error relative to the tensor's bulk (codec.robust_relative_error); known for fall-backs too
+            "robust_rel_rmse": entry.robust_rel_rmse,
+            "fall_back_reason": entry.fall_back_reason,
         })
     encoded = [t for t in tensors if t["role"] != RAW]
     weights = sum(t["numel"] for t in tensors)
@@ -34,6 +37,7 @@ def build_report(compressed: CompressedModel, source_bytes: int | None, compress
     rel_known = [t for t in encoded if t["rel_rmse"] is not None]
     return {
         "variant": compressed.variant,
+        "settings": None if compressed.settings is None else compressed.settings.to_dict(),
         "seconds": compressed.seconds,
         "source_bytes": source_bytes,
         "compressed_bytes": compressed_bytes,
@@ -42,6 +46,7 @@ def build_report(compressed: CompressedModel, source_bytes: int | None, compress
         "encoded_fraction": encoded_weights / max(weights, 1),
         "hyper_linear_layers": sum(t["role"] == HYPER_LINEAR for t in tensors),
         "fell_back": [t["name"] for t in tensors if t["fell_back"]],
+        "fell_back_by_relative_error": [t["name"] for t in tensors if t["fall_back_reason"] == FELL_BACK_REL],
         # weighted by tensor size: the error of an average encoded weight
         "mae": _weighted(mae_known, "mae"),
         "rel_rmse": _weighted(rel_known, "rel_rmse"),

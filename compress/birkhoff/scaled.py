@@ -15,7 +15,7 @@ import numpy as np
 
 from . import codec
 
-UNIT_RMS = 0.03  # chosen by a sweep on the demo model (docs/birkhoff.md)
+UNIT_RMS = codec.UNIT_RMS  # 0.03, chosen by a sweep on the demo model (docs/birkhoff.md)
 
 
 def units(values: np.ndarray, row_pairs: bool, unit_rms: float = UNIT_RMS) -> np.ndarray:
@@ -26,12 +26,15 @@ def units(values: np.ndarray, row_pairs: bool, unit_rms: float = UNIT_RMS) -> np
     return unit.astype(np.float32).astype(np.float64)
 
 
-def encode(tensor: np.ndarray, row_pairs: bool = False, unit_rms: float = UNIT_RMS) -> codec.EncodedTensor | None:
+def encode(tensor: np.ndarray, row_pairs: bool = False, unit_rms: float | None = None,
+           settings: codec.Settings = codec.DEFAULT_SETTINGS) -> codec.EncodedTensor | None:
+    """The codec of `settings` in units of each row's scale; `unit_rms`, when given,
+    overrides settings.unit_rms."""
     values = np.asarray(tensor, np.float64)
     codec.check_tensor(values, row_pairs)
-    unit = units(values, row_pairs, unit_rms)
+    unit = units(values, row_pairs, settings.unit_rms if unit_rms is None else unit_rms)
     shape = values.shape
-    encoded = codec.encode(values / codec.broadcast_scale(unit, shape), row_pairs=row_pairs)
+    encoded = codec.encode(values / codec.broadcast_scale(unit, shape), row_pairs=row_pairs, settings=settings)
     if encoded is None:
         return None
     encoded.scale = unit
