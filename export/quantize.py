@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,22 +30,33 @@ from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
 from runtime.bundle import DECODER_FILE, ENCODER_FILE, MANIFEST, SINGLE_MASK_DECODER_FILE, open_bundle
 from runtime.bundle_writer import BundleWriter
+from runtime.decoded_graph import decode_tensors
 
 METHODS = ("int8", "int4")
 INT4_BLOCK = 32
 MODEL_FILES = (ENCODER_FILE, DECODER_FILE, SINGLE_MASK_DECODER_FILE)
 
 
+def _dense_constants(path) -> onnx.ModelProto:
+    """The model with its Birkhoff HyperTensor nodes decoded (the quantisers need the conv and
+    other weights as initializers); HyperLinear nodes stay, as the quantisers skip them."""
+    return decode_tensors(onnx.load(str(path)))
+
+
 def quantize_onnx(src, dst, method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    model = _dense_constants(src)
     if method == "int8":
-        quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+        with tempfile.TemporaryDirectory(dir=Path(dst).parent) as work:  # quantize_dynamic reads a path
+            source = Path(work) / "model.onnx"
+            onnx.save_model(model, str(source))
+            quantize_dynamic(str(source), str(dst), per_channel=True, weight_type=QuantType.QInt8)
     elif method == "int4":
         logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # one INFO line per node
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=INT4_BLOCK, is_symmetric=False)
+        quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=INT4_BLOCK, is_symmetric=False)
         quantizer.process()
         quantizer.model.save_model_to_file(str(dst), False)
-    else:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
 
 
 def _int8_weights(model, original):
@@ -96,7 +108,7 @@ def _int4_weights(model, original):
 
 def weight_error(original_path, quantized_path, method: str) -> dict:
     """Size-weighted MAE and relative RMS error of the quantised weights, and their count."""
-    original_model = onnx.load(str(original_path))
+    original_model = _dense_constants(original_path)
     original = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in original_model.graph.initializer
                 if i.data_type == onnx.TensorProto.FLOAT and numpy_helper.to_array(i).size >= 16}
     reader = _int8_weights if method == "int8" else _int4_weights
