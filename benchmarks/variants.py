@@ -18,6 +18,7 @@ from typing import Callable
 
 from compress.recipe import Recipe, parse_recipe
 from export.build import build_bundle
+from export.onnx_export import GRAPH_REVISION
 from export.quantize import quantize_bundle
 from runtime.atomic import atomic_write
 from runtime.bundle import open_bundle
@@ -73,6 +74,7 @@ class Built:
     compression_seconds: float  # wall time of the compression itself (export excluded)
     build_seconds: float  # the whole build, export included
     built_at: str
+    graph_revision: int = 0  # export.onnx_export.GRAPH_REVISION when built (0: before it existed)
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "bundle": str(self.bundle),
@@ -102,8 +104,9 @@ def build_variant(variant: str, source: ModelSource, work: Path, built: dict[str
     record = directory.with_name(directory.name + ".json")
     if record.is_file() and directory.is_dir():
         cached = Built.from_json(record.read_text())
-        # The work directory may have moved since: the bundle is the one beside the record.
-        return dataclasses.replace(cached, bundle=directory, checkpoint=_torch_checkpoint(directory))
+        if cached.graph_revision == GRAPH_REVISION:  # else its ONNX files are not what export writes now
+            # The work directory may have moved since: the bundle is the one beside the record.
+            return dataclasses.replace(cached, bundle=directory, checkpoint=_torch_checkpoint(directory))
     definition = DEFINITIONS[variant]
     began = time.perf_counter()
     if definition.quantize:
@@ -111,7 +114,7 @@ def build_variant(variant: str, source: ModelSource, work: Path, built: dict[str
     else:
         compression_seconds = _build(definition, source, directory, built)
     result = Built(variant, directory, _torch_checkpoint(directory), compression_seconds,
-                   time.perf_counter() - began, datetime.datetime.now().isoformat(timespec="seconds"))
+                   time.perf_counter() - began, datetime.datetime.now().isoformat(timespec="seconds"), GRAPH_REVISION)
     atomic_write(record, lambda tmp: Path(tmp).write_text(result.to_json()))
     return result
 

@@ -1,0 +1,84 @@
+"""The image encoder's global attention, exported a band of query rows at a time.
+
+A global-attention block of a 1024-px SAM attends 4096 tokens to 4096: its attention
+matrix is [heads, 4096, 4096], 805 MB in float32 for vit_b, and ONNX Runtime holds about
+three of them at once (scores, scores + relative position, softmax). Those matrices, not
+the weights, are most of an encoder session's peak. Each query row of the grid needs only
+its own scores, so the exported graph computes them QUERY_CHUNK_TOKENS queries at a time:
+the same arithmetic row by row (bit-identical outputs on ORT's CPU provider), with
+vit_b's peak from 3.7 GB to 1.7 GB and no loss of speed (docs/benchmarks/hyperlinear-deploy.md).
+Only the exported graph changes; the PyTorch modules, and so the reference, stay as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import types
+
+import torch
+from segment_anything.modeling.image_encoder import get_rel_pos
+
+from compress.slimsam.attention import SplitAttention
+
+# 512 queries: vit_b's score matrices become 100 MB each. Smaller bands save little more
+# (weights and the windowed blocks are then the peak) and add nodes to the graph.
+QUERY_CHUNK_TOKENS = 512
+
+
+def _heads(t: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
+    # [B, H, W, heads * d] -> [B * heads, H * W, d]
+    _, height, width, _ = t.shape
+    return t.reshape(batch, height * width, heads, -1).permute(0, 2, 1, 3).reshape(batch * heads, height * width, -1)
+
+
+def _qkv(attn, x: torch.Tensor):
+    """q, k, v as [B * heads, H * W, d] from segment_anything's Attention or SplitAttention."""
+    batch, height, width, _ = x.shape
+    heads = attn.num_heads
+    if isinstance(attn, SplitAttention):
+        return tuple(_heads(layer(x), batch, heads) for layer in (attn.q, attn.k, attn.v))
+    qkv = attn.qkv(x).reshape(batch, height * width, 3, heads, -1).permute(2, 0, 3, 1, 4)  # [3, B, heads, HW, d]
+    return qkv.reshape(3, batch * heads, height * width, -1).unbind(0)
+
+
+def banded_forward(attn, x: torch.Tensor, rows: int) -> torch.Tensor:
+    """segment_anything's Attention.forward on x [B, H, W, C], `rows` query rows at a time."""
+    batch, height, width, _ = x.shape
+    q, k, v = _qkv(attn, x)  # [B * heads, H * W, d]
+    keys_t = k.transpose(-2, -1)  # [B * heads, d, H * W]
+    if attn.use_rel_pos:
+        rel_h_table = get_rel_pos(height, height, attn.rel_pos_h)  # [H, H, d]
+        rel_w_table = get_rel_pos(width, width, attn.rel_pos_w)  # [W, W, d]
+    bands = []
+    for top in range(0, height, rows):
+        bottom = min(height, top + rows)
+        band = bottom - top
+        q_band = q[:, top * width:bottom * width]  # [B * heads, band * W, d]
+        scores = (q_band * attn.scale) @ keys_t  # [B * heads, band * W, H * W]
+        if attn.use_rel_pos:
+            r_q = q_band.reshape(q_band.shape[0], band, width, -1)
+            rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rel_h_table[top:bottom])  # [B * heads, band, W, H]
+            rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rel_w_table)  # [B * heads, band, W, W]
+            scores = (scores.view(-1, band, width, height, width) + rel_h[:, :, :, :, None]
+                      + rel_w[:, :, :, None, :]).view(-1, band * width, height * width)
+        bands.append(scores.softmax(dim=-1) @ v)  # [B * heads, band * W, d_v]
+    out = torch.cat(bands, dim=1).view(batch, attn.num_heads, height, width, -1).permute(0, 2, 3, 1, 4)
+    return attn.proj(out.reshape(batch, height, width, -1))
+
+
+@contextlib.contextmanager
+def banded_global_attention(encoder, chunk_tokens: int = QUERY_CHUNK_TOKENS):
+    """While open, the encoder's global-attention blocks run banded_forward (for tracing)."""
+    patched = []
+    try:
+        for block in encoder.blocks:
+            if block.window_size != 0:
+                continue  # windowed blocks attend a window's 196 tokens: nothing to save
+            grid_width = encoder.img_size // encoder.patch_embed.proj.stride[1]
+            rows = max(1, chunk_tokens // grid_width)
+            block.attn.forward = types.MethodType(lambda self, x, rows=rows: banded_forward(self, x, rows), block.attn)
+            patched.append(block.attn)
+        yield encoder
+    finally:
+        for attn in patched:
+            del attn.forward  # the class's forward again
