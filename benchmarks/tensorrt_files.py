@@ -25,7 +25,7 @@ from runtime import Session
 from runtime.backends import Closable
 from runtime.masks import upscale_masks
 from runtime.parity import Thresholds, compare, standard_images
-from runtime.signature import TENSORRT_DECODER_INPUTS
+from runtime.signature import BATCH_DECODER_INPUTS
 
 from .report import DOCS, Page, table
 
@@ -49,7 +49,7 @@ class OnnxRuntimeOnTensorRTFiles(Closable):
 
     def decode(self, inputs):
         decoder = self._held(self.decoder)
-        iou_predictions, low_res = decoder.run(None, {name: inputs[name] for name in TENSORRT_DECODER_INPUTS})
+        iou_predictions, low_res = decoder.run(None, {name: inputs[name] for name in BATCH_DECODER_INPUTS})
         return upscale_masks(low_res, self.img_size, inputs["orig_im_size"]), iou_predictions, low_res
 
     def _release(self) -> None:

@@ -26,13 +26,14 @@ from compress.recipe import COMPRESSIONS, Recipe, parse_recipe
 from compress.slimsam.images import load_folder, synthetic_images
 from compress.slimsam.settings import SlimSettings
 from compress.stages import apply
-from runtime.bundle import (DECODER_FILE, ENCODER_FILE, GPU_PARITY_FILE, MANIFEST, PARITY_FILE,
+from runtime.bundle import (BATCH_DECODER_FILE, DECODER_FILE, ENCODER_FILE, GPU_PARITY_FILE, MANIFEST, PARITY_FILE,
                             SINGLE_MASK_DECODER_FILE, TENSORRT_FOLDER, sha256_file)
 from runtime.bundle_writer import BundleWriter
 from runtime.parity import Thresholds, run_parity, summary
 
+from .batch_decoder import export_batch_decoder
 from .onnx_export import coded_tensors, export_decoder, export_encoder
-from .tensorrt_build import BUILD_SCRIPT, MAX_POINTS, build_engines, prepare_folder, tensorrt_version
+from .tensorrt_build import BUILD_SCRIPT, MAX_POINTS, MAX_PROMPTS, build_engines, prepare_folder, tensorrt_version
 from .tensorrt_onnx import export_tensorrt_inputs
 
 TARGETS = ("cpu", "desktop", "jetson")
@@ -73,7 +74,9 @@ def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str,
         },
         "decoder": {
             "signature": "official segment_anything ONNX decoder (opset 17)",
-            "masks": {DECODER_FILE: 4, SINGLE_MASK_DECODER_FILE: 1},
+            "masks": {DECODER_FILE: 4, SINGLE_MASK_DECODER_FILE: 1, BATCH_DECODER_FILE: 4},
+            # N prompt sets per call, low-res masks only (export/batch_decoder.py); not official.
+            "batch": BATCH_DECODER_FILE,
             "low_res_size": config.low_res_size,
         },
         "parity": None if parity is None else {"passed": parity["passed"], **parity["worst"]},
@@ -114,6 +117,7 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
         step("export decoders")
         export_decoder(model, bundle.path(DECODER_FILE))
         export_decoder(model, bundle.path(SINGLE_MASK_DECODER_FILE), return_single_mask=True)
+        export_batch_decoder(model, bundle.path(BATCH_DECODER_FILE))
         bar.update()
         tensorrt = None
         if target != "cpu":
@@ -165,17 +169,18 @@ def _tensorrt_into(folder: Path, model, target: str, encoder_onnx: Path) -> dict
     """The bundle's tensorrt/ folder: ONNX files for TensorRT, build script, engines if we can."""
     plugin = has_hyper_linear(model)
     export_tensorrt_inputs(model, folder, encoder_onnx=encoder_onnx)
-    prepare_folder(folder, target, plugin)
+    low_res_size = model.config.low_res_size
+    prepare_folder(folder, target, plugin, low_res_size)
     entry = {"folder": TENSORRT_FOLDER, "build_script": f"{TENSORRT_FOLDER}/{BUILD_SCRIPT}",
              "precision": {"encoder": "fp16 (LayerNorm, softmax, LayerNorm2d in fp32)", "decoder": "fp32"},
-             "hyper_linear_plugin": plugin, "max_points": MAX_POINTS}
+             "hyper_linear_plugin": plugin, "max_points": MAX_POINTS, "max_prompts": MAX_PROMPTS}
     if tensorrt_version() is None:
         entry["status"] = "pending"
         entry["todo"] = (f"build the engines on the {target} that will run them: bash {TENSORRT_FOLDER}/{BUILD_SCRIPT} "
                          "(needs CUDA, CMake and TensorRT >= 10.3); then runtime.Session(bundle) uses them")
     else:
         entry["status"] = "built"
-        entry["engines"] = build_engines(folder, target, plugin)
+        entry["engines"] = build_engines(folder, target, plugin, low_res_size)
     return entry
 
 

@@ -28,13 +28,14 @@ from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-from runtime.bundle import DECODER_FILE, ENCODER_FILE, MANIFEST, SINGLE_MASK_DECODER_FILE, open_bundle
+from runtime.bundle import (BATCH_DECODER_FILE, DECODER_FILE, ENCODER_FILE, MANIFEST, SINGLE_MASK_DECODER_FILE,
+                            open_bundle)
 from runtime.bundle_writer import BundleWriter
 from runtime.decoded_graph import decode_tensors
 
 METHODS = ("int8", "int4")
 INT4_BLOCK = 32
-MODEL_FILES = (ENCODER_FILE, DECODER_FILE, SINGLE_MASK_DECODER_FILE)
+MODEL_FILES = (ENCODER_FILE, DECODER_FILE, SINGLE_MASK_DECODER_FILE, BATCH_DECODER_FILE)
 
 
 def _dense_constants(path) -> onnx.ModelProto:
@@ -133,7 +134,8 @@ def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
     manifest = open_bundle(bundle).manifest  # a damaged or tampered source is refused here
     with BundleWriter(out, overwrite, inputs=[bundle]) as writer:
         for name in MODEL_FILES:
-            quantize_onnx(bundle / name, writer.path(name), method)
+            if (bundle / name).is_file():  # a bundle from before decoder_batch.onnx has none
+                quantize_onnx(bundle / name, writer.path(name), method)
         manifest["precision"] = f"{method} weights ({'per-channel' if method == 'int8' else f'blocks of {INT4_BLOCK}'})"
         manifest["quantization"] = {"method": method, "source_bundle": str(bundle.resolve()),
                                     "weights": weight_error(bundle / ENCODER_FILE, writer.path(ENCODER_FILE), method)}

@@ -5,7 +5,8 @@ engines are best built on the Jetson. `prepare_folder` always writes what that t
 (plugin sources, `build_engines.sh` with the exact CMake and trtexec lines);
 `build_engines` builds them here when the `tensorrt` package is importable.
 Both build the same way: strongly typed (precision comes from the ONNX files, see
-export/tensorrt_onnx.py), one decoder profile for 1..MAX_POINTS points, a timing cache.
+export/tensorrt_onnx.py), one decoder profile for 1..MAX_PROMPTS prompt sets of
+1..MAX_POINTS points, a timing cache.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ TIMING_CACHE = "timing.cache"
 ENGINES = {ENCODER: "encoder.engine", DECODER: "decoder.engine"}
 # Points per prompt, padding point included: one click (+ padding) is the common case.
 MIN_POINTS, OPT_POINTS, MAX_POINTS = 1, 2, 16
+# Prompt sets per decoder call (Session.predict_batch; segment-everything sends 64 at a time).
+# Tuned for one: a single click is what interactive use waits on.
+MIN_PROMPTS, OPT_PROMPTS, MAX_PROMPTS = 1, 1, 64
+PROFILE = ((MIN_PROMPTS, MIN_POINTS), (OPT_PROMPTS, OPT_POINTS), (MAX_PROMPTS, MAX_POINTS))  # min, opt, max
 # Orin; Ampere (A100, RTX 30), Ada (RTX 40, L4), Hopper, with compute_90 PTX for newer GPUs to
 # JIT (the one PTX: every listed GPU has its own SASS). Quoted in the script: ";" ends a shell command.
 CUDA_ARCHITECTURES = {"jetson": "87", "desktop": "80-real;86-real;89-real;90"}
@@ -44,12 +49,15 @@ def nvcc_missing(nvcc: str) -> str:
             f"sudo apt install nvidia-jetpack); nvcc is looked for in CUDACXX, then on PATH, then at {DEFAULT_NVCC}")
 
 
-def decoder_shapes(points: int) -> dict[str, tuple]:
-    return {"point_coords": (1, points, 2), "point_labels": (1, points)}
+def decoder_shapes(prompts: int, points: int, low_res_size: int) -> dict[str, tuple]:
+    """The batch decoder's dynamic inputs for `prompts` sets of `points` points."""
+    return {"point_coords": (prompts, points, 2), "point_labels": (prompts, points),
+            "mask_input": (prompts, 1, low_res_size, low_res_size), "has_mask_input": (prompts,)}
 
 
-def _shape_flag(points: int) -> str:
-    return ",".join(f"{name}:{'x'.join(map(str, shape))}" for name, shape in decoder_shapes(points).items())
+def _shape_flag(prompts: int, points: int, low_res_size: int) -> str:
+    return ",".join(f"{name}:{'x'.join(map(str, shape))}"
+                    for name, shape in decoder_shapes(prompts, points, low_res_size).items())
 
 
 def cmake_commands(source: str, build: str, target: str, tensorrt_root: str) -> tuple[list[str], list[str]]:
@@ -69,7 +77,7 @@ def _shell_line(command: list[str]) -> str:
     return " ".join(word(argument) for argument in command)
 
 
-def trtexec_command(onnx_name: str, target: str, plugin: bool) -> str:
+def trtexec_command(onnx_name: str, target: str, plugin: bool, low_res_size: int) -> str:
     engine = ENGINES[onnx_name]
     parts = ['"$TRTEXEC"', f"--onnx={onnx_name}", f"--saveEngine={engine}.partial", "--stronglyTyped",
              f"--timingCacheFile={TIMING_CACHE}", f"--memPoolSize=workspace:{WORKSPACE_MIB[target]}M",
@@ -78,13 +86,14 @@ def trtexec_command(onnx_name: str, target: str, plugin: bool) -> str:
         # loadLibrary on the builder's registry, as the Python build and backend load it.
         parts.append(f"--dynamicPlugins=plugin/build/{spec.PLUGIN_LIBRARY}")
     if onnx_name == DECODER:
-        parts += [f"--minShapes={_shape_flag(MIN_POINTS)}", f"--optShapes={_shape_flag(OPT_POINTS)}",
-                  f"--maxShapes={_shape_flag(MAX_POINTS)}"]
+        parts += [f"--{kind}Shapes={_shape_flag(*shape, low_res_size)}"
+                  for kind, shape in zip(("min", "opt", "max"), PROFILE)]
     return " ".join(parts)
 
 
-def build_script(target: str, plugin: bool) -> str:
-    """The shell script that builds the plugin and both engines inside the tensorrt/ folder."""
+def build_script(target: str, plugin: bool, low_res_size: int) -> str:
+    """The shell script that builds the plugin and both engines inside the tensorrt/ folder
+    (`low_res_size`: the model's mask_input side, 4x its embedding grid)."""
     lines = [
         "#!/usr/bin/env bash",
         f"# Build this bundle's TensorRT engines for {target}, on the machine that will run them:",
@@ -106,7 +115,7 @@ def build_script(target: str, plugin: bool) -> str:
             *map(_shell_line, cmake_commands("plugin", "plugin/build", target, "$TENSORRT_ROOT")),
         ]
     for onnx_name, engine in ENGINES.items():
-        lines += [f"{trtexec_command(onnx_name, target, plugin)} | tee {engine}.log",
+        lines += [f"{trtexec_command(onnx_name, target, plugin, low_res_size)} | tee {engine}.log",
                   f"mv {engine}.partial {engine}"]
     lines += [
         "# What the engines are tied to; runtime.Session checks it before loading them.",
@@ -116,21 +125,21 @@ def build_script(target: str, plugin: bool) -> str:
         f"cat > {ENGINES_INFO} <<EOF",
         '{"tensorrt": "${version:-unknown}", "gpu": "${device:-unknown}", '
         '"compute_capability": "${capability:-unknown}", '
-        f'"max_points": {MAX_POINTS}, "built_by": "{BUILD_SCRIPT}"}}',
+        f'"max_points": {MAX_POINTS}, "max_prompts": {MAX_PROMPTS}, "built_by": "{BUILD_SCRIPT}"}}',
         "EOF",
         'echo "engines built in $(pwd); run the bundle with runtime.Session(BUNDLE, backend=\\"tensorrt\\")"',
     ]
     return "\n".join(lines) + "\n"
 
 
-def prepare_folder(folder: Path, target: str, plugin: bool) -> Path:
+def prepare_folder(folder: Path, target: str, plugin: bool, low_res_size: int) -> Path:
     """Copy the plugin sources (when the model has HyperLinear nodes) and write build_engines.sh."""
     if plugin:
         (folder / "plugin").mkdir(exist_ok=True)
         for name in PLUGIN_SOURCES:
             shutil.copy2(PLUGIN_DIR / name, folder / "plugin" / name)
     script = folder / BUILD_SCRIPT
-    script.write_text(build_script(target, plugin))
+    script.write_text(build_script(target, plugin, low_res_size))
     script.chmod(0o755)
     return script
 
@@ -165,7 +174,7 @@ def build_plugin(folder: Path, target: str) -> Path:
     return build / spec.PLUGIN_LIBRARY
 
 
-def build_engines(folder: Path, target: str, plugin: bool) -> dict:
+def build_engines(folder: Path, target: str, plugin: bool, low_res_size: int) -> dict:
     """Build encoder.engine and decoder.engine in `folder` with the tensorrt package."""
     import tensorrt as trt  # optional: only where the tensorrt package is installed
 
@@ -187,8 +196,8 @@ def build_engines(folder: Path, target: str, plugin: bool) -> dict:
         config.set_timing_cache(cache, ignore_mismatch=False)
         if onnx_name == DECODER:
             profile = builder.create_optimization_profile()
-            for name in decoder_shapes(1):
-                profile.set_shape(name, *(decoder_shapes(p)[name] for p in (MIN_POINTS, OPT_POINTS, MAX_POINTS)))
+            for name in decoder_shapes(1, 1, low_res_size):
+                profile.set_shape(name, *(decoder_shapes(*shape, low_res_size)[name] for shape in PROFILE))
             config.add_optimization_profile(profile)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
@@ -197,6 +206,7 @@ def build_engines(folder: Path, target: str, plugin: bool) -> dict:
         partial.write_bytes(bytes(plan))
         os.replace(partial, folder / engine_name)
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    info = {"tensorrt": trt.__version__, **gpu_description(), "max_points": MAX_POINTS, "built_by": "export.build"}
+    info = {"tensorrt": trt.__version__, **gpu_description(), "max_points": MAX_POINTS, "max_prompts": MAX_PROMPTS,
+            "built_by": "export.build"}
     (folder / ENGINES_INFO).write_text(json.dumps(info, indent=2))
     return info

@@ -8,9 +8,10 @@ They differ from the ONNX Runtime files in three ways, each forced by TensorRT:
 - HyperLinear nodes lose their function body: TensorRT < 10.7 would inline it and never
   call the plugin, and without a body a missing plugin is a parse error instead of a
   silent fall-back to the dense decode;
-- the decoder ends at `low_res_masks`: the official decoder's `orig_im_size` is a float
-  shape tensor and its `repeat_interleave` exports a OneHot, both of which TensorRT
-  rejects (docs/design.md). The runtime upsamples on the host (runtime/masks.py).
+- the decoder is the batch decoder (export/batch_decoder.py), which ends at
+  `low_res_masks`: the official decoder's `orig_im_size` is a float shape tensor and its
+  `repeat_interleave` exports a OneHot, both of which TensorRT rejects (docs/design.md).
+  The runtime upsamples on the host (runtime/masks.py).
 """
 
 from __future__ import annotations
@@ -23,16 +24,14 @@ import onnx
 import torch
 from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
-from segment_anything.utils.onnx import SamOnnxModel
 
 from plugins.hyperlinear import spec
 from runtime.decoded_graph import decode_tensors
-from runtime.signature import TENSORRT_DECODER_INPUTS as DECODER_INPUTS
-from runtime.signature import TENSORRT_DECODER_OUTPUTS as DECODER_OUTPUTS
+from runtime.signature import BATCH_DECODER_INPUTS, BATCH_DECODER_OUTPUTS
 
 from . import hyper_linear
-from .onnx_export import (OPSET, decoder_dummy_inputs, export_encoder, export_module, needs_external_data,
-                          save_checked)
+from .batch_decoder import DYNAMIC_AXES, BatchDecoder, dummy_inputs
+from .onnx_export import OPSET, export_encoder, export_module, needs_external_data, save_checked
 
 ENCODER = "encoder.onnx"
 DECODER = "decoder.onnx"
@@ -42,41 +41,6 @@ PRECISIONS = ("fp16", "fp32")
 # HyperLinear inputs by position: the plugin takes X in the activation type, these two in float32.
 _X = spec.INPUTS.index("X")
 _FLOAT32_INPUTS = (spec.INPUTS.index("row_scale"), spec.INPUTS.index("bias"))
-
-
-def _predict_masks_one_image(mask_decoder, image_embeddings, image_pe, sparse, dense):
-    """segment_anything's MaskDecoder.predict_masks for one image and one prompt set.
-
-    Upstream repeats the image embedding once per prompt set with `repeat_interleave`,
-    which exports as a OneHot; with a single prompt set that repeat is the identity.
-    """
-    output_tokens = torch.cat([mask_decoder.iou_token.weight, mask_decoder.mask_tokens.weight], dim=0)
-    tokens = torch.cat((output_tokens.unsqueeze(0), sparse), dim=1)  # [1, 1 + masks + points, C]
-    src = image_embeddings + dense  # [1, C, h, w]
-    _, channels, height, width = src.shape
-    hs, src = mask_decoder.transformer(src, image_pe, tokens)
-    iou_token_out = hs[:, 0, :]
-    mask_tokens_out = hs[:, 1: 1 + mask_decoder.num_mask_tokens, :]
-    upscaled = mask_decoder.output_upscaling(src.transpose(1, 2).reshape(1, channels, height, width))
-    hyper_in = torch.stack([mlp(mask_tokens_out[:, i, :])
-                            for i, mlp in enumerate(mask_decoder.output_hypernetworks_mlps)], dim=1)
-    _, up_channels, up_height, up_width = upscaled.shape
-    masks = (hyper_in @ upscaled.reshape(1, up_channels, up_height * up_width)).reshape(1, -1, up_height, up_width)
-    return masks, mask_decoder.iou_prediction_head(iou_token_out)
-
-
-def _low_res_decoder(model):
-    class LowResDecoder(SamOnnxModel):
-        """The official decoder's inputs less `orig_im_size`; all 4 masks at low resolution."""
-
-        def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
-            sparse = self._embed_points(point_coords, point_labels)
-            dense = self._embed_masks(mask_input, has_mask_input)
-            masks, scores = _predict_masks_one_image(self.model.mask_decoder, image_embeddings,
-                                                     self.model.prompt_encoder.get_dense_pe(), sparse, dense)
-            return scores, masks
-
-    return LowResDecoder(model, return_single_mask=False).eval()
 
 
 def to_fp16(model: onnx.ModelProto, scratch=None) -> onnx.ModelProto:
@@ -193,14 +157,12 @@ def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_funct
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    dummy = decoder_dummy_inputs(model)
-    dynamic_axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
     paths = {}
     with tempfile.TemporaryDirectory(dir=directory) as work, torch.no_grad():
         work = Path(work)
         encoder = Path(encoder_onnx) if encoder_onnx else export_encoder(model, work / "e.onnx")
-        export_module(_low_res_decoder(model), tuple(dummy[name] for name in DECODER_INPUTS), work / "d.onnx",
-                DECODER_INPUTS, DECODER_OUTPUTS, dynamic_axes)
+        export_module(BatchDecoder(model).eval(), dummy_inputs(model), work / "d.onnx", BATCH_DECODER_INPUTS,
+                      BATCH_DECODER_OUTPUTS, DYNAMIC_AXES)
         for staged, name, convert in ((encoder, ENCODER, precision == "fp16"), (work / "d.onnx", DECODER, False)):
             # The decoder stays fp32 (as nanosam's): it is small, and its masks are thresholded logits.
             # A large encoder's weights are in its `.data` file, found beside it.

@@ -16,6 +16,7 @@ BUNDLE_FORMAT_VERSION = 1
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 SINGLE_MASK_DECODER_FILE = "decoder_single.onnx"
+BATCH_DECODER_FILE = "decoder_batch.onnx"  # N prompt sets per call (export/batch_decoder.py)
 PARITY_FILE = "parity.json"
 GPU_PARITY_FILE = "parity.tensorrt.json"
 TENSORRT_FOLDER = "tensorrt"  # ONNX files for TensorRT, plugin sources, build script, engines
@@ -47,6 +48,12 @@ class Bundle:
     manifest: dict = field(default_factory=dict)
     engines: tuple[Path, Path] | None = None  # TensorRT encoder and decoder engines, when built
 
+
+    @property
+    def batch_decoder(self) -> Path | None:
+        """decoder_batch.onnx, None where the bundle has none (built before it existed)."""
+        path = self.root / BATCH_DECODER_FILE
+        return path if self.encoder is not None and path.is_file() else None
 
     @property
     def samedge_nodes(self) -> bool | None:

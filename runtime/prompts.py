@@ -142,3 +142,84 @@ def prompt_inputs(image_hw, img_size, low_res_size,
         "has_mask_input": np.array([has_mask], np.float32),
         "orig_im_size": np.array(image_hw, np.float32),
     }
+
+
+def _prompt_count(name: str, array: np.ndarray, count: int | None, shape: str) -> int:
+    """`count` prompt sets so far (None: none yet); `array`'s leading axis must agree."""
+    if array.shape[0] == 0:
+        raise PromptError(f"{name} holds no prompt (shape {array.shape}); pass at least one, as {shape}")
+    if count is not None and array.shape[0] != count:
+        raise PromptError(f"{name} holds {array.shape[0]} prompt(s) but the other arguments {count}; "
+                          "give every argument one entry per prompt")
+    return array.shape[0]
+
+
+def batch_prompt_inputs(image_hw, img_size, low_res_size, points=None, labels=None, boxes=None,
+                        mask_input=None) -> dict:
+    """The batch decoder's inputs (export/batch_decoder.py) for N prompt sets, all but the embedding.
+
+    points [N, P, 2] with labels [N, P], and/or boxes [N, 4]; mask_input [N, 1, L, L] or [N, L, L].
+    Every set has the same layout (P points, a box or not), so each answers as it would alone:
+    the official decoder's tokens for it are the same, padding point included."""
+    if points is None and boxes is None:
+        raise PromptError("empty prompt: give points [N, P, 2] (with labels [N, P]), boxes [N, 4], or both; "
+                          "mask_input only refines such prompts")
+    count, coords, point_labels = None, [], []
+    if points is not None:
+        points = _finite_array(points, "points", "XY pixel coordinates [N, P, 2]")
+        if points.ndim != 3 or points.shape[2] != 2 or points.shape[1] == 0:
+            hint = " (one point per prompt: points[:, None])" if points.ndim == 2 and points.shape[-1] == 2 else ""
+            raise PromptError(f"points must have shape [N, P, 2] (N prompts of P >= 1 XY pixel points), got "
+                              f"{points.shape}{hint}")
+        count = _prompt_count("points", points, count, "[N, P, 2]")
+        if labels is None:
+            raise PromptError("points need labels [N, P]: 1 for foreground, 0 for background, one per point")
+        labels = _finite_array(labels, "labels", "numbers (1 foreground, 0 background)")
+        if labels.size != points.shape[0] * points.shape[1]:
+            raise PromptError(f"points has shape {points.shape} but labels {labels.shape}; give labels [N, P], "
+                              "one per point")
+        labels = labels.reshape(points.shape[:2])
+        for index, (one_set, one_labels) in enumerate(zip(points, labels)):
+            try:
+                check_points(one_set, one_labels, image_hw)
+            except PromptError as err:
+                raise PromptError(f"prompt {index}: {err}") from None
+        coords.append(points)
+        point_labels.append(labels)
+    elif labels is not None:
+        raise PromptError("labels were given without points; pass the points too, or no labels")
+    if boxes is not None:
+        boxes = _finite_array(boxes, "boxes", "pixel boxes [N, 4] (x0, y0, x1, y1)")
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise PromptError(f"boxes must have shape [N, 4] (x0, y0, x1, y1 pixels), got {boxes.shape}")
+        count = _prompt_count("boxes", boxes, count, "[N, 4]")
+        for index, box in enumerate(boxes):
+            try:
+                check_box(box, image_hw)
+            except PromptError as err:
+                raise PromptError(f"boxes[{index}]: {err}") from None
+        coords.append(boxes.reshape(count, 2, 2))
+        point_labels.append(np.broadcast_to(np.array(BOX_LABELS), (count, 2)))
+    else:  # the padding point the official decoder adds to every prompt without a box
+        coords.append(np.zeros((count, 1, 2)))
+        point_labels.append(np.full((count, 1), PADDING_LABEL))
+    stacked = np.concatenate(coords, axis=1)  # [N, T, 2]
+    scaled = scale_coords(stacked.reshape(-1, 2), image_hw, img_size).reshape(stacked.shape)
+    if mask_input is None:
+        masks, has_mask = np.zeros((count, 1, low_res_size, low_res_size), np.float32), 0.0
+    else:
+        masks = np.asarray(mask_input)
+        if masks.ndim == 3:
+            masks = masks[:, None]
+        shape = f"[N, 1, {low_res_size}, {low_res_size}]"
+        if masks.ndim != 4:
+            raise PromptError(f"mask_input must be low-res logits {shape}, one per prompt, got {masks.shape}")
+        _prompt_count("mask_input", masks, count, shape)
+        masks = np.concatenate([check_mask_input(mask, low_res_size) for mask in masks])
+        has_mask = 1.0
+    return {
+        "point_coords": scaled.astype(np.float32),
+        "point_labels": np.concatenate(point_labels, axis=1).astype(np.float32),
+        "mask_input": masks,
+        "has_mask_input": np.full(count, has_mask, np.float32),
+    }

@@ -11,10 +11,14 @@ import numpy as np
 from .backends import BACKENDS, Backend, Closable, make_backend
 from .bundle import BundleError, open_bundle
 from .images import load_image
-from .prompts import prompt_inputs
+from .masks import upscale_masks
+from .prompts import batch_prompt_inputs, prompt_inputs
 from .transforms import preprocess
 
 MASK_THRESHOLD = 0.0  # logits above this are mask pixels, as in segment_anything
+# Prompt sets per decoder call in predict_batch: the TensorRT profile's maximum
+# (export/tensorrt_build.py), and a bound on the decoder's memory on any backend.
+PROMPTS_PER_CALL = 64
 
 
 class Prediction(NamedTuple):
@@ -23,6 +27,14 @@ class Prediction(NamedTuple):
     masks: np.ndarray  # bool [M, H, W]; M = 3 with multimask_output, else 1
     scores: np.ndarray  # float32 [M], the model's predicted IoU of each mask
     low_res_logits: np.ndarray  # float32 [M, L, L] (L = 256 for official SAM), usable as mask_input
+
+
+class BatchPrediction(NamedTuple):
+    """predict_batch's result: N prompt sets, each as predict would answer it alone."""
+
+    masks: np.ndarray | None  # bool [N, M, H, W]; None with upscale=False
+    scores: np.ndarray  # float32 [N, M]
+    low_res_logits: np.ndarray  # float32 [N, M, L, L]
 
 
 class _Image(NamedTuple):
@@ -36,6 +48,7 @@ class Session(Closable):
     >>> session = Session("bundles/demo-cpu")
     >>> session.set_image("photo.jpg")
     >>> masks, scores, logits = session.predict(points=[[120, 80]], labels=[1])
+    >>> many = session.predict_batch(boxes=[[10, 10, 90, 90], [40, 20, 200, 120]])  # masks [2, 3, H, W]
 
     A Session may be shared by threads: the image set by `set_image` (or passed to
     `predict`) belongs to the calling thread, so each thread predicts on its own image,
@@ -116,6 +129,47 @@ class Session(Closable):
             scores=scores[0, chosen].astype(np.float32),
             low_res_logits=low_res[0, chosen].astype(np.float32),
         )
+
+
+    def predict_batch(self, image=None, points=None, labels=None, boxes=None, mask_input=None,
+                      multimask_output: bool = True, upscale: bool = True) -> BatchPrediction:
+        """N prompt sets on one image: `points` [N, P, 2] with `labels` [N, P], and/or `boxes` [N, 4],
+        `mask_input` [N, 1, L, L] (one low-res logit map per set). Each set is answered as `predict`
+        answers it alone (prompts of one call share their layout: P points, a box or none).
+
+        `upscale=False` skips the image-size masks (64 of them for a 12 MP photo are 768 MB):
+        low_res_logits and scores only; runtime.masks.upscale_masks makes any of them full size."""
+        self._ensure_open()
+        rgb = None if image is None else load_image(image)
+        image_hw = rgb.shape[:2] if rgb is not None else self._current().hw
+        prompts = batch_prompt_inputs(image_hw, self.img_size, self.low_res_size, points, labels, boxes, mask_input)
+        if rgb is not None:
+            self._thread.image = self._encode(rgb)
+        current = self._current()
+        count = len(prompts["has_mask_input"])
+        step = min(PROMPTS_PER_CALL, getattr(self.backend, "max_prompts", PROMPTS_PER_CALL))
+        answers = [self._decode_batch(current, {name: value[start:start + step] for name, value in prompts.items()})
+                   for start in range(0, count, step)]
+        chosen = slice(1, None) if multimask_output else slice(0, 1)
+        scores = np.concatenate([a[0] for a in answers])[:, chosen].astype(np.float32)
+        low_res = np.concatenate([a[1] for a in answers])[:, chosen].astype(np.float32)
+        masks = None
+        if upscale:
+            # One prompt set at a time: the float logits at image size are 4x the booleans kept.
+            masks = np.stack([upscale_masks(one[None], self.img_size, image_hw)[0] > MASK_THRESHOLD for one in low_res])
+        return BatchPrediction(masks, scores, low_res)
+
+    def _decode_batch(self, image: _Image, prompts: dict) -> tuple[np.ndarray, np.ndarray]:
+        """iou_predictions [n, 4] and low_res_masks [n, 4, L, L] for up to PROMPTS_PER_CALL sets."""
+        decode_batch = getattr(self.backend, "decode_batch", None)
+        if decode_batch is not None:
+            return decode_batch({"image_embeddings": image.embedding, **prompts})
+        # A backend without a batch decoder (the torch reference, a user's object): one call per set.
+        answers = [self.backend.decode({"image_embeddings": image.embedding,
+                                        **{name: value[n:n + 1] for name, value in prompts.items()},
+                                        "orig_im_size": np.array(image.hw, np.float32)})
+                   for n in range(len(prompts["has_mask_input"]))]
+        return np.concatenate([a[1] for a in answers]), np.concatenate([a[2] for a in answers])
 
 
 def _open_backend(bundle, name: str, providers, device: str, low_memory: bool, verify: bool) -> Backend:

@@ -14,9 +14,10 @@ from .bundle import BundleError
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input",
                   "orig_im_size")
 DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
-# The TensorRT decoder (export/tensorrt_onnx.py): no orig_im_size; the runtime upsamples low_res_masks.
-TENSORRT_DECODER_INPUTS = DECODER_INPUTS[:-1]
-TENSORRT_DECODER_OUTPUTS = DECODER_OUTPUTS[1:]
+# The batch decoder (export/batch_decoder.py: decoder_batch.onnx and the TensorRT decoder): a
+# leading prompt axis N, no orig_im_size; the runtime upsamples low_res_masks.
+BATCH_DECODER_INPUTS = DECODER_INPUTS[:-1]
+BATCH_DECODER_OUTPUTS = DECODER_OUTPUTS[1:]
 MASKS = 4  # Session's decoder gives the single-mask answer and the three multimask ones
 REBUILD = "rebuild the bundle with python -m export.build (or restore the file)"
 
@@ -43,9 +44,11 @@ def check_encoder(inputs: dict, outputs: dict, where, img_size: int | None) -> t
     return embedding
 
 
-def check_decoder(inputs: dict, outputs: dict, where, embedding: tuple,
-                  expected_inputs=DECODER_INPUTS, expected_outputs=DECODER_OUTPUTS) -> None:
-    """The decoder takes the encoder's embedding, masks of 4x its grid, and gives all 4 masks."""
+def check_decoder(inputs: dict, outputs: dict, where, embedding: tuple, batch: bool = False) -> None:
+    """The decoder takes the encoder's embedding, masks of 4x its grid, and gives all 4 masks.
+    `batch`: the batch decoder's signature (a prompt axis, no orig_im_size)."""
+    expected_inputs, expected_outputs = (BATCH_DECODER_INPUTS, BATCH_DECODER_OUTPUTS) if batch else \
+        (DECODER_INPUTS, DECODER_OUTPUTS)
     if set(inputs) != set(expected_inputs) or not set(expected_outputs) <= set(outputs):
         raise BundleError(
             f"{where} takes {list(inputs)[:8]} and gives {list(outputs)[:8]}, not the SAM decoder's "
@@ -54,7 +57,7 @@ def check_decoder(inputs: dict, outputs: dict, where, embedding: tuple,
     if taken != embedding:
         raise BundleError(f"{where} takes image embeddings of shape {taken} but the encoder gives {embedding}: "
                           f"the two files come from different models; {REBUILD}")
-    low_res = (1, 1, 4 * embedding[2], 4 * embedding[3])
+    low_res = (None if batch else 1, 1, 4 * embedding[2], 4 * embedding[3])
     if _static(inputs["mask_input"]) != low_res:
         raise BundleError(f"{where} takes mask_input of shape {_static(inputs['mask_input'])}, not {low_res}; "
                           f"{REBUILD}")

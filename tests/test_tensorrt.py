@@ -26,12 +26,13 @@ from compress import build_sam, load_checkpoint
 from compress.birkhoff.model import compress_model
 from export import tensorrt_build, tensorrt_onnx
 from export.onnx_export import decoder_dummy_inputs
-from export.tensorrt_build import MAX_POINTS, build_script, find_nvcc, prepare_folder
+from export.tensorrt_build import MAX_POINTS, MAX_PROMPTS, PROFILE, build_script, find_nvcc, prepare_folder
 from runtime import Session
 from runtime.backends.tensorrt_backend import TensorRTError, check_cuda, check_engine_info
 from runtime.bundle import BundleError
 from runtime.masks import upscale_masks
 from runtime.parity import Thresholds
+from runtime.signature import BATCH_DECODER_INPUTS, BATCH_DECODER_OUTPUTS
 from tests.conftest import DEMO_CHECKPOINT
 
 has_tensorrt = importlib.util.find_spec("tensorrt") is not None
@@ -62,18 +63,21 @@ def test_fp32_tensorrt_decoder_is_the_official_one_before_upscaling(tmp_path, de
     with torch.no_grad():
         masks, scores, low_res = SamOnnxModel(model, return_single_mask=False)(*inputs.values())
     decoder = ort.InferenceSession(str(paths[tensorrt_onnx.DECODER]))
-    for points in (1, 5, MAX_POINTS):  # the engine's profile range
-        feeds = {name: inputs[name].numpy() for name in tensorrt_onnx.DECODER_INPUTS}
-        feeds["point_coords"] = np.resize(feeds["point_coords"], (1, points, 2))
-        feeds["point_labels"] = np.resize(feeds["point_labels"], (1, points))
+    for prompts, points in (*PROFILE, (1, 5), (3, 5)):  # the engine's profile range; 5: the example's points
+        feeds = {name: inputs[name].numpy() for name in BATCH_DECODER_INPUTS}
+        feeds["point_coords"] = np.resize(feeds["point_coords"], (1, points, 2)).repeat(prompts, 0)
+        feeds["point_labels"] = np.resize(feeds["point_labels"], (1, points)).repeat(prompts, 0)
+        feeds["mask_input"] = feeds["mask_input"].repeat(prompts, 0)
+        feeds["has_mask_input"] = feeds["has_mask_input"].repeat(prompts, 0)
         got_scores, got_low_res = decoder.run(None, feeds)
+        assert got_low_res.shape == (prompts, *low_res.shape[1:]) and np.isfinite(got_low_res).all()
+        got_scores, got_low_res = got_scores[-1:], got_low_res[-1:]  # every prompt set is the same here
         if points == 5:
             np.testing.assert_allclose(got_low_res, low_res.numpy(), atol=1e-4, rtol=1e-4)
             np.testing.assert_allclose(got_scores, scores.numpy(), atol=1e-5)
             upscaled = upscale_masks(got_low_res, model.image_encoder.img_size, inputs["orig_im_size"].numpy())
             assert upscaled.shape == masks.shape
             np.testing.assert_allclose(upscaled, masks.numpy(), atol=1e-3, rtol=1e-4)
-        assert got_low_res.shape == low_res.shape and np.isfinite(got_low_res).all()
 
 
 def test_tensorrt_files_have_what_the_parser_needs(tmp_path):
@@ -99,20 +103,22 @@ def test_tensorrt_files_have_what_the_parser_needs(tmp_path):
 
     decoder = onnx.load(str(paths[tensorrt_onnx.DECODER]))
     assert not decoder.functions
-    assert [i.name for i in decoder.graph.input] == list(tensorrt_onnx.DECODER_INPUTS)
-    assert [o.name for o in decoder.graph.output] == list(tensorrt_onnx.DECODER_OUTPUTS)
+    assert [i.name for i in decoder.graph.input] == list(BATCH_DECODER_INPUTS)
+    assert [o.name for o in decoder.graph.output] == list(BATCH_DECODER_OUTPUTS)
     assert "OneHot" not in {n.op_type for n in decoder.graph.node}
-    assert decoder.graph.input[1].type.tensor_type.shape.dim[1].dim_param == "num_points"
+    assert [d.dim_param for d in decoder.graph.input[1].type.tensor_type.shape.dim[:2]] == ["num_prompts", "num_points"]
 
 
 @pytest.mark.parametrize("target, plugin", [("jetson", True), ("desktop", False)])
 def test_build_script_is_valid_bash_with_the_exact_build_lines(tmp_path, target, plugin):
-    script = prepare_folder(tmp_path, target, plugin)
+    script = prepare_folder(tmp_path, target, plugin, low_res_size=64)
     subprocess.run(["bash", "-n", str(script)], check=True)
     text = script.read_text()
-    assert text == build_script(target, plugin)
+    assert text == build_script(target, plugin, 64)
     assert text.count("--stronglyTyped") == 2 and "--skipInference" in text
-    assert f"--maxShapes=point_coords:1x{MAX_POINTS}x2,point_labels:1x{MAX_POINTS}" in text
+    assert (f"--maxShapes=point_coords:{MAX_PROMPTS}x{MAX_POINTS}x2,point_labels:{MAX_PROMPTS}x{MAX_POINTS},"
+            f"mask_input:{MAX_PROMPTS}x1x64x64,has_mask_input:{MAX_PROMPTS}") in text
+    assert "--minShapes=point_coords:1x1x2,point_labels:1x1,mask_input:1x1x64x64,has_mask_input:1" in text
     assert ("cmake -S plugin" in text) == plugin and ("export CUDACXX" in text) == plugin
     # --staticPlugins only dlopens the library; the plugin registers through loadLibrary alone.
     assert text.count("--dynamicPlugins=plugin/build/libsamedge_hyperlinear.so") == (2 if plugin else 0)
@@ -133,7 +139,7 @@ def _fake_tool(path, body):
 def test_build_script_hands_cmake_an_nvcc_or_stops_naming_cudacxx(tmp_path, cudacxx):
     """JetPack leaves nvcc off PATH: the script exports CUDACXX (given, else nvcc on PATH, else the
     toolkit's default place) for CMake, or stops before CMake with the fix."""
-    script = prepare_folder(tmp_path, "jetson", plugin=True)
+    script = prepare_folder(tmp_path, "jetson", plugin=True, low_res_size=64)
     tools = tmp_path / "bin"
     tools.mkdir()
     nvcc = _fake_tool(tools / "nvcc", "exit 0")
@@ -153,7 +159,7 @@ def test_script_and_python_build_run_cmake_alike(tmp_path, monkeypatch, target):
     architectures' ";" and a TENSORRT_ROOT with a space each in one argument."""
     folder = tmp_path / "tensorrt"
     folder.mkdir()
-    script = prepare_folder(folder, target, plugin=True)
+    script = prepare_folder(folder, target, plugin=True, low_res_size=64)
     tools = tmp_path / "bin"
     tools.mkdir()
     calls = tmp_path / "cmake-calls"

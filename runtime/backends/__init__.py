@@ -34,7 +34,7 @@ def make_backend(bundle: Bundle, name: str = "auto", providers=None, device: str
             raise BundleError(f"{bundle.root} holds TensorRT engines only; ONNX Runtime needs the bundle's "
                               "encoder.onnx and decoder.onnx")
         return OnnxRuntimeBackend(bundle.encoder, bundle.decoder, providers, low_memory, bundle.img_size,
-                                  bundle.samedge_nodes)
+                                  bundle.samedge_nodes, batch_decoder=bundle.batch_decoder)
     if name == "torch":
         # torch is an extra: the ONNX Runtime and TensorRT paths must import without it.
         from .torch_backend import TorchBackend

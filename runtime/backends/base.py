@@ -8,11 +8,16 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 DecoderOutputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # masks, iou_predictions, low_res_masks
+BatchDecoderOutputs = tuple[np.ndarray, np.ndarray]  # iou_predictions [N, 4], low_res_masks [N, 4, L, L]
 
 
 @runtime_checkable
 class Backend(Protocol):
-    """What `runtime.Session` runs; pass any object with these members as `Session(bundle, backend=...)`."""
+    """What `runtime.Session` runs; pass any object with these members as `Session(bundle, backend=...)`.
+
+    Optional: `decode_batch(inputs) -> (iou_predictions [N, 4], low_res_masks [N, 4, L, L])`, the batch
+    decoder (export/batch_decoder.py), for `Session.predict_batch`; a backend without it gets a loop
+    of `decode` calls there."""
 
     name: str
     img_size: int  # side S of the encoder's square input

@@ -66,8 +66,10 @@ class OnnxRuntimeBackend(Closable):
     name = "onnxruntime"
 
     def __init__(self, encoder: Path, decoder: Path, providers=None, low_memory: bool = False,
-                 img_size: int | None = None, coded: bool | None = None, cpu_arena: bool | None = None):
-        """`img_size`: what the bundle's manifest says the encoder takes (checked); `coded`: whether
+                 img_size: int | None = None, coded: bool | None = None, cpu_arena: bool | None = None,
+                 batch_decoder: Path | None = None):
+        """`batch_decoder`: decoder_batch.onnx, for decode_batch (None: decode_batch refuses);
+        `img_size`: what the bundle's manifest says the encoder takes (checked); `coded`: whether
         the files hold samedge nodes (the manifest's `samedge_nodes`; None: read the files to see);
         `cpu_arena`: ORT's CPU arena on or off whatever low_memory says (the results page keeps
         eight vit_b sessions open, arenas off, each decoding as a default Session does)."""
@@ -81,6 +83,11 @@ class OnnxRuntimeBackend(Closable):
         embedding = check_encoder(_shapes(self.encoder.get_inputs()), _shapes(self.encoder.get_outputs()),
                                   encoder, img_size)
         check_decoder(_shapes(self.decoder.get_inputs()), _shapes(self.decoder.get_outputs()), decoder, embedding)
+        self.batch_decoder = None
+        if batch_decoder is not None:
+            self.batch_decoder = _session(batch_decoder, self.providers, low_memory, coded, cpu_arena)
+            check_decoder(_shapes(self.batch_decoder.get_inputs()), _shapes(self.batch_decoder.get_outputs()),
+                          batch_decoder, embedding, batch=True)
         self.img_size = int(self.encoder.get_inputs()[0].shape[-1])
         self.embedding_size = int(self.encoder.get_outputs()[0].shape[-1])
 
@@ -91,6 +98,15 @@ class OnnxRuntimeBackend(Closable):
         masks, iou_predictions, low_res_masks = self._held(self.decoder).run(None, inputs)
         return masks, iou_predictions, low_res_masks
 
+    def decode_batch(self, inputs):
+        """The batch decoder's inputs -> iou_predictions [N, 4], low_res_masks [N, 4, L, L]."""
+        self._ensure_open()
+        if self.batch_decoder is None:
+            raise BundleError("this bundle has no decoder_batch.onnx (it was built before samedge made one): "
+                              "rebuild it with python -m export.build to predict many prompts per call")
+        iou_predictions, low_res_masks = self._held(self.batch_decoder).run(None, inputs)
+        return iou_predictions, low_res_masks
+
     def _release(self) -> None:
         # The InferenceSessions own the weights and arenas; runs in flight keep their own reference.
-        self.encoder = self.decoder = None
+        self.encoder = self.decoder = self.batch_decoder = None

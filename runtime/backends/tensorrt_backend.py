@@ -19,7 +19,7 @@ from plugins.hyperlinear.spec import PLUGIN_KEY, PLUGIN_LIBRARY
 
 from ..bundle import BundleError
 from ..masks import upscale_masks
-from ..signature import TENSORRT_DECODER_INPUTS, TENSORRT_DECODER_OUTPUTS, check_decoder, check_encoder
+from ..signature import check_decoder, check_encoder
 from .base import Closable
 
 ENGINES_INFO = "engines.json"
@@ -250,9 +250,8 @@ class TensorRTBackend(Closable):
             self.encoder = _Engine(Path(encoder_engine), self.runtime, self.logger, trt, self.cudart, self.stream)
             self.decoder = _Engine(Path(decoder_engine), self.runtime, self.logger, trt, self.cudart, self.stream)
             embedding = check_encoder(*self.encoder.io_shapes(), encoder_engine, img_size)
-            check_decoder(*self.decoder.io_shapes(), decoder_engine, embedding,
-                          TENSORRT_DECODER_INPUTS, TENSORRT_DECODER_OUTPUTS)
-            self.max_points = self.decoder.max_shape("point_coords")[1]
+            check_decoder(*self.decoder.io_shapes(), decoder_engine, embedding, batch=True)
+            self.max_prompts, self.max_points = self.decoder.max_shape("point_coords")[:2]
             self.img_size = int(self.encoder.shape(self.encoder.inputs[0])[-1])
             output = next(n for n in self.encoder.names if n not in self.encoder.inputs)
             self.embedding_size = int(self.encoder.shape(output)[-1])
@@ -267,17 +266,24 @@ class TensorRTBackend(Closable):
         return next(iter(outputs.values())).astype(np.float32)
 
     def decode(self, inputs):
-        points = inputs["point_coords"].shape[1]
+        iou_predictions, low_res = self.decode_batch({name: inputs[name] for name in self.decoder.inputs})
+        image_hw = np.asarray(inputs["orig_im_size"]).astype(np.int64)
+        return upscale_masks(low_res, self.img_size, image_hw), iou_predictions, low_res
+
+    def decode_batch(self, inputs):
+        """The batch decoder's inputs (N prompt sets) -> iou_predictions [N, 4], low_res_masks [N, 4, L, L]."""
+        prompts, points = inputs["point_coords"].shape[:2]
         if points > self.max_points:
             raise ValueError(f"{points} prompt points (padding included) but the decoder engine takes at most "
                              f"{self.max_points}; pass fewer points, or rebuild it with a larger profile")
+        if prompts > self.max_prompts:
+            raise ValueError(f"{prompts} prompts in one call but the decoder engine takes at most "
+                             f"{self.max_prompts}; pass them in batches of {self.max_prompts}, or rebuild the "
+                             "engine with a larger profile")
         with self._lock:
             self._ensure_open()
             outputs = self.decoder.run({name: inputs[name] for name in self.decoder.inputs})
-        iou_predictions = outputs["iou_predictions"].astype(np.float32)
-        low_res = outputs["low_res_masks"].astype(np.float32)
-        image_hw = np.asarray(inputs["orig_im_size"]).astype(np.int64)
-        return upscale_masks(low_res, self.img_size, image_hw), iou_predictions, low_res
+        return outputs["iou_predictions"].astype(np.float32), outputs["low_res_masks"].astype(np.float32)
 
     def _release(self) -> None:
         """Engines (contexts, buffers) first, then the runtime, its logger and the stream. The plugin
