@@ -32,6 +32,7 @@ FORMS = {
     "rate-distortion": Form("benchmarks.rate_distortion", "Birkhoff settings: bits per weight vs weight error and mIoU"),
     "ort-memory": Form("benchmarks.ort_memory", "ONNX Runtime's session options and a long-lived Session's memory"),
     "hyperlinear-deploy": Form("benchmarks.hyperlinear_deploy", "Birkhoff ONNX files vs checkpoint; ORT sessions' memory"),
+    "prompts-at-scale": Form("benchmarks.prompts_at_scale", "batch decoder vs single calls; segment-everything"),
     "session-open": Form("benchmarks.session_open", "what checking a bundle's hashes adds to opening it"),
     "slimsam-size": Form("benchmarks.slimsam_size", "SlimSAM widths, parameters and MACs from vit_b"),
     "slimsam-demo": Form("benchmarks.slimsam_demo", "SlimSAM-50 on the demo model, per stage and importance"),

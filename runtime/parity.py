@@ -8,8 +8,13 @@ max score difference.
 
     python -m runtime.parity BUNDLE [--checkpoint CKPT] [--images a.jpg b.png] [--out parity.json]
 
+The bundle's batch decoder is checked too: predict_batch against one predict call per
+prompt set, on the same backend (--min-batch-iou), and segment-everything
+(runtime.everything) against segment_anything's SamAutomaticMaskGenerator on one image
+(runtime/everything_parity.py has the criterion).
+
 fp16 TensorRT engines answer within fp16 rounding, not float32's: check them with
-looser thresholds, e.g. --backend tensorrt --min-iou 0.98 --max-relative-logit-error 0.02.
+looser thresholds, e.g. --backend tensorrt --min-iou 0.98 --max-relative-logit-error 0.02 --min-batch-iou 0.98.
 """
 
 from __future__ import annotations
@@ -27,24 +32,36 @@ from tqdm import tqdm
 
 from .atomic import atomic_write, check_output_file
 from .backends import BACKENDS
+from .everything import MaskGenerator
+from .everything_parity import DEFAULT_SCORE_MARGIN, compare_records
 from .images import load_image
-from .reference import ReferencePredictor, load_reference_model, parity_shapes
+from .reference import ReferencePredictor, load_reference_model, parity_shapes, reference_records
 from .session import Session
 
 DEFAULT_MIN_IOU = 0.99
 DEFAULT_MAX_RELATIVE_LOGIT_ERROR = 1e-3
+# predict_batch against single predict calls on the same backend: the same model, so only
+# the upscaling (numpy instead of the official decoder's graph) and summation order differ.
+DEFAULT_MIN_BATCH_IOU = 0.999
+# Segment-everything is checked on one synthetic image with thresholds that keep masks on
+# any model (SAM's 0.88 / 0.95 keep none on seeded weights): the comparison, not the masks.
+EVERYTHING_SETTINGS = {"points_per_side": 16, "pred_iou_thresh": 0.6, "stability_score_thresh": 0.8}
 
 
 @dataclass
 class Thresholds:
     min_mask_iou: float = DEFAULT_MIN_IOU
     max_relative_logit_error: float = DEFAULT_MAX_RELATIVE_LOGIT_ERROR
+    min_batch_iou: float = DEFAULT_MIN_BATCH_IOU
+    # segment-everything: how far predicted IoU and stability scores may differ (runtime/everything_parity.py)
+    everything_score_margin: float = DEFAULT_SCORE_MARGIN
 
     def __post_init__(self):
         # A threshold no comparison can meet (IoU 2) or that every one meets (error -1) says nothing.
-        if not 0.0 <= self.min_mask_iou <= 1.0:
-            raise ValueError(f"min mask IoU {self.min_mask_iou:g} is outside 0..1 (an IoU is a fraction); "
-                             f"e.g. --min-iou {DEFAULT_MIN_IOU}")
+        for name, value in (("min mask IoU", self.min_mask_iou), ("min batch IoU", self.min_batch_iou)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} {value:g} is outside 0..1 (an IoU is a fraction); "
+                                 f"e.g. --min-iou {DEFAULT_MIN_IOU}")
         if not 0.0 <= self.max_relative_logit_error < float("inf"):
             raise ValueError(f"max relative logit error {self.max_relative_logit_error:g} must be a finite number "
                              f">= 0; e.g. --max-relative-logit-error {DEFAULT_MAX_RELATIVE_LOGIT_ERROR:g}")
@@ -120,6 +137,71 @@ def compare(session: Session, model, images: dict[str, np.ndarray], thresholds: 
     return results
 
 
+def batch_cases(height: int, width: int) -> list[dict]:
+    """Batches predict_batch must answer as single calls: 8 one-point sets, 4 boxes with a point each."""
+    grid = [[fx * width, fy * height] for fx in (0.2, 0.4, 0.6, 0.8) for fy in (0.3, 0.7)]
+    boxes = [[fx * width, fy * height, (fx + 0.35) * width, (fy + 0.4) * height] for fx in (0.1, 0.5)
+             for fy in (0.1, 0.5)]
+    return [
+        {"name": "8 one-point sets", "points": [[p] for p in grid], "labels": [[1]] * 8},
+        {"name": "4 boxes + a point each", "boxes": boxes, "labels": [[1]] * 4, "multimask_output": False,
+         "points": [[[(b[0] + b[2]) / 2, (b[1] + b[3]) / 2]] for b in boxes]},
+    ]
+
+
+def compare_batches(session: Session, images: dict[str, np.ndarray], thresholds: Thresholds) -> list[CaseResult]:
+    """predict_batch against one predict call per set, on the same session and image."""
+    results = []
+    for image_name, image in images.items():
+        image = load_image(image)
+        session.set_image(image)
+        for case in batch_cases(*image.shape[:2]):
+            multimask = case.get("multimask_output", True)
+            batch = session.predict_batch(points=case.get("points"), labels=case.get("labels"),
+                                          boxes=case.get("boxes"), multimask_output=multimask)
+            ious, abs_diffs, rel_diffs, score_diffs = [], [], [], []
+            for n in range(len(batch.scores)):
+                one = session.predict(points=case["points"][n] if "points" in case else None,
+                                      labels=case["labels"][n] if "points" in case else None,
+                                      box=case["boxes"][n] if "boxes" in case else None, multimask_output=multimask)
+                ious.append(min(mask_iou(a, b) for a, b in zip(batch.masks[n], one.masks)))
+                abs_diffs.append(float(np.abs(batch.low_res_logits[n] - one.low_res_logits).max()))
+                rel_diffs.append(abs_diffs[-1] / max(float(np.abs(one.low_res_logits).max()), 1e-6))
+                score_diffs.append(float(np.abs(batch.scores[n] - one.scores).max()))
+            results.append(CaseResult(image_name, case["name"], min(ious), max(abs_diffs), max(rel_diffs),
+                                      max(score_diffs), min(ious) >= thresholds.min_batch_iou
+                                      and max(rel_diffs) <= thresholds.max_relative_logit_error))
+    return results
+
+
+def _batch_report(session: Session, images: dict, thresholds: Thresholds) -> dict:
+    """The batch section of a report; skipped (with the reason) where the bundle has no batch decoder."""
+    if session.backend.name == "onnxruntime" and session.backend.batch_decoder is None:
+        return {"skipped": "the bundle has no decoder_batch.onnx (built before samedge made one); rebuild it"}
+    results = compare_batches(session, images, thresholds)
+    return {"passed": all(r.passed for r in results), "worst_mask_iou": min(r.mask_iou for r in results),
+            "max_relative_logit_diff": max(r.max_relative_logit_diff for r in results),
+            "cases": [asdict(r) for r in results]}
+
+
+def _everything_report(session: Session, model, images: dict, thresholds: Thresholds) -> dict:
+    """runtime.everything against segment_anything's SamAutomaticMaskGenerator on one image
+    (the first synthetic one, where given), EVERYTHING_SETTINGS; see runtime/everything_parity.py."""
+    if session.backend.name == "onnxruntime" and session.backend.batch_decoder is None:
+        return {"skipped": "the bundle has no decoder_batch.onnx (built before samedge made one); rebuild it"}
+    name = next((n for n in images if n.startswith("shapes")), next(iter(images)))
+    image = load_image(images[name])
+    ours = MaskGenerator(session, **EVERYTHING_SETTINGS, show_progress=False).generate(image)
+    agreement = compare_records(ours, reference_records(model, image, **EVERYTHING_SETTINGS),
+                                EVERYTHING_SETTINGS["pred_iou_thresh"], EVERYTHING_SETTINGS["stability_score_thresh"],
+                                score_margin=thresholds.everything_score_margin)
+    return {"passed": agreement.passed, "image": name, "settings": EVERYTHING_SETTINGS,
+            "masks": agreement.count, "reference_masks": agreement.reference_count,
+            "matched": len(agreement.pairs), "median_iou": agreement.median_iou, "min_iou": agreement.min_iou,
+            "max_predicted_iou_diff": agreement.max_predicted_iou_diff,
+            "max_stability_diff": agreement.max_stability_diff, "unexplained": agreement.unexplained}
+
+
 def run_parity(bundle, checkpoint=None, images: dict | None = None,
                thresholds: Thresholds | None = None, out=None, show_progress: bool = True,
                backend: str = "auto") -> dict:
@@ -136,12 +218,14 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
         images = images if images is not None else standard_images()
         with tqdm(total=len(images), desc="parity", unit="image", disable=not show_progress) as bar:
             results = compare(session, model, images, thresholds, bar)
+        batch = _batch_report(session, images, thresholds)
+        everything = _everything_report(session, model, images, thresholds)
     report = {
         "bundle": str(bundle),
         "checkpoint": str(checkpoint),
         "backend": session.backend.name,
         "thresholds": asdict(thresholds),
-        "passed": all(r.passed for r in results),
+        "passed": all(r.passed for r in results) and batch.get("passed", True) and everything.get("passed", True),
         "worst": {
             "mask_iou": min(r.mask_iou for r in results),
             "max_abs_logit_diff": max(r.max_abs_logit_diff for r in results),
@@ -149,6 +233,8 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
             "max_score_diff": max(r.max_score_diff for r in results),
         },
         "cases": [asdict(r) for r in results],
+        "batch": batch,
+        "everything": everything,
     }
     if out is not None:
         atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
@@ -169,6 +255,13 @@ def reference_model(bundle, checkpoint):
     return model
 
 
+def _section_line(section: dict, name: str, describe) -> list[str]:
+    """The summary's line of a report section (batch, everything): skipped, or `describe(section)`."""
+    if "skipped" in section:
+        return [f"  {name}: skipped ({section['skipped']})"]
+    return [f"  {name}: {describe(section)}"] if section else []
+
+
 def summary(report: dict) -> str:
     worst = report["worst"]
     verdict = "PASS" if report["passed"] else "FAIL"
@@ -179,7 +272,14 @@ def summary(report: dict) -> str:
         f"{worst['max_relative_logit_diff']:.2e} (<= {report['thresholds']['max_relative_logit_error']:g})",
         f"  max |score diff| {worst['max_score_diff']:.2e}",
     ]
-    for case in report["cases"]:
+    batch, everything = report.get("batch", {}), report.get("everything", {})
+    lines += _section_line(batch, "batch vs single calls", lambda b: (
+        f"worst mask IoU {b['worst_mask_iou']:.5f} (>= {report['thresholds']['min_batch_iou']}), relative logit "
+        f"diff {b['max_relative_logit_diff']:.2e}"))
+    lines += _section_line(everything, "segment-everything vs SamAutomaticMaskGenerator", lambda e: (
+        f"{'PASS' if e['passed'] else 'FAIL'} on {e['image']}, {e['masks']} masks vs {e['reference_masks']}, "
+        f"median IoU {e['median_iou']:.5f}, {e['unexplained']} unmatched away from the thresholds"))
+    for case in report["cases"] + batch.get("cases", []):
         if not case["passed"]:
             lines.append(f"  failed: {case['image']} / {case['prompt']}: IoU {case['mask_iou']:.4f}, "
                          f"relative logit diff {case['max_relative_logit_diff']:.2e}")
@@ -196,9 +296,11 @@ def main(argv=None) -> int:
                         help="auto: TensorRT engines when built and tensorrt is installed, else ONNX Runtime")
     parser.add_argument("--min-iou", type=float, default=DEFAULT_MIN_IOU)
     parser.add_argument("--max-relative-logit-error", type=float, default=DEFAULT_MAX_RELATIVE_LOGIT_ERROR)
+    parser.add_argument("--min-batch-iou", type=float, default=DEFAULT_MIN_BATCH_IOU,
+                        help="predict_batch against single predict calls on the same backend")
     args = parser.parse_args(argv)
     try:
-        thresholds = Thresholds(args.min_iou, args.max_relative_logit_error)
+        thresholds = Thresholds(args.min_iou, args.max_relative_logit_error, args.min_batch_iou)
         images = None if args.images is None else {str(p): load_image(p) for p in args.images}
         report = run_parity(args.bundle, args.checkpoint, images, thresholds,
                             out=args.out or args.bundle / "parity.json", backend=args.backend)

@@ -13,7 +13,7 @@ Runtime or TensorRT imports it (tests/test_runtime_without_torch.py, test_light_
 from __future__ import annotations
 
 import numpy as np
-from segment_anything import SamPredictor
+from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
 from compress import load_checkpoint
 from compress.demo.shapes import make_sample
@@ -47,3 +47,15 @@ class ReferencePredictor:
             mask_input=mask_input,
             multimask_output=multimask_output,
         )
+
+
+def reference_records(model, image: np.ndarray, **settings) -> list[dict]:
+    """segment_anything's SamAutomaticMaskGenerator's records for `image` (uint8 RGB) with `settings`
+    (MaskGenerator's names). Imports torch: call it only where the compress extra is installed."""
+    if settings.get("min_mask_region_area", 0) > 0:
+        try:
+            import cv2  # noqa: F401 (segment_anything's small-region removal imports it when it runs)
+        except ImportError:
+            raise ImportError("the reference's small-region removal needs OpenCV: pip install opencv-python-headless, "
+                              "or compare with min_mask_region_area=0") from None
+    return SamAutomaticMaskGenerator(model, **settings).generate(image)

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import ort_memory, run
+from benchmarks import ort_memory, prompts_at_scale, run
 from benchmarks.fidelity import photographs
 from benchmarks.latency import interleaved
 from benchmarks.report import Page, machine, write_page
 from benchmarks.slimsam_step_time import gpu_estimate
+from runtime import Session
 from runtime.parity import standard_images
 
 
@@ -175,3 +176,16 @@ def test_ort_memory_children_report_every_run(tiny_bundle):
         result = ort_memory.in_fresh_process(tiny_bundle, setting, 2)
         assert len(result["seconds"]) == 2 and all(s > 0 for s in result["seconds"])
         assert 0 < result["peaks"][0] <= result["peaks"][1] < 8 * 2**30  # VmHWM never falls
+
+
+def test_prompts_at_scale_measures_both_ways_on_one_bundle(tiny_bundle):
+    """Its rows on the tiny model: per-prompt times of all three ways, and both generators' masks."""
+    image = standard_images()["astronaut"][::8, ::8]
+    with Session(tiny_bundle) as session:
+        rows, timings = prompts_at_scale.decoder_rows("tiny", session, image, repeats=1)
+    assert [row[1] for row in rows] == list(prompts_at_scale.PROMPT_COUNTS)
+    assert all(set(t) == {"batch", "batch, low-res only", "loop of predict"} and min(t.values()) > 0
+               for t in timings.values())
+    rows, results = prompts_at_scale.everything_rows("tiny", tiny_bundle, image, repeats=1)
+    result = results["tiny everything"]
+    assert result["passed"] and result["masks"][0] == result["masks"][1]  # the same weights, the same masks

@@ -11,7 +11,8 @@ from PIL import Image
 
 from compress import build_sam, save_checkpoint
 from compress.demo.shapes import make_sample
-from runtime.parity import Thresholds, run_parity, standard_images, summary
+from runtime import Session
+from runtime.parity import Thresholds, compare_batches, run_parity, standard_images, summary
 from tests.conftest import DEMO_CHECKPOINT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,3 +67,30 @@ def test_parity_against_other_weights_fails(tiny_bundle, tmp_path):
     images = {"shapes": make_sample(np.random.default_rng(5)).image}
     report = run_parity(tiny_bundle, other, images, Thresholds(), show_progress=False)
     assert not report["passed"]
+
+
+def test_the_report_checks_the_batch_decoder_against_single_calls(tiny_bundle, tiny_checkpoint):
+    images = {"shapes": make_sample(np.random.default_rng(3)).image}
+    report = run_parity(tiny_bundle, tiny_checkpoint, images, show_progress=False)
+    batch = report["batch"]
+    assert batch["passed"] and batch["worst_mask_iou"] >= 0.999, summary(report)
+    assert [c["prompt"] for c in batch["cases"]] == ["8 one-point sets", "4 boxes + a point each"]
+    assert "batch vs single calls" in summary(report)
+
+
+def test_a_batch_decoder_that_mixes_up_prompt_sets_fails(tiny_bundle):
+    """The check can fail: answers returned in the wrong order are not the single calls' answers."""
+    with Session(tiny_bundle) as session:
+        decode_batch = session.backend.decode_batch
+        session.backend.decode_batch = lambda inputs: tuple(out[::-1] for out in decode_batch(inputs))
+        results = compare_batches(session, {"shapes": make_sample(np.random.default_rng(3)).image}, Thresholds())
+    assert not any(r.passed for r in results)
+
+
+def test_the_report_checks_segment_everything_against_segment_anything(demo_bundle):
+    images = {"shapes-0": make_sample(np.random.default_rng(5)).image}
+    report = run_parity(demo_bundle, DEMO_CHECKPOINT, images, show_progress=False)
+    everything = report["everything"]
+    assert everything["passed"] and everything["reference_masks"] > 0, summary(report)
+    assert everything["median_iou"] >= 0.99 and everything["unexplained"] == 0
+    assert "segment-everything vs SamAutomaticMaskGenerator: PASS on shapes-0" in summary(report)
