@@ -5,7 +5,7 @@
 Each setting opens the bundle's encoder in a fresh process and encodes the same image
 `--runs` times: session start, the seconds of each run, and the process's peak resident
 set (VmHWM, /proc) after each run: the whole process's, its imports included (the same
-in every row). "ONNX Runtime's defaults" is a plain InferenceSession,
+in every row: numpy, onnxruntime, onnx, scikit-image; no torch). "ONNX Runtime's defaults" is a plain InferenceSession,
 as samedge opened one before; the two others are runtime.Session as it is now. The bundles
 are shared with the session-open page (.cache/benchmarks/session-open). Writes
 docs/benchmarks/ort-memory.md.
@@ -28,7 +28,6 @@ from runtime.transforms import preprocess
 
 from . import peak_memory
 from .report import DOCS, Page, fmt, table
-from .session_open import bundle_for
 
 SETTINGS = {
     "ort-defaults": "ONNX Runtime's defaults (arena, memory pattern)",
@@ -73,6 +72,10 @@ def in_fresh_process(bundle: Path, setting: str, runs: int) -> dict:
 
 
 def measure(args) -> Page:
+    # Imported here, not at the top: the child processes import this module, and bundle_for
+    # brings export (torch, 0.63 GiB resident) into a peak that must be the Session's alone.
+    from .session_open import bundle_for
+
     rows, results = [], {}
     for model_type in args.models:
         bundle = bundle_for(model_type)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -189,3 +190,12 @@ def test_prompts_at_scale_measures_both_ways_on_one_bundle(tiny_bundle):
     rows, results = prompts_at_scale.everything_rows("tiny", tiny_bundle, image, repeats=1)
     result = results["tiny everything"]
     assert result["passed"] and result["masks"][0] == result["masks"][1]  # the same weights, the same masks
+
+
+def test_memory_children_do_not_load_torch():
+    """A child's peak is the Session's: importing its module must not bring torch (0.63 GiB) in."""
+    for module in ("benchmarks.ort_memory", "benchmarks.peak_memory"):
+        code = f"import sys, {module}; print('torch' in sys.modules)"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                cwd=Path(__file__).resolve().parent.parent)
+        assert result.stdout.strip() == "False", module
