@@ -113,23 +113,25 @@ class Session(Closable):
         """Masks for XY pixel `points` (labels 1 fg / 0 bg) and/or an XYXY `box`.
 
         With `image`, it is encoded and becomes this thread's current image."""
-        self._ensure_open()
-        rgb = None if image is None else load_image(image)
-        image_hw = rgb.shape[:2] if rgb is not None else self._current().hw
-        # Prompts are checked before the (costly) encoder runs on a new image.
-        prompt = prompt_inputs(image_hw, self.img_size, self.low_res_size, points, labels, box, mask_input)
-        if rgb is not None:
-            self._thread.image = self._encode(rgb)
-        current = self._current()  # this call's image: another thread's set_image cannot swap it
+        current, prompt = self._prompted(image, lambda hw: prompt_inputs(
+            hw, self.img_size, self.low_res_size, points, labels, box, mask_input))
         logits, scores, low_res = self.backend.decode({"image_embeddings": current.embedding, **prompt})
-        # Mask 0 is SAM's single-mask answer, masks 1..3 the multimask ones.
-        chosen = slice(1, None) if multimask_output else slice(0, 1)
+        chosen = _chosen_masks(multimask_output)
         return Prediction(
             masks=logits[0, chosen] > MASK_THRESHOLD,
             scores=scores[0, chosen].astype(np.float32),
             low_res_logits=low_res[0, chosen].astype(np.float32),
         )
 
+    def _prompted(self, image, check_prompts) -> tuple[_Image, dict]:
+        """This call's image (`image` encoded and made current, else the thread's current one) and
+        `check_prompts(image_hw)`, checked before the (costly) encoder runs on a new image."""
+        self._ensure_open()
+        rgb = None if image is None else load_image(image)
+        prompts = check_prompts(rgb.shape[:2] if rgb is not None else self._current().hw)
+        if rgb is not None:
+            self._thread.image = self._encode(rgb)
+        return self._current(), prompts  # this call's image: another thread's set_image cannot swap it
 
     def predict_batch(self, image=None, points=None, labels=None, boxes=None, mask_input=None,
                       multimask_output: bool = True, upscale: bool = True) -> BatchPrediction:
@@ -139,24 +141,19 @@ class Session(Closable):
 
         `upscale=False` skips the image-size masks (64 of them for a 12 MP photo are 768 MB):
         low_res_logits and scores only; runtime.masks.upscale_masks makes any of them full size."""
-        self._ensure_open()
-        rgb = None if image is None else load_image(image)
-        image_hw = rgb.shape[:2] if rgb is not None else self._current().hw
-        prompts = batch_prompt_inputs(image_hw, self.img_size, self.low_res_size, points, labels, boxes, mask_input)
-        if rgb is not None:
-            self._thread.image = self._encode(rgb)
-        current = self._current()
+        current, prompts = self._prompted(image, lambda hw: batch_prompt_inputs(
+            hw, self.img_size, self.low_res_size, points, labels, boxes, mask_input))
         count = len(prompts["has_mask_input"])
         step = min(PROMPTS_PER_CALL, getattr(self.backend, "max_prompts", PROMPTS_PER_CALL))
         answers = [self._decode_batch(current, {name: value[start:start + step] for name, value in prompts.items()})
                    for start in range(0, count, step)]
-        chosen = slice(1, None) if multimask_output else slice(0, 1)
+        chosen = _chosen_masks(multimask_output)
         scores = np.concatenate([a[0] for a in answers])[:, chosen].astype(np.float32)
         low_res = np.concatenate([a[1] for a in answers])[:, chosen].astype(np.float32)
         masks = None
         if upscale:
             # One prompt set at a time: the float logits at image size are 4x the booleans kept.
-            masks = np.stack([upscale_masks(one[None], self.img_size, image_hw)[0] > MASK_THRESHOLD for one in low_res])
+            masks = np.stack([upscale_masks(one[None], self.img_size, current.hw)[0] > MASK_THRESHOLD for one in low_res])
         return BatchPrediction(masks, scores, low_res)
 
     def _decode_batch(self, image: _Image, prompts: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +167,11 @@ class Session(Closable):
                                         "orig_im_size": np.array(image.hw, np.float32)})
                    for n in range(len(prompts["has_mask_input"]))]
         return np.concatenate([a[1] for a in answers]), np.concatenate([a[2] for a in answers])
+
+
+def _chosen_masks(multimask_output: bool) -> slice:
+    # Mask 0 is SAM's single-mask answer, masks 1..3 the multimask ones.
+    return slice(1, None) if multimask_output else slice(0, 1)
 
 
 def _open_backend(bundle, name: str, providers, device: str, low_memory: bool, verify: bool) -> Backend:
