@@ -9,11 +9,14 @@ by `low_memory` (measured in docs/benchmarks/ort-memory.md):
   dense model's), in priority order: ORT's default order runs every decode, which needs
   no activation, first, and holds all the decoded weights at once (vit_b: 2.52 GiB peak,
   1.96 with plain ORT; priority order 1.21). Memory for the codes instead of the weights,
-  at the cost of a decode per run.
+  at the cost of a decode per run. Its sessions run without ORT's arena, so the C library's
+  allocator decides what a run's freed tensors cost: see `return_freed_tensors`.
 """
 
 from __future__ import annotations
 
+import ctypes
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,26 @@ from ..bundle import BundleError
 from ..decoded_graph import decode_all, has_samedge_nodes
 from ..signature import check_decoder, check_encoder
 from .base import Closable
+
+
+# glibc's M_MMAP_THRESHOLD (malloc.h) and the size above which a block gets its own mapping.
+_M_MMAP_THRESHOLD = -3
+OWN_MAPPING_BYTES = 1 << 20
+
+
+def return_freed_tensors() -> bool:
+    """Have glibc give every block of OWN_MAPPING_BYTES or more its own mapping, unmapped when freed.
+
+    glibc's default threshold moves: after the first large block is freed it rises to that
+    block's size (up to 32 MiB), and blocks under it then come from the heap, where freed
+    tensors stay resident between live ones. An arena-less vit_b encoder run, whose live
+    tensors never exceed 0.26 GiB, so peaked 1.17 GiB above its session; with a fixed 1 MiB
+    threshold it peaks 0.54 GiB above (docs/benchmarks/hyperlinear-deploy.md). The setting is
+    the whole process's (there is no other), which is why only low_memory, asked for on a
+    device where memory is the limit, sets it. False where the C library is not glibc."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, OWN_MAPPING_BYTES))
 
 
 def _session(path: Path, providers, low_memory: bool = False, coded: bool | None = None,
@@ -39,6 +62,8 @@ def _session(path: Path, providers, low_memory: bool = False, coded: bool | None
         # ORT keeps each session's peak activation memory in an arena for reuse; without it,
         # an idle session holds little more than its weights (vit_b: 3.9 GB peak otherwise).
         options.enable_cpu_mem_arena = False
+        if low_memory:
+            return_freed_tensors()
     try:
         if low_memory:
             # Folding is what decodes every layer at start; the exporter already folded the rest.
