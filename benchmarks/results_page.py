@@ -95,8 +95,8 @@ def headline(models: list[dict]) -> list[str]:
     lines = [f"**{HEADLINE} from vit_b** (seeded weights; SlimSAM schedule below the vit_b tables):",
              f"- checkpoint {size / 1e6:.2f} MB ({verdict} the 8 MB aim; ratio {row['checkpoint_ratio']:.2f}x "
              f"against vit_b's {model['rows'][ORIGINAL]['checkpoint_bytes'] / 1e6:.1f} MB); the deployable ONNX "
-             f"pair is {row['onnx_bytes'] / 1e6:.2f} MB (Birkhoff codes travel as 8 bits per weight there, "
-             "and non-Linear tensors are dense)."]
+             f"pair is {row['onnx_bytes'] / 1e6:.2f} MB ({row['onnx_bytes'] / size:.2f}x the checkpoint: the codes "
+             "travel at the checkpoint's bit width, the other coded tensors as HyperTensor nodes)."]
     agreement = row.get("agreement_miou")
     lines.append(f"- agreement mIoU with vit_b's masks on {len(model['agreement_photos'])} photograph(s): "
                  + (f"{agreement:.4f}" if isinstance(agreement, float) else str(agreement)))
