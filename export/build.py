@@ -32,6 +32,7 @@ from runtime.bundle_writer import BundleWriter
 from runtime.parity import Thresholds, run_parity, summary
 
 from .batch_decoder import export_batch_decoder
+from .clients import write_client_files
 from .onnx_export import coded_tensors, export_decoder, export_encoder
 from .tensorrt_build import BUILD_SCRIPT, MAX_POINTS, MAX_PROMPTS, build_engines, prepare_folder, tensorrt_version
 from .tensorrt_onnx import export_tensorrt_inputs
@@ -49,7 +50,7 @@ def has_hyper_linear(model) -> bool:
 
 def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str, target: str, root: Path,
               parity: dict | None, compression: dict | None = None, tensorrt: dict | None = None,
-              model_type: str | None = None, samedge_nodes: bool = False) -> dict:
+              model_type: str | None = None, samedge_nodes: bool = False, clients: dict | None = None) -> dict:
     """The manifest's sections (BundleWriter adds the format stamp, files and versions)."""
     return {
         "target": target,
@@ -81,6 +82,8 @@ def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str,
             "batch": BATCH_DECODER_FILE,
             "low_res_size": config.low_res_size,
         },
+        # Files for AnyLabeling and samexporter (export/clients.py).
+        "clients": clients,
         "parity": None if parity is None else {"passed": parity["passed"], **parity["worst"]},
         "compression": compression,
         "tensorrt": tensorrt,
@@ -132,6 +135,9 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
         config, parameters = model.config, parameter_count(model)
         samedge_nodes = has_hyper_linear(model) or bool(coded_tensors(model))
         del model
+        # From the finished encoder.onnx, which it loads whole: after the model is gone (vit_h: 2.5 GB each).
+        clients = write_client_files(bundle.root, Path(out).name, config.img_size, config.low_res_size,
+                                     config.pixel_mean, config.pixel_std)
         # Hashed once: the parity step adds only reports, which are not pinned (vit_h: 2.5 GB twice).
         bundle.pin()
         checkpoint_sha256 = (bundle.files[checkpoint.name]["sha256"] if checkpoint.parent == bundle.root
@@ -139,7 +145,7 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
 
         def write_manifest(report):
             bundle.write_manifest(_manifest(config, parameters, checkpoint, checkpoint_sha256, target, bundle.root,
-                                            report, compression, tensorrt, model_type, samedge_nodes))
+                                            report, compression, tensorrt, model_type, samedge_nodes, clients))
 
         report = None
         if run_parity:

@@ -33,6 +33,8 @@ from runtime.bundle import (BATCH_DECODER_FILE, DECODER_FILE, ENCODER_FILE, MANI
 from runtime.bundle_writer import BundleWriter
 from runtime.decoded_graph import decode_tensors
 
+from .clients import write_client_files
+
 METHODS = ("int8", "int4")
 INT4_BLOCK = 32
 MODEL_FILES = (ENCODER_FILE, DECODER_FILE, SINGLE_MASK_DECODER_FILE, BATCH_DECODER_FILE)
@@ -136,6 +138,11 @@ def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
         for name in MODEL_FILES:
             if (bundle / name).is_file():  # a bundle from before decoder_batch.onnx has none
                 quantize_onnx(bundle / name, writer.path(name), method)
+        if manifest.get("clients"):  # bundles from before export/clients.py have none
+            preprocessing = manifest["preprocessing"]
+            manifest["clients"] = write_client_files(writer.root, Path(out).name, preprocessing["img_size"],
+                                                     manifest["decoder"]["low_res_size"], preprocessing["pixel_mean"],
+                                                     preprocessing["pixel_std"])
         manifest["precision"] = f"{method} weights ({'per-channel' if method == 'int8' else f'blocks of {INT4_BLOCK}'})"
         manifest["quantization"] = {"method": method, "source_bundle": str(bundle.resolve()),
                                     "weights": weight_error(bundle / ENCODER_FILE, writer.path(ENCODER_FILE), method)}

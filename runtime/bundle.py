@@ -17,14 +17,17 @@ ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 SINGLE_MASK_DECODER_FILE = "decoder_single.onnx"
 BATCH_DECODER_FILE = "decoder_batch.onnx"  # N prompt sets per call (export/batch_decoder.py)
+# The encoder as AnyLabeling and samexporter feed it, and AnyLabeling's config (export/clients.py).
+PREPROCESS_ENCODER_FILE = "encoder_preprocess.onnx"
+ANYLABELING_CONFIG_FILE = "config.yaml"
 PARITY_FILE = "parity.json"
 GPU_PARITY_FILE = "parity.tensorrt.json"
 TENSORRT_FOLDER = "tensorrt"  # ONNX files for TensorRT, plugin sources, build script, engines
 ENGINE_FILES = ("encoder.engine", "decoder.engine")
 # What samedge writes into a bundle besides the files its manifest lists (patterns, relative
-# to the bundle): the manifest, reports a later runtime.parity may rewrite, and what
-# tensorrt/build_engines.sh makes on the device.
-UNLISTED_FILES = (MANIFEST, PARITY_FILE, GPU_PARITY_FILE, f"{TENSORRT_FOLDER}/*.engine",
+# to the bundle): the manifest, reports a later runtime.parity may rewrite, AnyLabeling's
+# config (its users edit display names), and what tensorrt/build_engines.sh makes on the device.
+UNLISTED_FILES = (MANIFEST, PARITY_FILE, GPU_PARITY_FILE, ANYLABELING_CONFIG_FILE, f"{TENSORRT_FOLDER}/*.engine",
                   f"{TENSORRT_FOLDER}/*.engine.partial", f"{TENSORRT_FOLDER}/*.engine.log",
                   f"{TENSORRT_FOLDER}/engines.json", f"{TENSORRT_FOLDER}/timing.cache",
                   f"{TENSORRT_FOLDER}/plugin/build/*")
@@ -73,8 +76,12 @@ class Bundle:
         return path if path.is_file() else None
 
     def verify(self) -> None:
-        """Check every model file against the sizes and SHA-256 hashes in the manifest."""
+        """Check every model file against the sizes and SHA-256 hashes in the manifest, but for
+        the encoder this bundle was not opened with (checked when it is: vit_h's is 2.5 GB)."""
+        other = PREPROCESS_ENCODER_FILE if self.encoder is None or self.encoder.name == ENCODER_FILE else ENCODER_FILE
         for name, info in self.manifest.get("files", {}).items():
+            if name in (other, f"{other}.data"):
+                continue
             path = self.root / name
             if not path.is_file():
                 raise BundleError(f"bundle {self.root} lacks {name}; rebuild it with python -m export.build")
@@ -133,13 +140,15 @@ def _check_preprocessing(preprocessing: dict, path: Path, fix: str) -> None:
 
 
 def open_bundle(source, verify: bool = True) -> Bundle:
-    """A bundle directory, or a lone encoder.onnx with decoder.onnx beside it.
+    """A bundle directory, or a lone encoder.onnx with decoder.onnx beside it. A bundle's
+    encoder_preprocess.onnx (or encoder.onnx) names the bundle with that encoder.
 
     `verify` checks every file the manifest lists against its size and SHA-256, so files
     that were edited or come from another bundle are refused (docs/formats.md)."""
     path = Path(source)
-    if path.is_file() and path.name == ENCODER_FILE and (path.parent / MANIFEST).is_file():
-        path = path.parent  # an encoder inside a bundle: its manifest knows the pre-processing
+    encoder_name = ENCODER_FILE
+    if path.is_file() and path.name in (ENCODER_FILE, PREPROCESS_ENCODER_FILE) and (path.parent / MANIFEST).is_file():
+        path, encoder_name = path.parent, path.name  # an encoder inside a bundle: its manifest knows the pre-processing
     if path.is_dir():
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
@@ -148,7 +157,7 @@ def open_bundle(source, verify: bool = True) -> Bundle:
         preprocessing = manifest["preprocessing"]
         bundle = Bundle(
             root=path,
-            encoder=path / ENCODER_FILE,
+            encoder=path / encoder_name,
             decoder=path / DECODER_FILE,
             img_size=preprocessing["img_size"],
             pixel_mean=tuple(preprocessing["pixel_mean"]),

@@ -32,8 +32,8 @@ from pathlib import Path
 
 from .atomic import (ASIDE, PARTIAL, OutputError, check_writable_parent, default_mode, remove, stale_leftovers,
                      temporary_name)
-from .bundle import (BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, GPU_PARITY_FILE, MANIFEST, PARITY_FILE, UNLISTED_FILES,
-                     BundleError, open_bundle, sha256_file)
+from .bundle import (ANYLABELING_CONFIG_FILE, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, GPU_PARITY_FILE, MANIFEST,
+                     PARITY_FILE, UNLISTED_FILES, BundleError, open_bundle, sha256_file)
 
 # Recorded in every manifest: what a bundle's files were made with.
 BUNDLE_PACKAGES = ("samedge", "torch", "onnx", "onnxruntime", "segment-anything", "numpy")
@@ -97,12 +97,12 @@ class BundleWriter:
 
 
 def pinned_files(root: Path) -> dict:
-    """Size and SHA-256 of every file below `root` but the manifest and the parity reports
-    (a later `runtime.parity` may rewrite those); only model files are pinned."""
+    """Size and SHA-256 of every file below `root` but the manifest, the parity reports (a
+    later `runtime.parity` may rewrite those) and AnyLabeling's config (its users edit it)."""
     files = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         name = path.relative_to(root).as_posix()
-        if name not in (MANIFEST, PARITY_FILE, GPU_PARITY_FILE):
+        if name not in (MANIFEST, PARITY_FILE, GPU_PARITY_FILE, ANYLABELING_CONFIG_FILE):
             files[name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     return files
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_write, check_output_file
 from .backends import BACKENDS
+from .bundle import PREPROCESS_ENCODER_FILE
 from .everything import MaskGenerator
 from .everything_parity import DEFAULT_SCORE_MARGIN, compare_records
 from .images import load_image
@@ -184,6 +185,22 @@ def _batch_report(session: Session, images: dict, thresholds: Thresholds) -> dic
             "cases": [asdict(r) for r in results]}
 
 
+def _preprocess_encoder_report(session: Session, model, images: dict, thresholds: Thresholds) -> dict:
+    """encoder_preprocess.onnx (export/clients.py, for AnyLabeling and samexporter) against the
+    reference on the first image, every prompt case, as the bundle's encoder.onnx is."""
+    path = session.bundle.root / PREPROCESS_ENCODER_FILE  # `session` is closed: its name and bundle only
+    if session.backend.name != "onnxruntime" or not path.is_file():
+        return {"skipped": f"no {PREPROCESS_ENCODER_FILE} (built before samedge made one)"
+                if session.backend.name == "onnxruntime" else "ONNX Runtime runs it, not " + session.backend.name}
+    name = next(iter(images))
+    with Session(path, backend="onnxruntime", low_memory=True, verify=False) as preprocessing:
+        results = compare(preprocessing, model, {name: images[name]}, thresholds)
+    return {"passed": all(r.passed for r in results), "image": name,
+            "worst_mask_iou": min(r.mask_iou for r in results),
+            "max_relative_logit_diff": max(r.max_relative_logit_diff for r in results),
+            "cases": [asdict(r) for r in results]}
+
+
 def _everything_report(session: Session, model, images: dict, thresholds: Thresholds) -> dict:
     """runtime.everything against segment_anything's SamAutomaticMaskGenerator on one image
     (the first synthetic one, where given), EVERYTHING_SETTINGS; see runtime/everything_parity.py."""
@@ -224,12 +241,15 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
         batch = _batch_report(session, images, thresholds)
         everything = (_everything_report(session, model, images, thresholds) if everything
                       else {"skipped": "not asked for (runtime.parity --skip-everything)"})
+    # After the bundle's session is closed: its models and this one's would add up (vit_h: 2.5 GB).
+    preprocess_encoder = _preprocess_encoder_report(session, model, images, thresholds)
     report = {
         "bundle": str(bundle),
         "checkpoint": str(checkpoint),
         "backend": session.backend.name,
         "thresholds": asdict(thresholds),
-        "passed": all(r.passed for r in results) and batch.get("passed", True) and everything.get("passed", True),
+        "passed": all(r.passed for r in results) and all(section.get("passed", True) for section in
+                                                          (batch, preprocess_encoder, everything)),
         "worst": {
             "mask_iou": min(r.mask_iou for r in results),
             "max_abs_logit_diff": max(r.max_abs_logit_diff for r in results),
@@ -238,6 +258,7 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
         },
         "cases": [asdict(r) for r in results],
         "batch": batch,
+        "preprocess_encoder": preprocess_encoder,
         "everything": everything,
     }
     if out is not None:
@@ -277,13 +298,17 @@ def summary(report: dict) -> str:
         f"  max |score diff| {worst['max_score_diff']:.2e}",
     ]
     batch, everything = report.get("batch", {}), report.get("everything", {})
+    preprocess_encoder = report.get("preprocess_encoder", {})
     lines += _section_line(batch, "batch vs single calls", lambda b: (
         f"worst mask IoU {b['worst_mask_iou']:.5f} (>= {report['thresholds']['min_batch_iou']}), relative logit "
         f"diff {b['max_relative_logit_diff']:.2e}"))
+    lines += _section_line(preprocess_encoder, "encoder_preprocess.onnx vs PyTorch reference", lambda p: (
+        f"{'PASS' if p['passed'] else 'FAIL'} on {p['image']}, worst mask IoU {p['worst_mask_iou']:.5f}, relative "
+        f"logit diff {p['max_relative_logit_diff']:.2e}"))
     lines += _section_line(everything, "segment-everything vs SamAutomaticMaskGenerator", lambda e: (
         f"{'PASS' if e['passed'] else 'FAIL'} on {e['image']}, {e['masks']} masks vs {e['reference_masks']}, "
         f"median IoU {e['median_iou']:.5f}, {e['unexplained']} unmatched away from the thresholds"))
-    for case in report["cases"] + batch.get("cases", []):
+    for case in report["cases"] + batch.get("cases", []) + preprocess_encoder.get("cases", []):
         if not case["passed"]:
             lines.append(f"  failed: {case['image']} / {case['prompt']}: IoU {case['mask_iou']:.4f}, "
                          f"relative logit diff {case['max_relative_logit_diff']:.2e}")

@@ -3,6 +3,9 @@
     python -m runtime.predict BUNDLE IMAGE --point 320,240 [--point 100,80,0] [--box x0,y0,x1,y1] --out overlay.png
 
 A point is X,Y (foreground) or X,Y,LABEL with LABEL 1 (foreground) or 0 (background).
+BUNDLE may also be a bundle's encoder_preprocess.onnx (the encoder AnyLabeling and
+samexporter run). Those clients assume 1024-px models; for a bundle of another size (the
+256-px demo model) this command and runtime.Session are the way to run it.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from .bundle import BundleError, open_bundle
 from .images import load_image
 from .masks import upscale_masks
 from .prompts import batch_prompt_inputs, prompt_inputs
-from .transforms import preprocess
+from .transforms import preprocess, resize_longest_side
 
 MASK_THRESHOLD = 0.0  # logits above this are mask pixels, as in segment_anything
 # Prompt sets per decoder call in predict_batch: the TensorRT profile's maximum
@@ -92,7 +92,10 @@ class Session(Closable):
         self._thread.image = self._encode(load_image(image))
 
     def _encode(self, rgb: np.ndarray) -> _Image:
-        pixels = preprocess(rgb, self.img_size, self.bundle.pixel_mean, self.bundle.pixel_std)
+        if getattr(self.backend, "takes_resized_image", False):
+            pixels = resize_longest_side(rgb, self.img_size).astype(np.float32)
+        else:
+            pixels = preprocess(rgb, self.img_size, self.bundle.pixel_mean, self.bundle.pixel_std)
         return _Image(self.backend.encode(pixels), rgb.shape[:2])
 
     def _current(self) -> _Image:

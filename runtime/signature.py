@@ -33,10 +33,15 @@ def check_encoder(inputs: dict, outputs: dict, where, img_size: int | None) -> t
         raise BundleError(f"{where} takes {sorted(inputs)} and gives {sorted(outputs)}: not a SAM image encoder "
                           f"(one image in, one embedding out); {REBUILD}")
     (image,), (embedding,) = (_static(s) for s in inputs.values()), (_static(s) for s in outputs.values())
-    if len(image) != 4 or image[:2] != (1, 3) or image[2] is None or image[2] != image[3]:
-        raise BundleError(f"{where} takes input of shape {image}, not a [1, 3, S, S] image: not a SAM image "
+    if len(image) == 3 and image[2] == 3:  # encoder_preprocess.onnx: a resized [H, W, 3] image
+        if img_size is None:
+            raise BundleError(f"{where} takes a resized [H, W, 3] image, which says nothing of the model's size: "
+                              "open it inside its bundle (the manifest says), or open the bundle's encoder.onnx")
+    elif len(image) != 4 or image[:2] != (1, 3) or image[2] is None or image[2] != image[3]:
+        raise BundleError(f"{where} takes input of shape {image}, not a [1, 3, S, S] image (nor the resized "
+                          f"[H, W, 3] of encoder_preprocess.onnx): not a SAM image "
                           f"encoder; {REBUILD}")
-    if img_size is not None and image[2] != img_size:
+    elif img_size is not None and image[2] != img_size:
         raise BundleError(f"{where} takes {image[2]} px images but the manifest says img_size {img_size}: the "
                           f"manifest and the encoder do not belong together; {REBUILD}")
     if len(embedding) != 4 or None in embedding:

@@ -62,6 +62,10 @@ def test_quantised_bundles_run_and_report_their_error(tiny_bundle, tmp_path, met
     assert ours.masks.shape == fp32.masks.shape
     assert np.abs(ours.low_res_logits - fp32.low_res_logits).max() > 0  # it really is another model
     assert (out / "encoder.onnx").stat().st_size < (tiny_bundle / "encoder.onnx").stat().st_size
+    # The clients' encoder is the quantised one, with the preprocessing in front.
+    assert manifest["clients"]["preprocess_encoder"] == "encoder_preprocess.onnx"
+    theirs = Session(out / "encoder_preprocess.onnx").predict(image, points=[[20, 20]], labels=[1])
+    np.testing.assert_array_equal(theirs.low_res_logits, ours.low_res_logits)
 
 
 def test_quantising_a_compressed_bundle_keeps_its_checkpoint_reachable(tiny_checkpoint, tmp_path):

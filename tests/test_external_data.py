@@ -27,7 +27,8 @@ from runtime.bundle import open_bundle, sha256_file
 SMALL_THRESHOLD = 16_384  # bytes: every tiny model file (80+ KB of weights) goes over it
 # protobuf's 2 GiB, scaled down like the threshold: what stays inline (tensors under 1 KB) must fit.
 SMALL_LIMIT = SMALL_THRESHOLD * 2**31 // onnx_export.EXTERNAL_DATA_THRESHOLD
-MODEL_FILES = ("encoder.onnx", "decoder.onnx", "decoder_single.onnx", "decoder_batch.onnx")
+MODEL_FILES = ("encoder.onnx", "encoder_preprocess.onnx", "decoder.onnx", "decoder_single.onnx",
+               "decoder_batch.onnx")
 
 
 def _scale_down_protobuf_limit(patch) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from ..bundle import Bundle, BundleError
+from ..bundle import PREPROCESS_ENCODER_FILE, Bundle, BundleError
 from .base import Backend, Closable, ClosedError
 from .ort_backend import OnnxRuntimeBackend
 from .tensorrt_backend import TensorRTBackend
@@ -22,7 +22,10 @@ def _tensorrt_importable() -> bool:
 def make_backend(bundle: Bundle, name: str = "auto", providers=None, device: str = "cpu", low_memory: bool = False):
     """auto: TensorRT when the bundle has engines and tensorrt is installed, else ONNX Runtime."""
     if name == "auto":
-        name = "tensorrt" if bundle.engines and (bundle.encoder is None or _tensorrt_importable()) else "onnxruntime"
+        # Opened by its encoder_preprocess.onnx: the file named is the file run.
+        named_onnx = bundle.encoder is not None and bundle.encoder.name == PREPROCESS_ENCODER_FILE
+        name = ("tensorrt" if bundle.engines and not named_onnx and (bundle.encoder is None or _tensorrt_importable())
+                else "onnxruntime")
     if name == "tensorrt":
         if not bundle.engines:
             raise BundleError(f"{bundle.root} has no TensorRT engines: build them on the device with "

@@ -117,7 +117,10 @@ class OnnxRuntimeBackend(Closable):
             self.batch_decoder = _session(batch_decoder, self.providers, low_memory, coded, cpu_arena)
             check_decoder(_shapes(self.batch_decoder.get_inputs()), _shapes(self.batch_decoder.get_outputs()),
                           batch_decoder, embedding, batch=True)
-        self.img_size = int(self.encoder.get_inputs()[0].shape[-1])
+        image_shape = self.encoder.get_inputs()[0].shape
+        # encoder_preprocess.onnx (export/clients.py) takes the resized image: its size is the manifest's.
+        self.takes_resized_image = len(image_shape) == 3
+        self.img_size = img_size if self.takes_resized_image else int(image_shape[-1])
         self.embedding_size = int(self.encoder.get_outputs()[0].shape[-1])
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
