@@ -37,13 +37,14 @@ OWN_MAPPING_BYTES = 1 << 20
 def return_freed_tensors() -> bool:
     """Have glibc give every block of OWN_MAPPING_BYTES or more its own mapping, unmapped when freed.
 
-    glibc's default threshold moves: after the first large block is freed it rises to that
-    block's size (up to 32 MiB), and blocks under it then come from the heap, where freed
-    tensors stay resident between live ones. An arena-less vit_b encoder run, whose live
-    tensors never exceed 0.26 GiB, so peaked 1.17 GiB above its session; with a fixed 1 MiB
-    threshold it peaks 0.54 GiB above (docs/benchmarks/hyperlinear-deploy.md). The setting is
-    the whole process's (there is no other), which is why only low_memory, asked for on a
-    device where memory is the limit, sets it. False where the C library is not glibc."""
+    glibc's thresholds move: after the first large block is freed, the mapping threshold rises
+    to that block's size (up to 32 MiB) and the heap's trim threshold to twice that, so a run's
+    freed tensors stay resident in the heap between live ones. An arena-less vit_b encoder run,
+    whose live tensors never exceed 0.26 GiB, so peaked 1.17 GiB above its session. A fixed
+    threshold (mallopt) turns that adjustment off: 0.54 GiB above, at the same speed (1, 8 and
+    32 MiB alike; docs/benchmarks/hyperlinear-deploy.md). The setting is the whole process's
+    (there is no other), which is why only low_memory, asked for on a device where memory is
+    the limit, sets it. False where the C library is not glibc."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, OWN_MAPPING_BYTES))
