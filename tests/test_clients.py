@@ -146,7 +146,10 @@ def test_samexporter_cli_draws_the_session_mask(bundle_1024, photo, tmp_path):
         assert iou > 0.98, (encoder, iou)
 
 
-def test_anylabeling_loads_the_bundle_config_and_returns_the_session_mask(bundle_1024, photo):
+def test_anylabeling_loads_the_bundle_config_and_returns_the_session_mask(bundle_1024, photo, monkeypatch):
+    # AnyLabeling turns Pillow's decompression-bomb guard off for the whole process on import
+    # (label_file.py); restored after the test, which runtime.images' own tests rely on.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
     pytest.importorskip("anylabeling", reason="AnyLabeling: bash scripts/setup.sh installs it")
     yaml = pytest.importorskip("yaml")
     QImage = pytest.importorskip("PyQt6.QtGui", reason="Qt's libraries (libEGL, libGL)").QImage
