@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -49,18 +50,20 @@ def child(bundle: Path | None, backend: str, photo: str) -> int:
     return peak_bytes()
 
 
-def in_fresh_process(module: str, arguments: list[str]) -> dict:
-    """The JSON a `python -m module arguments` child prints last: a process whose peak is its own."""
-    result = subprocess.run([sys.executable, "-m", module, *arguments], cwd=REPO, capture_output=True, text=True)
+def in_fresh_process(module: str, arguments: list[str], env: dict | None = None) -> dict:
+    """The JSON a `python -m module arguments` child prints last: a process whose peak is its own.
+    `env`: variables set for the child, beside this process's."""
+    result = subprocess.run([sys.executable, "-m", module, *arguments], cwd=REPO, capture_output=True, text=True,
+                            env=None if env is None else {**os.environ, **env})
     if result.returncode != 0:
         raise RuntimeError(f"{module} child failed: {result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def measure(bundle: Path | None, backend: str = "onnxruntime", photo: str = "astronaut") -> int:
+def measure(bundle: Path | None, backend: str = "onnxruntime", photo: str = "astronaut", env: dict | None = None) -> int:
     """Peak RSS in bytes of a fresh process doing the above (bundle None: the floor)."""
     arguments = ["--backend", backend, "--photo", photo] + (["--floor"] if bundle is None else [str(bundle)])
-    return in_fresh_process("benchmarks.peak_memory", arguments)["peak_rss_bytes"]
+    return in_fresh_process("benchmarks.peak_memory", arguments, env)["peak_rss_bytes"]
 
 
 def measure_all(bundles: dict[str, Path], workers: int = 2) -> dict[str, int]:
@@ -72,7 +75,7 @@ def measure_all(bundles: dict[str, Path], workers: int = 2) -> dict[str, int]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", nargs="?", type=Path)
-    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"))
+    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "openvino", "torch"))
     parser.add_argument("--photo", default="astronaut")
     parser.add_argument("--floor", action="store_true", help="imports and photo only, no model")
     args = parser.parse_args(argv)

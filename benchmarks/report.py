@@ -22,7 +22,7 @@ from runtime.bundle_writer import package_versions
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "benchmarks"
 CACHE = REPO / ".cache" / "benchmarks"  # .cache/ is ignored by git
-PACKAGES = ("torch", "onnxruntime", "onnx", "numpy", "torch-pruning", "segment-anything", "tensorrt")
+PACKAGES = ("torch", "onnxruntime", "openvino", "onnx", "numpy", "torch-pruning", "segment-anything", "tensorrt")
 
 
 class Unmeasurable(Exception):

@@ -33,6 +33,7 @@ FORMS = {
     "ort-memory": Form("benchmarks.ort_memory", "ONNX Runtime's session options and a long-lived Session's memory"),
     "hyperlinear-deploy": Form("benchmarks.hyperlinear_deploy", "Birkhoff ONNX files vs checkpoint; ORT sessions' memory"),
     "prompts-at-scale": Form("benchmarks.prompts_at_scale", "batch decoder vs single calls; segment-everything"),
+    "openvino-cpu": Form("benchmarks.openvino_cpu", "OpenVINO vs ONNX Runtime on the CPU per bundle kind; auto's pick"),
     "session-open": Form("benchmarks.session_open", "what checking a bundle's hashes adds to opening it"),
     "slimsam-size": Form("benchmarks.slimsam_size", "SlimSAM widths, parameters and MACs from vit_b"),
     "slimsam-demo": Form("benchmarks.slimsam_demo", "SlimSAM-50 on the demo model, per stage and importance"),

@@ -273,6 +273,7 @@ def main(argv=None) -> int:
         picture_format = _picture_format(args.overlay) if args.overlay else None
         image = load_image(args.image)
         with Session(args.bundle, backend=args.backend) as session:
+            print(f"backend: {session.backend.name} ({session.backend_choice.reason})")
             records = MaskGenerator(session, **chosen, output_mode=mode).generate(image)
             backend = session.backend.name
     except (ValueError, RuntimeError) as err:  # MaskGeneratorError, ImageError, BundleError, OutputError

@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 from .atomic import atomic_write, check_output_file
 from .backends import BACKENDS
-from .bundle import PREPROCESS_ENCODER_FILE
+from .backends.choice import choose
+from .bundle import PREPROCESS_ENCODER_FILE, open_bundle
 from .everything import MaskGenerator
 from .everything_parity import DEFAULT_SCORE_MARGIN, compare_records
 from .images import load_image
@@ -177,7 +178,7 @@ def compare_batches(session: Session, images: dict[str, np.ndarray], thresholds:
 
 def _batch_report(session: Session, images: dict, thresholds: Thresholds) -> dict:
     """The batch section of a report; skipped (with the reason) where the bundle has no batch decoder."""
-    if session.backend.name == "onnxruntime" and session.backend.batch_decoder is None:
+    if session.backend.name in ("onnxruntime", "openvino") and session.backend.batch_decoder is None:
         return {"skipped": "the bundle has no decoder_batch.onnx (built before samedge made one); rebuild it"}
     results = compare_batches(session, images, thresholds)
     return {"passed": all(r.passed for r in results), "worst_mask_iou": min(r.mask_iou for r in results),
@@ -189,9 +190,10 @@ def _preprocess_encoder_report(session: Session, model, images: dict, thresholds
     """encoder_preprocess.onnx (export/clients.py, for AnyLabeling and samexporter) against the
     reference on the first image, every prompt case, as the bundle's encoder.onnx is."""
     path = session.bundle.root / PREPROCESS_ENCODER_FILE  # `session` is closed: its name and bundle only
-    if session.backend.name != "onnxruntime" or not path.is_file():
-        return {"skipped": f"no {PREPROCESS_ENCODER_FILE} (built before samedge made one)"
-                if session.backend.name == "onnxruntime" else "ONNX Runtime runs it, not " + session.backend.name}
+    # The clients run it on ONNX Runtime: checked there, beside a run of either CPU backend.
+    if session.backend.name not in ("onnxruntime", "openvino") or not path.is_file():
+        return {"skipped": "ONNX Runtime runs it, checked beside a CPU backend's run, not " + session.backend.name
+                if path.is_file() else f"no {PREPROCESS_ENCODER_FILE} (built before samedge made one)"}
     name = next(iter(images))
     with Session(path, backend="onnxruntime", low_memory=True, verify=False) as preprocessing:
         results = compare(preprocessing, model, {name: images[name]}, thresholds)
@@ -204,7 +206,7 @@ def _preprocess_encoder_report(session: Session, model, images: dict, thresholds
 def _everything_report(session: Session, model, images: dict, thresholds: Thresholds) -> dict:
     """runtime.everything against segment_anything's SamAutomaticMaskGenerator on one image
     (the first synthetic one, where given), EVERYTHING_SETTINGS; see runtime/everything_parity.py."""
-    if session.backend.name == "onnxruntime" and session.backend.batch_decoder is None:
+    if session.backend.name in ("onnxruntime", "openvino") and session.backend.batch_decoder is None:
         return {"skipped": "the bundle has no decoder_batch.onnx (built before samedge made one); rebuild it"}
     name = next((n for n in images if n.startswith("shapes")), next(iter(images)))
     image = load_image(images[name])
@@ -229,8 +231,10 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
     thresholds = thresholds or Thresholds()
     if out is not None:
         check_output_file(out)
+    if backend == "auto":  # what Session(bundle) opens here: the backend checked is the one users get
+        backend = choose(open_bundle(bundle, verify=False)).name
     # No ONNX Runtime arenas: between its runs the reference runs, and both peaks would add up.
-    with Session(bundle, backend=backend, low_memory=True) as session:
+    with Session(bundle, backend=backend, low_memory=backend == "onnxruntime") as session:
         checkpoint = checkpoint or session.bundle.checkpoint
         if checkpoint is None:
             raise ValueError(f"parity needs the checkpoint {bundle} was built from; pass --checkpoint")
@@ -322,7 +326,8 @@ def main(argv=None) -> int:
     parser.add_argument("--images", nargs="+", type=Path, help="default: astronaut, coffee, chelsea + 2 synthetic")
     parser.add_argument("--out", type=Path, help="default: BUNDLE/parity.json")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="auto: TensorRT engines when built and tensorrt is installed, else ONNX Runtime")
+                        help="auto: what runtime.Session opens by default here (TensorRT engines when built and "
+                             "tensorrt is installed, else the faster CPU engine for the bundle's kind)")
     parser.add_argument("--min-iou", type=float, default=DEFAULT_MIN_IOU)
     parser.add_argument("--max-relative-logit-error", type=float, default=DEFAULT_MAX_RELATIVE_LOGIT_ERROR)
     parser.add_argument("--min-batch-iou", type=float, default=DEFAULT_MIN_BATCH_IOU,

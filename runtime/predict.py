@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import OutputError, atomic_write, check_output_file
+from .backends import BACKENDS
 from .images import load_image
 from .overlay import draw_overlay
 from .session import Session
@@ -50,6 +51,9 @@ def main(argv=None) -> int:
                         type=lambda t: _numbers(t, (2, 3), "point"), help="X,Y or X,Y,LABEL")
     parser.add_argument("--box", type=lambda t: _numbers(t, (4,), "box"), help="x0,y0,x1,y1")
     parser.add_argument("--single-mask", action="store_true", help="one mask instead of the best of three")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="auto: TensorRT engines when built and tensorrt is installed, else the faster CPU "
+                             "engine for the bundle's kind (printed)")
     parser.add_argument("--out", type=Path, default=Path("overlay.png"),
                         help="the overlay picture; its suffix names the format (.png, .jpg, ...)")
     args = parser.parse_args(argv)
@@ -58,7 +62,8 @@ def main(argv=None) -> int:
     try:
         fmt = image_format(check_output_file(args.out))
         image = load_image(args.image)
-        with Session(args.bundle) as session:
+        with Session(args.bundle, backend=args.backend) as session:
+            print(f"backend: {session.backend.name} ({session.backend_choice.reason})")
             masks, scores, _ = session.predict(image, points=points, labels=labels, box=args.box,
                                                multimask_output=not args.single_mask)
     except (ValueError, RuntimeError) as err:  # ImageError, PromptError, BundleError

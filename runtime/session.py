@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backends import BACKENDS, Backend, Closable, make_backend
+from .backends import BACKENDS, Backend, Choice, Closable, choose, make_backend
 from .bundle import BundleError, open_bundle
 from .images import load_image
 from .masks import upscale_masks
@@ -63,15 +63,22 @@ class Session(Closable):
                  low_memory: bool = False, verify: bool = True):
         """`backend`: a name in runtime.backends.BACKENDS, or a backend object (runtime.backends.base.Backend,
         e.g. an OnnxRuntimeBackend), which then belongs to the Session: closing the Session closes it.
+        auto: TensorRT engines where built and tensorrt is installed, else on the CPU the engine measured
+        faster for this kind of bundle (OpenVINO or ONNX Runtime; runtime/backends/choice.py); the pick
+        and its reason are `backend_choice`.
         `providers`, `device` and `low_memory` configure a backend opened by name. `low_memory`: ONNX
         Runtime returns activation memory after each run instead of keeping it for the next (for small
-        devices, or many sessions in one process).
+        devices, or many sessions in one process); ONNX Runtime's only (auto then opens it).
         `verify`: check the bundle's files against the SHA-256 hashes in its manifest
         (docs/benchmarks/session-open.md has the cost); False skips it."""
         self.bundle = open_bundle(source, verify=False)
         if isinstance(backend, str):
-            self.backend = _open_backend(self.bundle, backend, providers, device, low_memory, verify)
+            # What auto picked and why (runtime.backends.choice), or the name asked for.
+            self.backend_choice = (choose(self.bundle, providers, low_memory) if backend == "auto"
+                                   else Choice(backend, "asked for by name"))
+            self.backend = _open_backend(self.bundle, self.backend_choice.name, providers, device, low_memory, verify)
         else:
+            self.backend_choice = Choice(getattr(backend, "name", type(backend).__name__), "a backend object given")
             _check_backend_object(backend, providers, device, low_memory)
             if verify:
                 self.bundle.verify()

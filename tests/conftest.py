@@ -12,6 +12,7 @@ from compress import seeded_checkpoint
 from compress.demo import DEFAULT_CHECKPOINT as DEMO_CHECKPOINT
 from compress.recipe import parse_recipe
 from export.build import build_bundle
+from runtime.backends.openvino_backend import CACHE_VARIABLE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,6 +52,19 @@ def tiny_birkhoff_bundle(tmp_path_factory, tiny_checkpoint) -> Path:
 @pytest.fixture(scope="session")
 def demo_bundle(tmp_path_factory) -> Path:
     return _bundle(tmp_path_factory, "demo", DEMO_CHECKPOINT)
+
+
+@pytest.fixture(scope="session")
+def demo_birkhoff_bundle(tmp_path_factory) -> Path:
+    return _bundle(tmp_path_factory, "demo-birkhoff", DEMO_CHECKPOINT, parse_recipe("birkhoff"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def openvino_model_cache(tmp_path_factory):
+    """OpenVINO's model cache in the test session's temporary folder, not the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_VARIABLE, str(tmp_path_factory.mktemp("openvino-cache")))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ def _images(count: int) -> list[np.ndarray]:
     return [rng.integers(0, 255, (40 + 3 * i, 64 - 2 * i, 3), dtype=np.uint8) for i in range(count)]
 
 
-def _expected(bundle, images):
-    session = Session(bundle)
+def _expected(bundle, images, backend):
+    session = Session(bundle, backend=backend)
     return [session.predict(image, points=[[10, 12]], labels=[1]) for image in images]
 
 
@@ -29,11 +29,14 @@ def _same(got, want) -> bool:
             and np.allclose(got.low_res_logits, want.low_res_logits, atol=1e-5))
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 @pytest.mark.parametrize("style", ["set_image then predict", "predict(image=...)"])
-def test_threads_sharing_a_session_get_their_own_masks(tiny_bundle, style):
+def test_threads_sharing_a_session_get_their_own_masks(tiny_bundle, style, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino", reason='the cpu extra is not installed (pip install "samedge[cpu]")')
     images = _images(THREADS)
-    expected = _expected(tiny_bundle, images)
-    session = Session(tiny_bundle)
+    expected = _expected(tiny_bundle, images, backend)
+    session = Session(tiny_bundle, backend=backend)
 
     def worker(index: int) -> int:
         wrong = 0

@@ -1,4 +1,4 @@
-"""ONNX Runtime bundles against segment_anything's SamPredictor on the same weights."""
+"""ONNX Runtime bundles (tests/test_openvino.py: OpenVINO's) against segment_anything's SamPredictor on the same weights."""
 
 import json
 import subprocess
@@ -27,7 +27,7 @@ def _assert_every_case_passes(report):
 
 
 def test_tiny_model_parity_on_photos_and_shapes(tiny_bundle, tiny_checkpoint):
-    report = run_parity(tiny_bundle, tiny_checkpoint, show_progress=False)
+    report = run_parity(tiny_bundle, tiny_checkpoint, show_progress=False, backend="onnxruntime")
     _assert_every_case_passes(report)
     assert {c["image"] for c in report["cases"]} == {"astronaut", "coffee", "chelsea", "shapes-0", "shapes-1"}
     assert len({c["prompt"] for c in report["cases"]}) == 6
@@ -36,7 +36,8 @@ def test_tiny_model_parity_on_photos_and_shapes(tiny_bundle, tiny_checkpoint):
 def test_demo_model_parity_on_photos_and_shapes(demo_bundle):
     images = standard_images()
     images.update({f"shapes-extra-{i}": make_sample(np.random.default_rng([11, i])).image for i in range(3)})
-    _assert_every_case_passes(run_parity(demo_bundle, DEMO_CHECKPOINT, images, show_progress=False))
+    _assert_every_case_passes(run_parity(demo_bundle, DEMO_CHECKPOINT, images, show_progress=False,
+                                         backend="onnxruntime"))
 
 
 @pytest.mark.slow
@@ -44,7 +45,8 @@ def test_vit_b_parity_on_photos_and_shapes(vit_b_bundle, vit_b_checkpoint):
     """The full-size architecture (seeded random weights), one encoder run per image and side.
     Segment-everything is compared on the demo model: seeded vit_b's masks all score below
     the thresholds (0 masks either side), in 5 minutes."""
-    report = run_parity(vit_b_bundle, vit_b_checkpoint, show_progress=False, everything=False)
+    report = run_parity(vit_b_bundle, vit_b_checkpoint, show_progress=False, everything=False,
+                        backend="onnxruntime")
     _assert_every_case_passes(report)
     assert report["everything"] == {"skipped": "not asked for (runtime.parity --skip-everything)"}
 
@@ -93,7 +95,7 @@ def test_a_batch_decoder_that_mixes_up_prompt_sets_fails(tiny_bundle):
 
 def test_the_report_checks_segment_everything_against_segment_anything(demo_bundle):
     images = {"shapes-0": make_sample(np.random.default_rng(5)).image}
-    report = run_parity(demo_bundle, DEMO_CHECKPOINT, images, show_progress=False)
+    report = run_parity(demo_bundle, DEMO_CHECKPOINT, images, show_progress=False, backend="onnxruntime")
     everything = report["everything"]
     assert everything["passed"] and everything["reference_masks"] > 0, summary(report)
     assert everything["median_iou"] >= 0.99 and everything["unexplained"] == 0

@@ -2,42 +2,43 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-from ..bundle import PREPROCESS_ENCODER_FILE, Bundle, BundleError
+from ..bundle import Bundle, BundleError
 from .base import Backend, Closable, ClosedError
+from .choice import Choice, choose
 from .ort_backend import OnnxRuntimeBackend
 from .tensorrt_backend import TensorRTBackend
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt", "torch")
 
-__all__ = ["BACKENDS", "Backend", "Closable", "ClosedError", "OnnxRuntimeBackend", "TensorRTBackend",
-           "make_backend"]
-
-
-def _tensorrt_importable() -> bool:
-    return importlib.util.find_spec("tensorrt") is not None
+__all__ = ["BACKENDS", "Backend", "Choice", "Closable", "ClosedError", "OnnxRuntimeBackend", "TensorRTBackend",
+           "choose", "make_backend"]
 
 
 def make_backend(bundle: Bundle, name: str = "auto", providers=None, device: str = "cpu", low_memory: bool = False):
-    """auto: TensorRT when the bundle has engines and tensorrt is installed, else ONNX Runtime."""
+    """The backend `name` for `bundle`; auto: runtime.backends.choice.choose's pick."""
     if name == "auto":
-        # Opened by its encoder_preprocess.onnx: the file named is the file run.
-        named_onnx = bundle.encoder is not None and bundle.encoder.name == PREPROCESS_ENCODER_FILE
-        name = ("tensorrt" if bundle.engines and not named_onnx and (bundle.encoder is None or _tensorrt_importable())
-                else "onnxruntime")
+        name = choose(bundle, providers, low_memory).name
+    if low_memory and name != "onnxruntime":
+        raise ValueError(f"low_memory is ONNX Runtime's mode; the {name} backend has none: "
+                         "use backend='onnxruntime' with it, or leave it out")
     if name == "tensorrt":
         if not bundle.engines:
             raise BundleError(f"{bundle.root} has no TensorRT engines: build them on the device with "
                               f"bash {bundle.root}/tensorrt/build_engines.sh, or build the bundle with "
                               "python -m export.build --target jetson|desktop where tensorrt is installed")
         return TensorRTBackend(*bundle.engines, img_size=bundle.img_size)
+    if name in ("onnxruntime", "openvino") and bundle.encoder is None:
+        raise BundleError(f"{bundle.root} holds TensorRT engines only; {name} needs the bundle's "
+                          "encoder.onnx and decoder.onnx")
     if name == "onnxruntime":
-        if bundle.encoder is None:
-            raise BundleError(f"{bundle.root} holds TensorRT engines only; ONNX Runtime needs the bundle's "
-                              "encoder.onnx and decoder.onnx")
         return OnnxRuntimeBackend(bundle.encoder, bundle.decoder, providers, low_memory, bundle.img_size,
                                   bundle.samedge_nodes, batch_decoder=bundle.batch_decoder)
+    if name == "openvino":
+        # openvino is an extra: imported only here.
+        from .openvino_backend import OpenVINOBackend, default_cache_dir
+
+        return OpenVINOBackend(bundle.encoder, bundle.decoder, bundle.img_size, bundle.batch_decoder,
+                               cache_dir=default_cache_dir())
     if name == "torch":
         # torch is an extra: the ONNX Runtime and TensorRT paths must import without it.
         from .torch_backend import TorchBackend

@@ -7,6 +7,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..bundle import BundleError
+
 DecoderOutputs = tuple[np.ndarray, np.ndarray, np.ndarray]  # masks, iou_predictions, low_res_masks
 BatchDecoderOutputs = tuple[np.ndarray, np.ndarray]  # iou_predictions [N, 4], low_res_masks [N, 4, L, L]
 
@@ -32,6 +34,14 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the models and device memory; a second close does nothing."""
+
+
+def required_batch_decoder(model):
+    """`model`, the backend's decoder_batch.onnx, refused with the fix where the bundle has none."""
+    if model is None:
+        raise BundleError("this bundle has no decoder_batch.onnx (it was built before samedge made one): "
+                          "rebuild it with python -m export.build to predict many prompts per call")
+    return model
 
 
 class ClosedError(RuntimeError):

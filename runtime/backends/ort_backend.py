@@ -26,7 +26,7 @@ import onnxruntime as ort
 from ..bundle import BundleError
 from ..decoded_graph import decode_all, has_samedge_nodes
 from ..signature import check_decoder, check_encoder
-from .base import Closable
+from .base import Closable, required_batch_decoder
 
 
 # glibc's M_MMAP_THRESHOLD (malloc.h) and the size above which a block gets its own mapping.
@@ -133,11 +133,8 @@ class OnnxRuntimeBackend(Closable):
 
     def decode_batch(self, inputs):
         """The batch decoder's inputs -> iou_predictions [N, 4], low_res_masks [N, 4, L, L]."""
-        self._ensure_open()
-        if self.batch_decoder is None:
-            raise BundleError("this bundle has no decoder_batch.onnx (it was built before samedge made one): "
-                              "rebuild it with python -m export.build to predict many prompts per call")
-        iou_predictions, low_res_masks = self._held(self.batch_decoder).run(None, inputs)
+        model = required_batch_decoder(self._held(self.batch_decoder))
+        iou_predictions, low_res_masks = model.run(None, inputs)
         return iou_predictions, low_res_masks
 
     def _release(self) -> None:

@@ -1,0 +1,194 @@
+"""OpenVINO backend (CPU): runs the bundle's ONNX files with Intel's OpenVINO.
+
+OpenVINO reads ONNX itself. It ignores an ONNX file's local functions, so a Birkhoff bundle's
+samedge nodes are converted as the file is read (ONNX frontend conversion extensions): each
+HyperTensor into the constant it decodes to, each HyperLinear into MatMul + Add with its
+weight decoded by plugins/hyperlinear/reference.py, one layer at a time: the same bits the
+ONNX Runtime backend decodes before its session (runtime/decoded_graph.py). The compiled
+model then holds the decoded weights, so a Birkhoff bundle takes dense memory here
+(docs/benchmarks/openvino-cpu.md); ONNX Runtime's low_memory is the mode that keeps the codes.
+
+Compiled in f32: on CPUs with AVX512-BF16 or AMX OpenVINO's CPU plugin computes in bfloat16
+unless told otherwise (the demo encoder's embedding then differs from ONNX Runtime's by 2e-2
+instead of 5e-6), and samedge's parity thresholds are float32's. `precision="bf16"` asks for
+bfloat16 where it is faster and the looser answers are acceptable.
+
+Imported only for backend="openvino" (runtime.backends.make_backend): openvino is an extra.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from pathlib import Path
+
+import numpy as np
+
+from plugins.hyperlinear import reference, spec
+
+from ..bundle import BundleError
+from ..signature import DECODER_INPUTS, DECODER_OUTPUTS, check_decoder, check_encoder
+from .base import Closable, required_batch_decoder
+
+INSTALL = 'pip install "samedge[cpu]" (or pip install openvino)'
+PRECISIONS = ("f32", "bf16")
+CACHE_VARIABLE = "SAMEDGE_OPENVINO_CACHE"
+
+
+def default_cache_dir() -> Path | None:
+    """$SAMEDGE_OPENVINO_CACHE ("off": none), else $XDG_CACHE_HOME/samedge/openvino (~/.cache/...).
+
+    A cached model starts in a fifth of the time (vit_b encoder + decoder: 1.2 s instead of 5.8;
+    docs/benchmarks/openvino-cpu.md), for about the model's size on disk. OpenVINO keys each
+    entry by the file it was compiled from and recompiles a file whose content changed."""
+    setting = os.environ.get(CACHE_VARIABLE)
+    if setting is not None:
+        return None if setting.strip().lower() in ("", "off", "0", "none") else Path(setting)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "samedge" / "openvino"
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError as err:
+        raise BundleError(f"the openvino backend needs OpenVINO: {INSTALL} ({err})") from None
+    return openvino
+
+
+def _constant(context, index: int) -> np.ndarray:
+    node = context.get_input(index).get_node()
+    if node.get_type_name() != "Constant":
+        raise BundleError(f"a samedge {context.get_op_type()} node's input {index} is computed by a "
+                          f"{node.get_type_name()} node, not stored: the file was not written by samedge's exporter; "
+                          "rebuild the bundle with python -m export.build")
+    return node.get_data()
+
+
+def _attributes(context, fields) -> dict:
+    return {name: context.get_attribute(name) for name, _ in fields}
+
+
+def _conversion_extensions(openvino):
+    """OpenVINO's ONNX frontend extensions that decode samedge's nodes as a file is read."""
+    from openvino import opset13 as ops
+    from openvino.frontend.onnx import ConversionExtension
+
+    def hyper_linear(context):
+        weight = reference.decode_linear(_constant(context, 1), _constant(context, 2),
+                                         **_attributes(context, spec.PLUGIN_FIELDS))  # [out, in]
+        product = ops.matmul(context.get_input(0), ops.constant(np.ascontiguousarray(weight.T)), False, False)
+        return [ops.add(product, context.get_input(3)).output(0)]
+
+    def hyper_tensor(context):
+        values = reference.decode_tensor(_constant(context, 0), _constant(context, 1),
+                                         **_attributes(context, spec.TENSOR_ATTRIBUTES))
+        return [ops.constant(values).output(0)]
+
+    return [ConversionExtension(spec.OP_TYPE, spec.DOMAIN, hyper_linear),
+            ConversionExtension(spec.TENSOR_OP_TYPE, spec.DOMAIN, hyper_tensor)]
+
+
+def _shape(port) -> tuple:
+    return tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+
+
+def _name(port) -> str:
+    """The port's name in the ONNX file: OpenVINO gives a tensor every name it had in the graph
+    (an Identity's output among them), and get_any_name may pick any."""
+    names = port.get_names()
+    known = names & set(DECODER_INPUTS + DECODER_OUTPUTS)
+    return min(known or names)
+
+
+def _shapes(ports) -> dict:
+    return {_name(port): _shape(port) for port in ports}
+
+
+class _Model:
+    """One compiled model and a pool of inference requests: a request runs one call at a time,
+    and a Session may be shared by threads."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.inputs = _shapes(compiled.inputs)
+        self.outputs = _shapes(compiled.outputs)
+        self.output_names = [_name(port) for port in compiled.outputs]
+        self._idle = queue.SimpleQueue()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            results = request.infer(feeds)  # copies the outputs out of the request's buffers
+            return [results[name] for name in self.output_names]
+        finally:
+            self._idle.put(request)
+
+
+class OpenVINOBackend(Closable):
+    name = "openvino"
+
+    def __init__(self, encoder: Path, decoder: Path, img_size: int | None = None,
+                 batch_decoder: Path | None = None, precision: str = "f32", threads: int | None = None,
+                 cache_dir: Path | None = None):
+        """`precision`: f32 (the parity thresholds' precision) or bf16 (faster where the CPU has
+        bfloat16 units, answers within bf16's rounding); `threads`: inference threads (None:
+        OpenVINO's choice, the physical cores); `cache_dir`: OpenVINO's compiled-model cache
+        (None: compile at every start; docs/benchmarks/openvino-cpu.md measures both)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: choose one of {PRECISIONS}")
+        openvino = import_openvino()
+        self.core = openvino.Core()
+        for extension in _conversion_extensions(openvino):
+            self.core.add_extension(extension)
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        if threads is not None:
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        if cache_dir is not None:
+            Path(cache_dir).mkdir(parents=True, exist_ok=True)
+            self.config["CACHE_DIR"] = str(cache_dir)
+        self.precision = precision
+        self.encoder = self._compile(encoder)
+        self.decoder = self._compile(decoder)
+        embedding = check_encoder(self.encoder.inputs, self.encoder.outputs, encoder, img_size)
+        check_decoder(self.decoder.inputs, self.decoder.outputs, decoder, embedding)
+        self.batch_decoder = None
+        if batch_decoder is not None:
+            self.batch_decoder = self._compile(batch_decoder)
+            check_decoder(self.batch_decoder.inputs, self.batch_decoder.outputs, batch_decoder, embedding, batch=True)
+        (image_shape,) = self.encoder.inputs.values()
+        # encoder_preprocess.onnx (export/clients.py) takes the resized image: its size is the manifest's.
+        self.takes_resized_image = len(image_shape) == 3
+        self.img_size = img_size if self.takes_resized_image else int(image_shape[-1])
+        self.embedding_size = int(next(iter(self.encoder.outputs.values()))[-1])
+
+    def _compile(self, path: Path) -> _Model:
+        try:
+            # From the path, not a read model: with CACHE_DIR set, a cached model skips reading the file.
+            return _Model(self.core.compile_model(str(path), "CPU", self.config))
+        except BundleError:
+            raise
+        except Exception as err:  # OpenVINO raises RuntimeError and its own types
+            reason = " ".join(str(err).split())[-300:]  # OpenVINO's messages span lines; the cause comes last
+            raise BundleError(f"OpenVINO cannot load {path} ({reason}); the file is corrupt or was not "
+                              "written by samedge: rebuild the bundle") from err
+
+    def encode(self, pixels: np.ndarray) -> np.ndarray:
+        return self._held(self.encoder).run({0: pixels})[0]  # its one input, whatever its name
+
+    def decode(self, inputs):
+        masks, iou_predictions, low_res_masks = self._held(self.decoder).run(inputs)
+        return masks, iou_predictions, low_res_masks
+
+    def decode_batch(self, inputs):
+        """The batch decoder's inputs -> iou_predictions [N, 4], low_res_masks [N, 4, L, L]."""
+        model = required_batch_decoder(self._held(self.batch_decoder))
+        iou_predictions, low_res_masks = model.run(inputs)
+        return iou_predictions, low_res_masks
+
+    def _release(self) -> None:
+        # Runs in flight keep their own reference to the compiled model.
+        self.encoder = self.decoder = self.batch_decoder = None
