@@ -49,9 +49,10 @@ def add_arguments(parser) -> None:
 def _open(engine: str, bundle, cache_dir=None) -> Session:
     opened = open_bundle(bundle, verify=False)
     if engine == "onnxruntime":
-        return Session(bundle, backend="onnxruntime", verify=False)
+        return Session(bundle, backend="onnxruntime", providers=["CPUExecutionProvider"], verify=False)
     backend = OpenVINOBackend(opened.encoder, opened.decoder, opened.img_size, opened.batch_decoder,
-                              precision="bf16" if engine == "openvino-bf16" else "f32", cache_dir=cache_dir)
+                              precision="bf16" if engine == "openvino-bf16" else "f32", cache_dir=cache_dir,
+                              file_hashes=opened.manifest.get("files"))
     return Session(bundle, backend=backend, verify=False)
 
 

@@ -39,8 +39,8 @@ def bundle_for(model_type: str) -> Path:
 
 def opening(bundle: Path, repeats: int) -> dict:
     """Median seconds of each way to open `bundle`, and the bytes its manifest lists."""
-    runs = interleaved({"verified": lambda: Session(bundle, verify=True),
-                        "unverified": lambda: Session(bundle, verify=False),
+    runs = interleaved({"verified": lambda: Session(bundle, backend="onnxruntime", verify=True),
+                        "unverified": lambda: Session(bundle, backend="onnxruntime", verify=False),
                         "hashing": open_bundle(bundle, verify=False).verify}, repeats)
     listed = open_bundle(bundle, verify=False).manifest["files"]
     return {"bytes": sum(info["bytes"] for info in listed.values()),

@@ -88,7 +88,9 @@ def test_tampered_or_incomplete_bundles_are_reported(tmp_path, tiny_checkpoint):
         Session(out)  # hashes are checked when a bundle is opened
     (out / "encoder.onnx").write_bytes(b"garbage")
     with pytest.raises(BundleError, match="ONNX Runtime cannot load"):
-        Session(out, verify=False)
+        Session(out, verify=False, backend="onnxruntime")
+    with pytest.raises(BundleError, match="OpenVINO cannot load"):
+        Session(out, verify=False, backend="openvino")
     (out / "encoder.onnx").unlink()
     with pytest.raises(BundleError, match="encoder.onnx is missing"):
         Session(out)
@@ -118,7 +120,7 @@ def test_encoder_inside_a_bundle_uses_the_bundle_manifest(tiny_bundle):
 def test_no_session_plans_memory_from_its_last_run(tiny_bundle):
     """ORT's memory pattern doubles a long-lived session's peak (docs/benchmarks/ort-memory.md)."""
     for low_memory in (False, True):
-        backend = Session(tiny_bundle, low_memory=low_memory).backend
+        backend = Session(tiny_bundle, backend="onnxruntime", low_memory=low_memory).backend
         for session in (backend.encoder, backend.decoder):
             options = session.get_session_options()
             assert not options.enable_mem_pattern
@@ -127,7 +129,7 @@ def test_no_session_plans_memory_from_its_last_run(tiny_bundle):
 
 def test_low_memory_sessions_answer_exactly_the_same(tiny_bundle):
     image = np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    usual = Session(tiny_bundle).predict(image, points=[[30, 20]], labels=[1])
+    usual = Session(tiny_bundle, backend="onnxruntime").predict(image, points=[[30, 20]], labels=[1])
     lean = Session(tiny_bundle, low_memory=True)
     assert not lean.backend.encoder.get_session_options().enable_cpu_mem_arena
     np.testing.assert_array_equal(lean.predict(image, points=[[30, 20]], labels=[1]).low_res_logits,

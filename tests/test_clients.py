@@ -53,8 +53,9 @@ def photo(tmp_path_factory):
 
 
 def _session_masks(source, image) -> np.ndarray:
-    """All four of decoder.onnx's masks for POINT: [4, H, W] (SAM's single-mask answer first)."""
-    session = Session(source)
+    """All four of decoder.onnx's masks for POINT: [4, H, W] (SAM's single-mask answer first), on
+    ONNX Runtime, which the clients run: the same pixels to the bit."""
+    session = Session(source, backend="onnxruntime")
     session.set_image(image)
     single, multiple = (session.predict(points=[POINT], labels=[1], multimask_output=m).masks for m in (False, True))
     return np.concatenate([single, multiple])
@@ -94,7 +95,9 @@ def test_the_preprocess_encoder_gives_encoder_onnx_embedding(tiny_bundle):
 
 def test_session_runs_either_encoder_alike(tiny_bundle):
     image = np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)
-    by_bundle, by_preprocess = Session(tiny_bundle), Session(tiny_bundle / PREPROCESS_ENCODER_FILE)
+    # Bit for bit on ONNX Runtime (docs/formats.md); tests/test_openvino.py compares OpenVINO's.
+    by_bundle = Session(tiny_bundle, backend="onnxruntime")
+    by_preprocess = Session(tiny_bundle / PREPROCESS_ENCODER_FILE, backend="onnxruntime")
     assert by_bundle.bundle.encoder.name == "encoder.onnx"
     assert by_preprocess.backend.takes_resized_image and by_preprocess.img_size == 64
     for session in (by_bundle, by_preprocess):

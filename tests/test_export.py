@@ -56,7 +56,7 @@ def _official_inputs(session, image_hw, points, labels):
 
 def test_plain_onnxruntime_with_the_official_inputs_gives_session_masks(demo_bundle, photos):
     image = photos["coffee"]  # 400 x 600: a crop different from the export example's
-    session = Session(demo_bundle)
+    session = Session(demo_bundle, backend="onnxruntime")
     session.set_image(image)
     points, labels = [[300.0, 200.0], [120.0, 90.0]], [1, 0]
     ours = session.predict(points=points, labels=labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from runtime import Session
 from runtime.backends import make_backend
+from runtime.backends import choice
 from runtime.backends.choice import bundle_kind, choose
 from runtime.backends.ort_backend import OnnxRuntimeBackend
 from runtime.bundle import Bundle, BundleError, open_bundle
@@ -22,6 +24,12 @@ pytest.importorskip("openvino", reason='the cpu extra is not installed (pip inst
 from runtime.backends.openvino_backend import OpenVINOBackend  # noqa: E402  (after the skip)
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def cpu_only(monkeypatch):
+    """auto's CPU choice, also where onnxruntime-gpu has a GPU (auto would open ONNX Runtime's CUDA there)."""
+    monkeypatch.setattr(choice, "onnxruntime_cuda", lambda: False)
 
 
 def _assert_passes(report):
@@ -61,6 +69,7 @@ def test_auto_picks_onnxruntime_where_it_is_the_engine_that_fits(tiny_bundle):
     quantized = Bundle(Path("q"), Path("q/encoder.onnx"), Path("q/decoder.onnx"),
                        manifest={"quantization": {"method": "int8"}, "model": {"samedge_nodes": False}})
     assert bundle_kind(quantized) == "int8" and choose(quantized).name == "onnxruntime"
+    assert choose(quantized).reason.startswith("int8 bundle on the CPU")
 
 
 def test_without_openvino_auto_opens_onnxruntime_and_asking_for_it_says_how_to_install(tiny_bundle, monkeypatch):
@@ -73,7 +82,7 @@ def test_without_openvino_auto_opens_onnxruntime_and_asking_for_it_says_how_to_i
 
 
 def test_low_memory_is_refused_with_openvino(tiny_bundle):
-    with pytest.raises(ValueError, match="low_memory is ONNX Runtime's mode"):
+    with pytest.raises(ValueError, match="low_memory and providers are ONNX Runtime.s settings"):
         Session(tiny_bundle, backend="openvino", low_memory=True)
 
 
@@ -90,19 +99,35 @@ def test_openvino_answers_like_onnxruntime_on_batches_and_resized_image_encoders
         assert (answer.masks != answers[0].masks).mean() < 1e-3
 
 
-def test_the_model_cache_follows_a_file_changed_in_place(tiny_bundle, tiny_birkhoff_bundle, tmp_path):
-    """OpenVINO keys a cached model by its file: new content at the same path is compiled anew."""
-    folder, cache = tmp_path / "bundle", tmp_path / "cache"
-    folder.mkdir()
+def test_the_model_cache_follows_the_content_not_the_path(tiny_bundle, tiny_birkhoff_bundle, tmp_path):
+    """OpenVINO keys a cached model by path, size and mtime only: samedge gives each content its own
+    folder, so a bundle replaced in place (mtimes kept, as cp -p and rsync -a do) is compiled anew."""
+    place, cache = tmp_path / "bundle", tmp_path / "cache"
     pixels = np.random.default_rng(2).random((1, 3, 64, 64), np.float32)
+    mtime = (tiny_bundle / "encoder.onnx").stat().st_mtime
     for source in (tiny_bundle, tiny_birkhoff_bundle, tiny_bundle):
-        for name in ("encoder.onnx", "decoder.onnx"):
-            shutil.copyfile(source / name, folder / name)
-        with OpenVINOBackend(folder / "encoder.onnx", folder / "decoder.onnx", cache_dir=cache) as cached, \
+        shutil.rmtree(place, ignore_errors=True)
+        shutil.copytree(source, place)
+        for file in place.iterdir():
+            os.utime(file, (mtime, mtime))
+        opened = open_bundle(place)
+        with OpenVINOBackend(opened.encoder, opened.decoder, cache_dir=cache,
+                             file_hashes=opened.manifest["files"]) as cached, \
                 OnnxRuntimeBackend(source / "encoder.onnx", source / "decoder.onnx") as reference:
-            assert cached.img_size == 64
             np.testing.assert_allclose(cached.encode(pixels), reference.encode(pixels), atol=1e-4)
-    assert any(cache.iterdir()), "nothing was cached"
+    assert len(list(cache.iterdir())) == 4, "one folder per encoder and decoder content"
+    assert all(any(folder.iterdir()) for folder in cache.iterdir()), "nothing was cached"
+
+
+def test_a_cache_that_cannot_be_made_costs_speed_not_answers(tiny_bundle, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    opened = open_bundle(tiny_bundle)
+    with pytest.warns(UserWarning, match="cannot be made"):
+        backend = OpenVINOBackend(opened.encoder, opened.decoder, cache_dir=blocker / "cache",
+                                  file_hashes=opened.manifest["files"])
+    with backend:
+        assert backend.encode(np.zeros((1, 3, 64, 64), np.float32)).shape[0] == 1
 
 
 def test_a_corrupt_model_file_gets_a_clear_error(tiny_bundle, tmp_path):
@@ -118,9 +143,16 @@ def test_predict_cli_takes_a_backend_and_prints_what_it_opened(tiny_bundle, tmp_
 
     image = tmp_path / "coffee.png"
     Image.fromarray(photos["coffee"]).save(image)
-    for asked, opened in (("auto", "openvino"), ("onnxruntime", "onnxruntime")):
+    pairs = [("onnxruntime", "onnxruntime")] + ([] if _gpu_onnxruntime() else [("auto", "openvino")])
+    for asked, opened in pairs:
         result = subprocess.run([sys.executable, "-m", "runtime.predict", str(tiny_bundle), str(image), "--point",
                                  "200,150", "--backend", asked, "--out", str(tmp_path / "o.png")],
                                 cwd=REPO, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith(f"backend: {opened} ("), result.stdout
+
+
+def _gpu_onnxruntime() -> bool:
+    """What the CLI's own process sees (this test's patch does not reach it)."""
+    return subprocess.run([sys.executable, "-c", "from runtime.backends.choice import onnxruntime_cuda as c; "
+                           "raise SystemExit(c())"], cwd=REPO).returncode == 1

@@ -85,15 +85,18 @@ def test_a_closed_backend_refuses_work_and_closes_again_quietly(tiny_bundle):
     assert backend.closed and (backend.img_size, backend.embedding_size) == (64, 8)
 
 
-def test_closing_a_session_closes_its_backend_and_frees_the_models(tiny_bundle):
-    with Session(tiny_bundle) as session:
+@pytest.mark.parametrize("backend_name", ["onnxruntime", "openvino"])
+def test_closing_a_session_closes_its_backend_and_frees_the_models(tiny_bundle, backend_name):
+    if backend_name == "openvino":
+        pytest.importorskip("openvino", reason='the cpu extra is not installed (pip install "samedge[cpu]")')
+    with Session(tiny_bundle, backend=backend_name) as session:
         session.set_image(IMAGE)
         assert session.predict(**PROMPTS[0]).masks.shape == (3, 40, 56)
         backend = session.backend
         models = [weakref.ref(backend.encoder), weakref.ref(backend.decoder)]
     gc.collect()
     assert session.closed and backend.closed
-    # The Session and its backend are still referenced here; ONNX Runtime's sessions must be gone.
+    # The Session and its backend are still referenced here; their models must be gone.
     assert [model() for model in models] == [None, None]
     for use in (lambda: session.predict(**PROMPTS[0]), lambda: session.set_image(IMAGE),
                 lambda: session.predict(IMAGE, **PROMPTS[0]), lambda: session.image_embedding):

@@ -18,9 +18,11 @@ def make_backend(bundle: Bundle, name: str = "auto", providers=None, device: str
     """The backend `name` for `bundle`; auto: runtime.backends.choice.choose's pick."""
     if name == "auto":
         name = choose(bundle, providers, low_memory).name
-    if low_memory and name != "onnxruntime":
-        raise ValueError(f"low_memory is ONNX Runtime's mode; the {name} backend has none: "
-                         "use backend='onnxruntime' with it, or leave it out")
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {BACKENDS}")
+    if name == "openvino" and (low_memory or providers):
+        raise ValueError("low_memory and providers are ONNX Runtime's settings; the openvino backend has "
+                         "neither: use backend='onnxruntime' with them, or leave them out")
     if name == "tensorrt":
         if not bundle.engines:
             raise BundleError(f"{bundle.root} has no TensorRT engines: build them on the device with "
@@ -38,7 +40,7 @@ def make_backend(bundle: Bundle, name: str = "auto", providers=None, device: str
         from .openvino_backend import OpenVINOBackend, default_cache_dir
 
         return OpenVINOBackend(bundle.encoder, bundle.decoder, bundle.img_size, bundle.batch_decoder,
-                               cache_dir=default_cache_dir())
+                               cache_dir=default_cache_dir(), file_hashes=bundle.manifest.get("files"))
     if name == "torch":
         # torch is an extra: the ONNX Runtime and TensorRT paths must import without it.
         from .torch_backend import TorchBackend

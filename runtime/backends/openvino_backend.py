@@ -18,16 +18,19 @@ Imported only for backend="openvino" (runtime.backends.make_backend): openvino i
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
 import queue
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from plugins.hyperlinear import reference, spec
 
-from ..bundle import BundleError
-from ..signature import DECODER_INPUTS, DECODER_OUTPUTS, check_decoder, check_encoder
+from ..bundle import BundleError, sha256_file
+from ..signature import BATCH_DECODER_OUTPUTS, DECODER_INPUTS, DECODER_OUTPUTS, check_decoder, check_encoder
 from .base import Closable, required_batch_decoder
 
 INSTALL = 'pip install "samedge[cpu]" (or pip install openvino)'
@@ -38,14 +41,32 @@ CACHE_VARIABLE = "SAMEDGE_OPENVINO_CACHE"
 def default_cache_dir() -> Path | None:
     """$SAMEDGE_OPENVINO_CACHE ("off": none), else $XDG_CACHE_HOME/samedge/openvino (~/.cache/...).
 
-    A cached model starts in a fifth of the time (vit_b encoder + decoder: 1.2 s instead of 5.8;
-    docs/benchmarks/openvino-cpu.md), for about the model's size on disk. OpenVINO keys each
-    entry by the file it was compiled from and recompiles a file whose content changed."""
+    A cached model starts faster, for about the model's size on disk: vit_b 0.90 s instead of 2.83,
+    its Birkhoff bundle 1.06 s instead of 5.47, the decode skipped (docs/benchmarks/openvino-cpu.md). OpenVINO keys an entry by the file's path, size and modification time only, so each
+    model gets a folder of its own named by its content (`cache_key`)."""
     setting = os.environ.get(CACHE_VARIABLE)
     if setting is not None:
         return None if setting.strip().lower() in ("", "off", "0", "none") else Path(setting)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:  # no home directory to be found: no cache unless one is named
+        return None
     return Path(base) / "samedge" / "openvino"
+
+
+def cache_key(sha256: str, data_sha256: str | None = None) -> str:
+    """The cache folder of one model file: its SHA-256 (the manifest's), its external data's, and
+    what decodes its samedge nodes (samedge's version, the spec's) and compiles it (OpenVINO's)."""
+    openvino = import_openvino()
+    text = "\n".join([sha256, data_sha256 or "", package_version(), str(spec.DOMAIN_VERSION), openvino.__version__])
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("samedge")
+    except importlib.metadata.PackageNotFoundError:  # a checkout run without installing it
+        return "checkout"
 
 
 def import_openvino():
@@ -56,10 +77,10 @@ def import_openvino():
     return openvino
 
 
-def _constant(context, index: int) -> np.ndarray:
+def _constant(context, op_type: str, index: int) -> np.ndarray:
     node = context.get_input(index).get_node()
     if node.get_type_name() != "Constant":
-        raise BundleError(f"a samedge {context.get_op_type()} node's input {index} is computed by a "
+        raise BundleError(f"a samedge {op_type} node's input {index} is computed by a "
                           f"{node.get_type_name()} node, not stored: the file was not written by samedge's exporter; "
                           "rebuild the bundle with python -m export.build")
     return node.get_data()
@@ -69,19 +90,33 @@ def _attributes(context, fields) -> dict:
     return {name: context.get_attribute(name) for name, _ in fields}
 
 
-def _conversion_extensions(openvino):
-    """OpenVINO's ONNX frontend extensions that decode samedge's nodes as a file is read."""
+def _conversion_extensions(failures: list):
+    """OpenVINO's ONNX frontend extensions that decode samedge's nodes as a file is read. OpenVINO
+    reports an exception raised in one as its own conversion failure, without the message: each
+    is kept in `failures` too, for the error the backend raises."""
     from openvino import opset13 as ops
     from openvino.frontend.onnx import ConversionExtension
 
+    def kept(convert):
+        def converter(context):
+            try:
+                return convert(context)
+            except Exception as err:
+                failures.append(err)
+                raise
+        return converter
+
+    @kept
     def hyper_linear(context):
-        weight = reference.decode_linear(_constant(context, 1), _constant(context, 2),
+        weight = reference.decode_linear(_constant(context, spec.OP_TYPE, 1), _constant(context, spec.OP_TYPE, 2),
                                          **_attributes(context, spec.PLUGIN_FIELDS))  # [out, in]
         product = ops.matmul(context.get_input(0), ops.constant(np.ascontiguousarray(weight.T)), False, False)
         return [ops.add(product, context.get_input(3)).output(0)]
 
+    @kept
     def hyper_tensor(context):
-        values = reference.decode_tensor(_constant(context, 0), _constant(context, 1),
+        values = reference.decode_tensor(_constant(context, spec.TENSOR_OP_TYPE, 0),
+                                         _constant(context, spec.TENSOR_OP_TYPE, 1),
                                          **_attributes(context, spec.TENSOR_ATTRIBUTES))
         return [ops.constant(values).output(0)]
 
@@ -116,14 +151,15 @@ class _Model:
         self.output_names = [_name(port) for port in compiled.outputs]
         self._idle = queue.SimpleQueue()
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, feeds: dict, outputs=None) -> list[np.ndarray]:
+        """`outputs`: names, in the order wanted (None: the file's order)."""
         try:
             request = self._idle.get_nowait()
         except queue.Empty:
             request = self.compiled.create_infer_request()
         try:
             results = request.infer(feeds)  # copies the outputs out of the request's buffers
-            return [results[name] for name in self.output_names]
+            return [results[name] for name in (outputs or self.output_names)]
         finally:
             self._idle.put(request)
 
@@ -133,23 +169,24 @@ class OpenVINOBackend(Closable):
 
     def __init__(self, encoder: Path, decoder: Path, img_size: int | None = None,
                  batch_decoder: Path | None = None, precision: str = "f32", threads: int | None = None,
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, file_hashes: dict | None = None):
         """`precision`: f32 (the parity thresholds' precision) or bf16 (faster where the CPU has
         bfloat16 units, answers within bf16's rounding); `threads`: inference threads (None:
         OpenVINO's choice, the physical cores); `cache_dir`: OpenVINO's compiled-model cache
-        (None: compile at every start; docs/benchmarks/openvino-cpu.md measures both)."""
+        (None: compile at every start; docs/benchmarks/openvino-cpu.md measures both), used for
+        the files `file_hashes` (a manifest's "files": {name: {"sha256": ...}}) names, the others
+        compiled at every start; `file_hashes` None: hash the files here (what a lone file costs)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: choose one of {PRECISIONS}")
         openvino = import_openvino()
         self.core = openvino.Core()
-        for extension in _conversion_extensions(openvino):
+        self._failures = []  # what the samedge conversion extensions raised
+        for extension in _conversion_extensions(self._failures):
             self.core.add_extension(extension)
         self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
         if threads is not None:
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
-        if cache_dir is not None:
-            Path(cache_dir).mkdir(parents=True, exist_ok=True)
-            self.config["CACHE_DIR"] = str(cache_dir)
+        self.cache_dir, self.file_hashes = cache_dir, file_hashes
         self.precision = precision
         self.encoder = self._compile(encoder)
         self.decoder = self._compile(decoder)
@@ -165,28 +202,55 @@ class OpenVINOBackend(Closable):
         self.img_size = img_size if self.takes_resized_image else int(image_shape[-1])
         self.embedding_size = int(next(iter(self.encoder.outputs.values()))[-1])
 
+    def _cache_folder(self, path: Path) -> Path | None:
+        """This file's folder in the cache (see cache_key), made if need be; None: no cache for it."""
+        if self.cache_dir is None:
+            return None
+        path = Path(path)
+        if self.file_hashes is None:
+            hashes = {p.name: {"sha256": sha256_file(p)} for p in (path, Path(f"{path}.data")) if p.is_file()}
+        else:
+            hashes = self.file_hashes
+        if path.name not in hashes:
+            return None
+        folder = Path(self.cache_dir) / cache_key(hashes[path.name]["sha256"],
+                                                  hashes.get(f"{path.name}.data", {}).get("sha256"))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a read-only home, say: slower starts, the same answers
+            warnings.warn(f"OpenVINO compiles {path.name} at every start: its model cache {folder} cannot be made "
+                          f"({err}); set {CACHE_VARIABLE} to a writable folder, or to off", stacklevel=4)
+            return None
+        return folder
+
     def _compile(self, path: Path) -> _Model:
+        config = dict(self.config)
+        folder = self._cache_folder(path)
+        if folder is not None:
+            config["CACHE_DIR"] = str(folder)
+        del self._failures[:]
         try:
             # From the path, not a read model: with CACHE_DIR set, a cached model skips reading the file.
-            return _Model(self.core.compile_model(str(path), "CPU", self.config))
-        except BundleError:
-            raise
+            return _Model(self.core.compile_model(str(path), "CPU", config))
         except Exception as err:  # OpenVINO raises RuntimeError and its own types
+            if any(isinstance(failure, BundleError) for failure in self._failures):
+                raise next(f for f in self._failures if isinstance(f, BundleError)) from err
             reason = " ".join(str(err).split())[-300:]  # OpenVINO's messages span lines; the cause comes last
-            raise BundleError(f"OpenVINO cannot load {path} ({reason}); the file is corrupt or was not "
-                              "written by samedge: rebuild the bundle") from err
+            raise BundleError(f"OpenVINO cannot load {path} ({reason}). A file that is corrupt or was not written by "
+                              "samedge: rebuild the bundle; an operator this OpenVINO cannot convert: pip install -U "
+                              "openvino, or run the bundle with backend='onnxruntime'") from err
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         return self._held(self.encoder).run({0: pixels})[0]  # its one input, whatever its name
 
     def decode(self, inputs):
-        masks, iou_predictions, low_res_masks = self._held(self.decoder).run(inputs)
+        masks, iou_predictions, low_res_masks = self._held(self.decoder).run(inputs, DECODER_OUTPUTS)
         return masks, iou_predictions, low_res_masks
 
     def decode_batch(self, inputs):
         """The batch decoder's inputs -> iou_predictions [N, 4], low_res_masks [N, 4, L, L]."""
         model = required_batch_decoder(self._held(self.batch_decoder))
-        iou_predictions, low_res_masks = model.run(inputs)
+        iou_predictions, low_res_masks = model.run(inputs, BATCH_DECODER_OUTPUTS)
         return iou_predictions, low_res_masks
 
     def _release(self) -> None:
