@@ -17,6 +17,7 @@ Writes docs/benchmarks/openvino-cpu.md.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import statistics
 
@@ -30,9 +31,10 @@ from runtime.bundle import open_bundle
 
 from . import peak_memory
 from .latency import Runner, interleaved
+from .measure import build_all
 from .plans import demo_plan, vit_b_plan
 from .report import CACHE, DOCS, Page, fmt, table
-from .variants import DEFINITIONS, ORIGINAL, build_variant
+from .variants import DEFINITIONS, ORIGINAL, in_build_order
 
 VARIANTS = (ORIGINAL, "birkhoff-reference", "slimsam-77", "int8", "int4")
 ENGINES = ("onnxruntime", "openvino", "openvino-bf16")
@@ -147,16 +149,8 @@ def measure(args) -> Page:
     results, speed, memory = {}, [], []
     for model in args.models:
         plan = demo_plan(quick=False) if model == "demo" else vit_b_plan(quick=False, work=CACHE)
-        built = {}
-
-        def need(variant):  # a variant's base first (int8 starts from the original)
-            base = DEFINITIONS[variant].base
-            if base and base not in built:
-                need(base)
-            built.setdefault(variant, build_variant(variant, plan.source, CACHE, built))
-
+        built = build_all(dataclasses.replace(plan, variants=in_build_order(args.variants)), CACHE)
         for variant in args.variants:
-            need(variant)
             bundle = built[variant].bundle
             repeats = args.repeats * (10 if model == "demo" else 1)
             r = {"kind": bundle_kind(open_bundle(bundle, verify=False)), **_latency(bundle, image, repeats),

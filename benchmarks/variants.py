@@ -49,6 +49,22 @@ DEFINITIONS = {
 }
 
 
+def in_build_order(variants) -> tuple[str, ...]:
+    """`variants` with each one's base before it (int8 starts from the original), none twice."""
+    ordered: list[str] = []
+
+    def add(variant):
+        base = DEFINITIONS[variant].base
+        if base:
+            add(base)
+        if variant not in ordered:
+            ordered.append(variant)
+
+    for variant in variants:
+        add(variant)
+    return tuple(ordered)
+
+
 def uses_slimsam(variant: str) -> bool:
     definition = DEFINITIONS[variant]
     return ((definition.recipe is not None and definition.recipe.needs_images)

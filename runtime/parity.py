@@ -176,9 +176,15 @@ def compare_batches(session: Session, images: dict[str, np.ndarray], thresholds:
     return results
 
 
+def _lacks_batch_decoder(backend) -> bool:
+    """The ONNX backends hold `batch_decoder`, None where the bundle has no decoder_batch.onnx;
+    TensorRT's decoder engine is the batch decoder, and the torch reference loops."""
+    return getattr(backend, "batch_decoder", "not an ONNX backend") is None
+
+
 def _batch_report(session: Session, images: dict, thresholds: Thresholds) -> dict:
     """The batch section of a report; skipped (with the reason) where the bundle has no batch decoder."""
-    if session.backend.name in ("onnxruntime", "openvino") and session.backend.batch_decoder is None:
+    if _lacks_batch_decoder(session.backend):
         return {"skipped": "the bundle has no decoder_batch.onnx (built before samedge made one); rebuild it"}
     results = compare_batches(session, images, thresholds)
     return {"passed": all(r.passed for r in results), "worst_mask_iou": min(r.mask_iou for r in results),
@@ -206,7 +212,7 @@ def _preprocess_encoder_report(session: Session, model, images: dict, thresholds
 def _everything_report(session: Session, model, images: dict, thresholds: Thresholds) -> dict:
     """runtime.everything against segment_anything's SamAutomaticMaskGenerator on one image
     (the first synthetic one, where given), EVERYTHING_SETTINGS; see runtime/everything_parity.py."""
-    if session.backend.name in ("onnxruntime", "openvino") and session.backend.batch_decoder is None:
+    if _lacks_batch_decoder(session.backend):
         return {"skipped": "the bundle has no decoder_batch.onnx (built before samedge made one); rebuild it"}
     name = next((n for n in images if n.startswith("shapes")), next(iter(images)))
     image = load_image(images[name])

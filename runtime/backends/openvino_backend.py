@@ -42,8 +42,9 @@ def default_cache_dir() -> Path | None:
     """$SAMEDGE_OPENVINO_CACHE ("off": none), else $XDG_CACHE_HOME/samedge/openvino (~/.cache/...).
 
     A cached model starts faster, for about the model's size on disk: vit_b 0.90 s instead of 2.83,
-    its Birkhoff bundle 1.06 s instead of 5.47, the decode skipped (docs/benchmarks/openvino-cpu.md). OpenVINO keys an entry by the file's path, size and modification time only, so each
-    model gets a folder of its own named by its content (`cache_key`)."""
+    its Birkhoff bundle 1.06 s instead of 5.47, the decode skipped (docs/benchmarks/openvino-cpu.md).
+    OpenVINO keys an entry by the file's path, size and modification time only, so each model gets
+    a folder of its own named by its content (`cache_key`)."""
     setting = os.environ.get(CACHE_VARIABLE)
     if setting is not None:
         return None if setting.strip().lower() in ("", "off", "0", "none") else Path(setting)
@@ -233,8 +234,9 @@ class OpenVINOBackend(Closable):
             # From the path, not a read model: with CACHE_DIR set, a cached model skips reading the file.
             return _Model(self.core.compile_model(str(path), "CPU", config))
         except Exception as err:  # OpenVINO raises RuntimeError and its own types
-            if any(isinstance(failure, BundleError) for failure in self._failures):
-                raise next(f for f in self._failures if isinstance(f, BundleError)) from err
+            ours = next((failure for failure in self._failures if isinstance(failure, BundleError)), None)
+            if ours is not None:
+                raise ours from err
             reason = " ".join(str(err).split())[-300:]  # OpenVINO's messages span lines; the cause comes last
             raise BundleError(f"OpenVINO cannot load {path} ({reason}). A file that is corrupt or was not written by "
                               "samedge: rebuild the bundle; an operator this OpenVINO cannot convert: pip install -U "
