@@ -74,7 +74,7 @@ class _Found:
 
 class MaskGenerator:
     """segment_anything's SamAutomaticMaskGenerator on a runtime.Session; the settings mean what
-    they mean there. `generate` leaves the session's current image at the last crop it encoded."""
+    they mean there. `generate` leaves the session's current image as it found it."""
 
     def __init__(self, session: Session, points_per_side: int | None = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
@@ -110,7 +110,8 @@ class MaskGenerator:
         jobs = zip(crops, layers)
         if tqdm is not None and self.show_progress and len(crops) > 1:
             jobs = tqdm(jobs, total=len(crops), desc="everything", unit="crop")
-        found = _Found.concat([self._crop(rgb, crop, layer) for crop, layer in jobs])
+        with self.session.keeping_image():  # each crop is encoded; the caller's image stays current
+            found = _Found.concat([self._crop(rgb, crop, layer) for crop, layer in jobs])
         if len(crops) > 1:  # duplicates between crops: the smaller crop's mask is kept
             x0, y0, x1, y1 = found.crop_boxes.T
             smaller_first = np.float32(1) / ((x1 - x0) * (y1 - y0)).astype(np.float32)

@@ -42,6 +42,9 @@ from .session import Session
 
 DEFAULT_MIN_IOU = 0.99
 DEFAULT_MAX_RELATIVE_LOGIT_ERROR = 1e-3
+# Predicted IoU scores (about 0..1), absolute: float32 engines differ by about 1e-6 (the demo
+# model: 4.8e-7), so 1e-3 leaves room for summation order and flags a broken score head.
+DEFAULT_MAX_SCORE_ERROR = 1e-3
 # predict_batch against single predict calls on the same backend: the same model, so only
 # the upscaling (numpy instead of the official decoder's graph) and summation order differ.
 DEFAULT_MIN_BATCH_IOU = 0.999
@@ -57,6 +60,7 @@ class Thresholds:
     min_batch_iou: float = DEFAULT_MIN_BATCH_IOU
     # segment-everything: how far predicted IoU and stability scores may differ (runtime/everything_parity.py)
     everything_score_margin: float = DEFAULT_SCORE_MARGIN
+    max_score_error: float = DEFAULT_MAX_SCORE_ERROR
 
     def __post_init__(self):
         # A threshold no comparison can meet (IoU 2) or that every one meets (error -1) says nothing.
@@ -67,6 +71,14 @@ class Thresholds:
         if not 0.0 <= self.max_relative_logit_error < float("inf"):
             raise ValueError(f"max relative logit error {self.max_relative_logit_error:g} must be a finite number "
                              f">= 0; e.g. --max-relative-logit-error {DEFAULT_MAX_RELATIVE_LOGIT_ERROR:g}")
+        if not 0.0 <= self.max_score_error < float("inf"):
+            raise ValueError(f"max score error {self.max_score_error:g} must be a finite number >= 0; "
+                             f"e.g. --max-score-error {DEFAULT_MAX_SCORE_ERROR:g}")
+
+    def passes(self, mask_iou: float, relative_logit_diff: float, score_diff: float, min_iou: float) -> bool:
+        """One case's verdict: masks, logits and scores each within their threshold."""
+        return (mask_iou >= min_iou and relative_logit_diff <= self.max_relative_logit_error
+                and score_diff <= self.max_score_error)
 
 
 def standard_images() -> dict[str, np.ndarray]:
@@ -128,11 +140,11 @@ def compare(session: Session, model, images: dict[str, np.ndarray], thresholds: 
             iou = min(mask_iou(a, b) for a, b in zip(ours.masks, ref_masks))
             abs_diff = float(np.abs(ours.low_res_logits - ref_logits).max())
             rel_diff = abs_diff / max(float(np.abs(ref_logits).max()), 1e-6)
+            score_diff = float(np.abs(ours.scores - ref_scores).max())
             results.append(CaseResult(
                 image=image_name, prompt=case["name"], mask_iou=iou,
-                max_abs_logit_diff=abs_diff, max_relative_logit_diff=rel_diff,
-                max_score_diff=float(np.abs(ours.scores - ref_scores).max()),
-                passed=iou >= thresholds.min_mask_iou and rel_diff <= thresholds.max_relative_logit_error,
+                max_abs_logit_diff=abs_diff, max_relative_logit_diff=rel_diff, max_score_diff=score_diff,
+                passed=thresholds.passes(iou, rel_diff, score_diff, thresholds.min_mask_iou),
             ))
         if progress is not None:
             progress.update(1)
@@ -171,8 +183,8 @@ def compare_batches(session: Session, images: dict[str, np.ndarray], thresholds:
                 rel_diffs.append(abs_diffs[-1] / max(float(np.abs(one.low_res_logits).max()), 1e-6))
                 score_diffs.append(float(np.abs(batch.scores[n] - one.scores).max()))
             results.append(CaseResult(image_name, case["name"], min(ious), max(abs_diffs), max(rel_diffs),
-                                      max(score_diffs), min(ious) >= thresholds.min_batch_iou
-                                      and max(rel_diffs) <= thresholds.max_relative_logit_error))
+                                      max(score_diffs), thresholds.passes(min(ious), max(rel_diffs), max(score_diffs),
+                                                                          thresholds.min_batch_iou)))
     return results
 
 
@@ -189,7 +201,7 @@ def _batch_report(session: Session, images: dict, thresholds: Thresholds) -> dic
     results = compare_batches(session, images, thresholds)
     return {"passed": all(r.passed for r in results), "worst_mask_iou": min(r.mask_iou for r in results),
             "max_relative_logit_diff": max(r.max_relative_logit_diff for r in results),
-            "cases": [asdict(r) for r in results]}
+            "max_score_diff": max(r.max_score_diff for r in results), "cases": [asdict(r) for r in results]}
 
 
 def _preprocess_encoder_report(session: Session, model, images: dict, thresholds: Thresholds) -> dict:
@@ -276,6 +288,18 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
     return report
 
 
+def failed_rows(report: dict) -> list[str]:
+    """The rows of a report that failed, as "image / prompt" (cases) or the section's name."""
+    sections = ("batch", "preprocess_encoder", "everything")
+    rows = [f"{case['image']} / {case['prompt']}" for case in report["cases"] if not case["passed"]]
+    for name in sections:
+        section = report.get(name, {})
+        failed = [f"{name}: {case['image']} / {case['prompt']}" for case in section.get("cases", [])
+                  if not case["passed"]]
+        rows += failed or ([name] if section.get("passed") is False else [])
+    return rows
+
+
 def reference_model(bundle, checkpoint):
     """The checkpoint's model, as the checkpoint itself (or the architecture named at build
     time) says, refused before any work when it is not the bundle's architecture."""
@@ -305,7 +329,7 @@ def summary(report: dict) -> str:
         f"  worst mask IoU {worst['mask_iou']:.5f} (>= {report['thresholds']['min_mask_iou']})",
         f"  max |logit diff| {worst['max_abs_logit_diff']:.2e}, relative "
         f"{worst['max_relative_logit_diff']:.2e} (<= {report['thresholds']['max_relative_logit_error']:g})",
-        f"  max |score diff| {worst['max_score_diff']:.2e}",
+        f"  max |score diff| {worst['max_score_diff']:.2e} (<= {report['thresholds']['max_score_error']:g})",
     ]
     batch, everything = report.get("batch", {}), report.get("everything", {})
     preprocess_encoder = report.get("preprocess_encoder", {})
@@ -321,7 +345,8 @@ def summary(report: dict) -> str:
     for case in report["cases"] + batch.get("cases", []) + preprocess_encoder.get("cases", []):
         if not case["passed"]:
             lines.append(f"  failed: {case['image']} / {case['prompt']}: IoU {case['mask_iou']:.4f}, "
-                         f"relative logit diff {case['max_relative_logit_diff']:.2e}")
+                         f"relative logit diff {case['max_relative_logit_diff']:.2e}, "
+                         f"score diff {case['max_score_diff']:.2e}")
     return "\n".join(lines)
 
 
@@ -336,13 +361,16 @@ def main(argv=None) -> int:
                              "tensorrt is installed, else the faster CPU engine for the bundle's kind)")
     parser.add_argument("--min-iou", type=float, default=DEFAULT_MIN_IOU)
     parser.add_argument("--max-relative-logit-error", type=float, default=DEFAULT_MAX_RELATIVE_LOGIT_ERROR)
+    parser.add_argument("--max-score-error", type=float, default=DEFAULT_MAX_SCORE_ERROR,
+                        help="largest |predicted IoU score difference| from the reference")
     parser.add_argument("--min-batch-iou", type=float, default=DEFAULT_MIN_BATCH_IOU,
                         help="predict_batch against single predict calls on the same backend")
     parser.add_argument("--skip-everything", action="store_true",
                         help="leave out the segment-everything comparison (vit_b: 5 minutes on 2 CPU cores)")
     args = parser.parse_args(argv)
     try:
-        thresholds = Thresholds(args.min_iou, args.max_relative_logit_error, args.min_batch_iou)
+        thresholds = Thresholds(args.min_iou, args.max_relative_logit_error, args.min_batch_iou,
+                                max_score_error=args.max_score_error)
         images = None if args.images is None else {str(p): load_image(p) for p in args.images}
         report = run_parity(args.bundle, args.checkpoint, images, thresholds,
                             out=args.out or args.bundle / "parity.json", backend=args.backend,

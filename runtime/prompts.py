@@ -175,10 +175,10 @@ def batch_prompt_inputs(image_hw, img_size, low_res_size, points=None, labels=No
         if labels is None:
             raise PromptError("points need labels [N, P]: 1 for foreground, 0 for background, one per point")
         labels = _finite_array(labels, "labels", "numbers (1 foreground, 0 background)")
-        if labels.size != points.shape[0] * points.shape[1]:
-            raise PromptError(f"points has shape {points.shape} but labels {labels.shape}; give labels [N, P], "
-                              "one per point")
-        labels = labels.reshape(points.shape[:2])
+        if labels.shape != points.shape[:2]:  # reshaping [P, N] or a flat list would pair labels with other points
+            transposed = " (transposed? pass labels.T)" if labels.shape == points.shape[1::-1] else ""
+            raise PromptError(f"points has shape {points.shape} but labels {labels.shape}; give labels of shape "
+                              f"{list(points.shape[:2])} ([N, P]), one per point{transposed}")
         for index, (one_set, one_labels) in enumerate(zip(points, labels)):
             try:
                 check_points(one_set, one_labels, image_hw)

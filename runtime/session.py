@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -84,6 +86,7 @@ class Session(Closable):
                 self.bundle.verify()
             _check_img_size(self.bundle, backend)  # refused, the object is still the caller's to close
             self.backend = backend
+        _warn_failed_parity(self.bundle)
         self.img_size = self.backend.img_size
         # The decoder upscales the embedding grid 4x (256 x 256 for official SAM).
         self.low_res_size = 4 * self.backend.embedding_size
@@ -112,6 +115,16 @@ class Session(Closable):
             raise RuntimeError("no image set in this thread: call set_image(image) first (in the thread that "
                                "predicts), or pass image= to predict")
         return image
+
+    @contextmanager
+    def keeping_image(self):
+        """Inside the block this thread may encode other images (set_image, predict(image=...));
+        on leaving it, the thread's current image is the one it had before (or none again)."""
+        kept = getattr(self._thread, "image", None)
+        try:
+            yield self
+        finally:
+            self._thread.image = kept
 
     @property
     def image_embedding(self) -> np.ndarray:
@@ -177,6 +190,31 @@ class Session(Closable):
                                         "orig_im_size": np.array(image.hw, np.float32)})
                    for n in range(len(prompts["has_mask_input"]))]
         return np.concatenate([a[1] for a in answers]), np.concatenate([a[2] for a in answers])
+
+
+class ParityWarning(UserWarning):
+    """The bundle failed its parity check against the checkpoint when it was built."""
+
+
+_WARNED_PARITY: set[str] = set()  # bundles warned of in this process, once each
+
+
+def _warn_failed_parity(bundle) -> None:
+    """A bundle whose build's parity check failed still opens (a user may accept looser answers),
+    but never in silence: one warning per bundle and process, naming the failed rows."""
+    sections = [("", bundle.manifest.get("parity"))]
+    sections.append(("tensorrt: ", (bundle.manifest.get("tensorrt") or {}).get("parity")))
+    failed = [section for _, section in sections if isinstance(section, dict) and section.get("passed") is False]
+    key = str(bundle.root.resolve())
+    if not failed or key in _WARNED_PARITY:
+        return
+    _WARNED_PARITY.add(key)
+    rows = [prefix + row for prefix, section in sections if isinstance(section, dict)
+            for row in section.get("failed", [])]
+    shown = "; ".join(rows[:6]) + (f"; and {len(rows) - 6} more" if len(rows) > 6 else "") if rows else "see the report"
+    warnings.warn(f"{bundle.root} failed its parity check when it was built ({shown}): its answers differ from "
+                  f"the checkpoint's beyond the thresholds. See {bundle.root}/parity.json; rebuild it, or re-check it "
+                  "with python -m runtime.parity", ParityWarning, stacklevel=3)
 
 
 def _chosen_masks(multimask_output: bool) -> slice:
