@@ -34,6 +34,7 @@ from runtime.parity import Thresholds, failed_rows, run_parity, summary
 from .batch_decoder import export_batch_decoder
 from .clients import write_client_files
 from .onnx_export import coded_tensors, export_decoder, export_encoder
+from .provenance import model_digest, preprocessing_of, stamp_all
 from .tensorrt_build import BUILD_SCRIPT, MAX_POINTS, MAX_PROMPTS, build_engines, prepare_folder, tensorrt_version
 from .tensorrt_onnx import export_tensorrt_inputs
 
@@ -51,7 +52,8 @@ def has_hyper_linear(model) -> bool:
 
 def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str, target: str, root: Path,
               parity: dict | None, compression: dict | None = None, tensorrt: dict | None = None,
-              model_type: str | None = None, samedge_nodes: bool = False, clients: dict | None = None) -> dict:
+              model_type: str | None = None, samedge_nodes: bool = False, clients: dict | None = None,
+              digest: str | None = None) -> dict:
     """The manifest's sections (BundleWriter adds the format stamp, files and versions)."""
     return {
         "target": target,
@@ -69,6 +71,9 @@ def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str,
             # The ONNX files hold samedge HyperLinear / HyperTensor nodes (Birkhoff codes): the
             # ONNX Runtime backend decodes them (runtime/backends/ort_backend.py).
             "samedge_nodes": samedge_nodes,
+            # SHA-256 of the exported weights, also in every ONNX file's metadata (export/provenance.py):
+            # runtime.bundle refuses a file exported from another model.
+            "digest": digest,
         },
         "preprocessing": {
             "img_size": config.img_size,
@@ -137,10 +142,12 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
         # copy of the weights, vit_h's build fits in less memory.
         config, parameters = model.config, parameter_count(model)
         samedge_nodes = has_hyper_linear(model) or bool(coded_tensors(model))
+        digest = model_digest(model)
         del model
         # From the finished encoder.onnx, which it loads whole: after the model is gone (vit_h: 2.5 GB each).
         clients = write_client_files(bundle.root, Path(out).name, config.img_size, config.low_res_size,
                                      config.pixel_mean, config.pixel_std)
+        stamp_all(bundle.root, digest, preprocessing_of(config))  # every ONNX file: which model, which pixels
         # Hashed once: the parity step adds only reports, which are not pinned (vit_h: 2.5 GB twice).
         bundle.pin()
         checkpoint_sha256 = (bundle.files[checkpoint.name]["sha256"] if checkpoint.parent == bundle.root
@@ -148,7 +155,8 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
 
         def write_manifest(report):
             bundle.write_manifest(_manifest(config, parameters, checkpoint, checkpoint_sha256, target, bundle.root,
-                                            report, compression, tensorrt, model_type, samedge_nodes, clients))
+                                            report, compression, tensorrt, model_type, samedge_nodes, clients,
+                                            digest))
 
         report = None
         if run_parity:

@@ -34,6 +34,7 @@ from runtime.bundle_writer import BundleWriter
 from runtime.decoded_graph import decode_tensors
 
 from .clients import write_client_files
+from .provenance import derived_digest, stamp_all
 
 METHODS = ("int8", "int4")
 INT4_BLOCK = 32
@@ -146,6 +147,10 @@ def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
         manifest["precision"] = f"{method} weights ({'per-channel' if method == 'int8' else f'blocks of {INT4_BLOCK}'})"
         manifest["quantization"] = {"method": method, "source_bundle": str(bundle.resolve()),
                                     "weights": weight_error(bundle / ENCODER_FILE, writer.path(ENCODER_FILE), method)}
+        # Its files answer as the quantised model, not the source: they name a model of their own.
+        manifest["model"]["digest"] = derived_digest(manifest["model"]["digest"], f"quantize:{method}")
+        stamp_all(writer.root, manifest["model"]["digest"],
+                  {key: manifest["preprocessing"][key] for key in ("img_size", "pixel_mean", "pixel_std")})
         manifest["parity"] = None  # the fp32 thresholds do not apply to a quantised model
         manifest["tensorrt"] = None
         checkpoint = Path(manifest["model"]["checkpoint"])

@@ -5,14 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import provenance
 from .atomic import ASIDE, stale_leftovers
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "samedge.bundle"
-BUNDLE_FORMAT_VERSION = 1
+# 2: the manifest is sealed (`seal_manifest`) and every ONNX file names the model it was
+# exported from (runtime/provenance.py).
+BUNDLE_FORMAT_VERSION = 2
+SEAL = "integrity"  # the manifest's own digest, and one per field to say which was edited
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 SINGLE_MASK_DECODER_FILE = "decoder_single.onnx"
@@ -38,6 +43,10 @@ DEFAULT_PIXEL_STD = (58.395, 57.12, 57.375)
 
 class BundleError(ValueError):
     """A bundle that cannot be used, with the reason and the fix."""
+
+
+class BundleWarning(UserWarning):
+    """A model opened without what would vouch for it (a lone .onnx file without a manifest)."""
 
 
 @dataclass
@@ -91,6 +100,76 @@ class Bundle:
                                   "verify=False) skips this check at your own risk")
 
 
+def _canonical(value) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _fields(body: dict) -> dict:
+    """The manifest's fields one level into each section ("preprocessing.pixel_mean"), so that a
+    refusal can say which was edited."""
+    fields = {}
+    for key, value in body.items():
+        if isinstance(value, dict) and value:
+            fields.update({f"{key}.{inner}": item for inner, item in value.items()})
+        else:
+            fields[key] = value
+    return fields
+
+
+def _short_digest(value) -> str:
+    return hashlib.sha256(_canonical(value)).hexdigest()[:16]
+
+
+def seal_manifest(manifest: dict) -> dict:
+    """`manifest` with its seal: the SHA-256 of its canonical JSON (the seal left out) and a
+    short digest of each field. The files' hashes are in the manifest, so the seal covers them too."""
+    body = {key: value for key, value in manifest.items() if key != SEAL}
+    return {**body, SEAL: {"sha256": hashlib.sha256(_canonical(body)).hexdigest(),
+                           "fields": {name: _short_digest(value) for name, value in _fields(body).items()}}}
+
+
+def check_seal(manifest: dict, path) -> None:
+    """Refuse a manifest edited after it was written, naming the fields that changed."""
+    seal = manifest.get(SEAL)
+    if not (isinstance(seal, dict) and isinstance(seal.get("sha256"), str) and isinstance(seal.get("fields"), dict)):
+        raise BundleError(f"{path} has no {SEAL!r} seal (or a damaged one): it was edited or not written by "
+                          "samedge; rebuild the bundle with python -m export.build")
+    body = {key: value for key, value in manifest.items() if key != SEAL}
+    if hashlib.sha256(_canonical(body)).hexdigest() == seal["sha256"]:
+        return
+    sealed, now = seal["fields"], _fields(body)
+    changed = [name for name in now if name in sealed and _short_digest(now[name]) != sealed[name]]
+    added = [name for name in now if name not in sealed]
+    removed = [name for name in sealed if name not in now]
+    what = "; ".join(part for part in (
+        f"changed: {', '.join(changed[:6])}" if changed else "", f"added: {', '.join(added[:6])}" if added else "",
+        f"removed: {', '.join(removed[:6])}" if removed else "") if part) or f"its {SEAL!r} record itself"
+    raise BundleError(f"{path} was edited after the bundle was built ({what}): the model files were built and "
+                      "checked for the values it had. Restore the manifest, or rebuild the bundle with python -m "
+                      "export.build for other values")
+
+
+def check_provenance(bundle: "Bundle") -> None:
+    """The ONNX files a Session runs must come from one model, the manifest's, whatever `verify`
+    says (hashes are skipped with verify=False, this is not: it reads a few bytes per file)."""
+    files = [path for path in (bundle.encoder, bundle.decoder, bundle.batch_decoder) if path is not None]
+    expected = bundle.manifest.get("model", {}).get("digest") if bundle.manifest else None
+    digests = {path: provenance.model_digest(path) for path in files}
+    if expected is None:  # a lone encoder.onnx and the decoder beside it
+        known = {digest for digest in digests.values() if digest is not None}
+        if len(known) > 1:
+            raise BundleError(f"{', '.join(p.name for p in files)} in {bundle.root} were exported from different "
+                              "models (their samedge model digests differ): they do not belong together; use the "
+                              "files of one bundle")
+        return
+    for path, digest in digests.items():
+        if digest != expected:
+            found = "carries no samedge model digest" if digest is None else \
+                f"was exported from another model (digest {digest[:12]}..., the manifest's {expected[:12]}...)"
+            raise BundleError(f"{path} {found}: it was copied from another bundle or model. Restore the bundle's "
+                              "own file, or rebuild the bundle with python -m export.build")
+
+
 def sha256_file(path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -99,7 +178,7 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-def _read_manifest(path: Path) -> dict:
+def read_manifest(path: Path) -> dict:
     """The manifest's JSON, with every field the runtime relies on checked."""
     fix = "rebuild the bundle with python -m export.build"
     try:
@@ -111,6 +190,7 @@ def _read_manifest(path: Path) -> dict:
     if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
         raise BundleError(f"bundle format version {manifest.get('format_version')} is not "
                           f"{BUNDLE_FORMAT_VERSION}; rebuild it with this samedge")
+    check_seal(manifest, path)
     for key in ("model", "preprocessing", "files"):
         if not isinstance(manifest.get(key), dict):
             raise BundleError(f"{path} lacks its {key!r} section or it is not an object: the manifest is "
@@ -153,7 +233,7 @@ def open_bundle(source, verify: bool = True) -> Bundle:
         manifest_path = path / MANIFEST
         if not manifest_path.is_file():
             raise BundleError(f"{path} has no {MANIFEST}; is it a bundle made by python -m export.build?")
-        manifest = _read_manifest(manifest_path)
+        manifest = read_manifest(manifest_path)
         preprocessing = manifest["preprocessing"]
         bundle = Bundle(
             root=path,
@@ -165,7 +245,7 @@ def open_bundle(source, verify: bool = True) -> Bundle:
             manifest=manifest,
         )
     elif path.is_file() and path.suffix == ".onnx":
-        bundle = Bundle(root=path.parent, encoder=path, decoder=path.parent / DECODER_FILE)
+        bundle = _lone_model(path)
     elif path.suffix in (".engine", ".plan"):
         return _open_engine(path, verify)
     elif not path.exists():
@@ -180,12 +260,28 @@ def open_bundle(source, verify: bool = True) -> Bundle:
     for part in (bundle.encoder, bundle.decoder):
         if not part.is_file():
             raise BundleError(f"{part} is missing; a bundle needs {ENCODER_FILE} and {DECODER_FILE}")
+    check_provenance(bundle)
     if verify:
         bundle.verify()
     engines = tuple(path / TENSORRT_FOLDER / name for name in ENGINE_FILES) if path.is_dir() else ()
     if engines and all(engine.is_file() for engine in engines):
         bundle.engines = engines
     return bundle
+
+
+def _lone_model(encoder: Path) -> Bundle:
+    """An encoder.onnx outside a bundle, with decoder.onnx beside it: its pre-processing is what the
+    file says it was exported for; a file that does not say gets SAM's, with a warning."""
+    decoder = encoder.parent / DECODER_FILE
+    recorded = provenance.preprocessing(encoder)
+    if recorded is None:
+        warnings.warn(f"{encoder} comes without a manifest and does not say which model it is: SAM's default pixel "
+                      f"statistics (mean {DEFAULT_PIXEL_MEAN}, std {DEFAULT_PIXEL_STD}) are assumed and its pairing "
+                      f"with {decoder.name} is not checked. Open the bundle directory it came from, or export it with "
+                      "python -m export.build", BundleWarning, stacklevel=3)
+        return Bundle(root=encoder.parent, encoder=encoder, decoder=decoder)
+    return Bundle(root=encoder.parent, encoder=encoder, decoder=decoder, img_size=recorded["img_size"],
+                  pixel_mean=tuple(recorded["pixel_mean"]), pixel_std=tuple(recorded["pixel_std"]))
 
 
 def _open_engine(path: Path, verify: bool) -> Bundle:

@@ -30,10 +30,11 @@ import platform
 import shutil
 from pathlib import Path
 
-from .atomic import (ASIDE, PARTIAL, OutputError, check_writable_parent, default_mode, remove, stale_leftovers,
+from .atomic import (ASIDE, PARTIAL, OutputError, atomic_write, check_writable_parent, default_mode, remove, stale_leftovers,
                      temporary_name)
 from .bundle import (ANYLABELING_CONFIG_FILE, BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, GPU_PARITY_FILE, MANIFEST,
-                     PARITY_FILE, UNLISTED_FILES, BundleError, open_bundle, sha256_file)
+                     PARITY_FILE, SEAL, UNLISTED_FILES, BundleError, read_manifest, open_bundle, seal_manifest,
+                     sha256_file)
 
 # Recorded in every manifest: what a bundle's files were made with.
 BUNDLE_PACKAGES = ("samedge", "torch", "onnx", "onnxruntime", "segment-anything", "numpy")
@@ -90,10 +91,22 @@ class BundleWriter:
         manifest copied from another bundle (export.quantize) gets this bundle's stamp."""
         stamp = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_FORMAT_VERSION,
                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        body = {key: value for key, value in manifest.items() if key not in (*stamp, "files", "versions")}
+        body = {key: value for key, value in manifest.items() if key not in (*stamp, "files", "versions", SEAL)}
         files = self.files if self.files is not None else self.pin()
         full = {**stamp, **body, "files": files, "versions": package_versions()}
-        self.path(MANIFEST).write_text(json.dumps(full, indent=2))
+        self.path(MANIFEST).write_text(json.dumps(seal_manifest(full), indent=2))
+
+
+def update_manifest(root, update) -> dict:
+    """Change a finished bundle's manifest: `update(manifest)` edits the dict in place; the result is
+    sealed again and replaces manifest.json atomically. A manifest that fails its seal is refused
+    first (what was edited by hand is not sealed in). Returns the new manifest."""
+    path = Path(root) / MANIFEST
+    manifest = read_manifest(path)
+    update(manifest)
+    sealed = seal_manifest(manifest)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(sealed, indent=2)))
+    return sealed
 
 
 def pinned_files(root: Path) -> dict:
