@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -117,17 +118,34 @@ def _read_file(source) -> Image.Image:
         raise ImageError(f"{name} is not a readable image ({err}); {_UNREADABLE_FIX}") from err
 
 
+class ImageWarning(UserWarning):
+    """An image samedge uses as given, though its values suggest it was meant otherwise."""
+
+
 def _as_uint8(array: np.ndarray) -> np.ndarray:
     if array.dtype == np.uint8:
+        if array.size and int(array.max()) == 1:
+            warnings.warn("uint8 image holding only 0 and 1 (near-black): a mask or 0..1 scaled pixels? Pass "
+                          "array * 255 for black and white pixels; used as given", ImageWarning, stacklevel=4)
         return array
     if array.dtype == np.bool_:  # black and white, as Pillow shows mode "1"
         return array.astype(np.uint8) * 255
     if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # uint16 of either byte order
+        high = int(array.max()) if array.size else 0
+        if array.size and high <= 255:
+            # 8-bit pixels kept in 16 bits (OpenCV's or a converter's doing) would turn almost black
+            # when scaled as 16-bit ones; a true 16-bit image this dark (under 0.4 % of full scale) is rare.
+            raise ImageError(f"uint16 image whose values are all at most {high}: 8-bit pixels in a 16-bit array, "
+                             "or a 16-bit image that is almost black? Pass array.astype(np.uint8) for 8-bit "
+                             "values, or (array / 257).round().astype(np.uint8) to scale 16-bit ones")
         # 16-bit pixels: scale 0..65535 to 0..255, rounded.
         return np.round(array.astype(np.float64) / 257.0).astype(np.uint8)
     if array.dtype.kind in "iu":
         # Other integer types (int64 from np.array(list)): only unambiguous values.
         low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        if low == 0 and high == 1:
+            raise ImageError(f"{array.dtype} image holding only 0 and 1: a mask, or 0..1 scaled pixels? Pass "
+                             "array.astype(bool) for black and white, or (array * 255).astype(np.uint8)")
         if 0 <= low and high <= 255:
             return array.astype(np.uint8)
         if 0 <= low and high <= 65535:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import reprlib
+import warnings
 
 import numpy as np
 
@@ -15,6 +16,20 @@ PADDING_LABEL = -1.0
 
 class PromptError(ValueError):
     """A prompt samedge cannot use, with the reason and the fix."""
+
+
+class PromptWarning(UserWarning):
+    """A prompt samedge answers as given, though its values suggest another convention."""
+
+
+def _warn_if_normalised(coords: np.ndarray, image_hw, what: str) -> None:
+    """Coordinates all within [0, 1] on an image larger than 2x2 look like 0..1 fractions of the
+    image, not pixels: answered as pixels (a point near the corner is legal), with a warning."""
+    height, width = image_hw
+    if max(height, width) > 2 and coords.size and coords.min() >= 0 and coords.max() <= 1:
+        warnings.warn(f"{what} {np.round(coords.reshape(-1, 2), 3).tolist()[:4]} all lie within [0, 1] on a "
+                      f"{width}x{height} image: normalised coordinates? samedge takes XY pixels, e.g. "
+                      f"points * [{width}, {height}]; answered as pixels", PromptWarning, stacklevel=4)
 
 
 # What numpy makes of inputs that are not numbers, in words.
@@ -70,11 +85,15 @@ def check_points(points, labels, image_hw) -> tuple[np.ndarray, np.ndarray]:
     if outside.any():
         first = np.argmax(outside)
         x, y = points[first]
+        swapped = points[:, ::-1]
+        row_col = " ((row, col) order? swap them: points[:, ::-1])" if not (
+            (swapped[:, 0] < 0) | (swapped[:, 0] > width) | (swapped[:, 1] < 0) | (swapped[:, 1] > height)).any() else ""
         raise PromptError(
             f"point {first} ({x:g}, {y:g}) lies outside the {width}x{height} image "
             f"({int(outside.sum())} of {len(points)} points do); points are XY pixel "
-            f"coordinates with 0 <= x <= {width} and 0 <= y <= {height}"
+            f"coordinates with 0 <= x <= {width} and 0 <= y <= {height}{row_col}"
         )
+    _warn_if_normalised(points, image_hw, "points")
     return points, labels
 
 
@@ -92,6 +111,7 @@ def check_box(box, image_hw) -> np.ndarray:
                           "y1 > y0 (for an [x, y, w, h] box pass [x, y, x + w, y + h])")
     if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
         raise PromptError(f"box {box.tolist()} reaches outside the {width}x{height} image; clip it to the image")
+    _warn_if_normalised(box, image_hw, "box")
     return box
 
 
