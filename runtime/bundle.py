@@ -154,7 +154,7 @@ def check_provenance(bundle: "Bundle") -> None:
     says (hashes are skipped with verify=False, this is not: it reads a few bytes per file)."""
     files = [path for path in (bundle.encoder, bundle.decoder, bundle.batch_decoder) if path is not None]
     expected = bundle.manifest.get("model", {}).get("digest") if bundle.manifest else None
-    digests = {path: provenance.model_digest(path) for path in files}
+    digests = {path: provenance.model_digest(_metadata(path)) for path in files}
     if expected is None:  # a lone encoder.onnx and the decoder beside it
         known = {digest for digest in digests.values() if digest is not None}
         if len(known) > 1:
@@ -168,6 +168,14 @@ def check_provenance(bundle: "Bundle") -> None:
                 f"was exported from another model (digest {digest[:12]}..., the manifest's {expected[:12]}...)"
             raise BundleError(f"{path} {found}: it was copied from another bundle or model. Restore the bundle's "
                               "own file, or rebuild the bundle with python -m export.build")
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    try:
+        return provenance.read_metadata(path)
+    except ValueError as err:  # UnicodeDecodeError is one
+        raise BundleError(f"{path} is not a readable ONNX file ({err}): it is damaged or not a model; rebuild the "
+                          "bundle with python -m export.build (or restore the file)") from None
 
 
 def sha256_file(path) -> str:
@@ -273,7 +281,7 @@ def _lone_model(encoder: Path) -> Bundle:
     """An encoder.onnx outside a bundle, with decoder.onnx beside it: its pre-processing is what the
     file says it was exported for; a file that does not say gets SAM's, with a warning."""
     decoder = encoder.parent / DECODER_FILE
-    recorded = provenance.preprocessing(encoder)
+    recorded = provenance.preprocessing(_metadata(encoder))
     if recorded is None:
         warnings.warn(f"{encoder} comes without a manifest and does not say which model it is: SAM's default pixel "
                       f"statistics (mean {DEFAULT_PIXEL_MEAN}, std {DEFAULT_PIXEL_STD}) are assumed and its pairing "

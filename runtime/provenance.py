@@ -60,7 +60,8 @@ def _entries(buffer: bytes) -> dict[str, str]:
 
 
 def read_metadata(path) -> dict[str, str]:
-    """The ONNX file's metadata_props; ValueError where it is not a readable ONNX protobuf."""
+    """The ONNX file's metadata_props; ValueError (UnicodeDecodeError included) where it is not a
+    readable ONNX protobuf."""
     metadata = {}
     with open(path, "rb") as f:
         size = Path(path).stat().st_size
@@ -84,22 +85,12 @@ def read_metadata(path) -> dict[str, str]:
     return metadata
 
 
-def model_digest(path) -> str | None:
-    """The digest of the model `path` was exported from; None for a file without one."""
-    return _read(path).get(MODEL_DIGEST)
+def model_digest(metadata: dict[str, str]) -> str | None:
+    """The digest of the model a file was exported from (its `read_metadata`); None where it has none."""
+    return metadata.get(MODEL_DIGEST)
 
 
-def preprocessing(path) -> dict | None:
-    """{img_size, pixel_mean, pixel_std} the encoder was exported for; None where it does not say."""
-    text = _read(path).get(PREPROCESSING)
+def preprocessing(metadata: dict[str, str]) -> dict | None:
+    """{img_size, pixel_mean, pixel_std} an encoder was exported for; None where it does not say."""
+    text = metadata.get(PREPROCESSING)
     return None if text is None else json.loads(text)
-
-
-def _read(path) -> dict[str, str]:
-    from .bundle import BundleError  # bundle.py imports this module
-
-    try:
-        return read_metadata(path)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BundleError(f"{path} is not a readable ONNX file ({err}): it is damaged or not a model; rebuild the "
-                          "bundle with python -m export.build (or restore the file)") from None
