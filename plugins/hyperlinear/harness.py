@@ -39,6 +39,10 @@ from .spec import MAX_GAINS
 
 SOURCE = Path(__file__).resolve().parent / "hyperlinear_kernel.cu"
 HEADER = SOURCE.with_suffix(".cuh")
+PLUGIN_SOURCE = SOURCE.with_name("hyperlinear_plugin.cpp")
+# The public TensorRT headers the plugin is compiled against where TensorRT is not installed
+# (CI, developers): the versions JetPack 6 and desktops ship.
+TENSORRT_HEADER_VERSIONS = ("10.3", "11.1")
 CI_ARCHS = ("87", "90")  # Jetson Orin, Hopper: the compile-only check where there is no GPU
 DEFAULT_ARCHS = CI_ARCHS  # the former name
 CUDA_ERROR_INVALID_VALUE = 1
@@ -160,11 +164,47 @@ def nvcc_command(output: Path, archs=None, shared: bool = False, ptxas_verbose: 
         command += ["-gencode", f"arch=compute_{arch},code=[sm_{arch},compute_{arch}]"]
     if ptxas_verbose:
         command += ["-Xptxas", "-v"]
-    command += ["-shared", "-Xcompiler", "-fPIC"] if shared else ["-c"]
+    command += ["-shared", "-Xcompiler", "-fPIC"] if shared else ["-c", "-Xcompiler", "-fPIC"]
     command += [str(SOURCE), "-o", str(output)]
     if shared:
         command += ["-Xlinker", str(library), "-Xlinker", f"-rpath={library.parent}"]
     return command
+
+
+def tensorrt_headers_root() -> Path:
+    """Where <version>/include holds TensorRT's public headers: $SAMEDGE_TRT_HEADERS, else the
+    shared/trt-headers folder beside the repository (every developer machine and CI have it),
+    else /tmp/trt-headers (../shared/scripts/trt-headers.sh extracts them there)."""
+    explicit = os.environ.get("SAMEDGE_TRT_HEADERS")
+    if explicit:
+        return Path(explicit)
+    beside = Path(__file__).resolve().parents[3] / "shared" / "trt-headers"
+    return beside if beside.is_dir() else Path("/tmp/trt-headers")
+
+
+def build_plugin_library(tensorrt_include: Path, output: Path, archs=CI_ARCHS,
+                         plugin_source: Path = PLUGIN_SOURCE) -> Path:
+    """The whole plugin library (plugin + kernel, cuBLASLt linked as the kernel's own build links
+    it), as tensorrt/build_engines.sh's CMake build makes it, against TensorRT's headers only:
+    loadLibrary needs no TensorRT symbol from it (getCreators, setLoggerFinder), so it links
+    without TensorRT. -Werror on the plugin's code; TensorRT's headers are -isystem. RuntimeError
+    with nvcc's message where a step fails."""
+    output = Path(output)
+    kernel, plugin = output.with_suffix(".kernel.o"), output.with_suffix(".plugin.o")
+    include, library = find_cublaslt()
+    steps = [
+        nvcc_command(kernel, archs),
+        [find_nvcc(), "-std=c++17", "-O3", "-c", "-Xcompiler", "-fPIC,-fvisibility=hidden,-Wall,-Wextra,-Werror",
+         "-isystem", str(tensorrt_include), f"-I{include}", f"-I{SOURCE.parent}", str(plugin_source),
+         "-o", str(plugin)],
+        [find_nvcc(), "-shared", str(plugin), str(kernel), "-o", str(output), "-Xlinker", str(library),
+         "-Xlinker", f"-rpath={library.parent}"],
+    ]
+    for command in steps:
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command[:1] + command[-3:])} failed:\n{result.stderr[-4000:]}")
+    return output
 
 
 def build(output: Path, archs=None, shared: bool = True, ptxas_verbose: bool = False) -> Path:
