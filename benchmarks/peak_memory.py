@@ -14,7 +14,6 @@ after building vit_b), so ru_maxrss is used only where /proc is missing.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import resource
@@ -26,6 +25,7 @@ from pathlib import Path
 from skimage import data
 
 from runtime import Session
+from runtime.backends import registry
 
 from .report import REPO, proc_field
 
@@ -38,12 +38,12 @@ def peak_bytes() -> int:
 
 
 def child(bundle: Path | None, backend: str, photo: str) -> int:
-    importlib.import_module(backend)  # the backend's library is part of the floor, not of the model
+    registry.backend_class(backend)  # imports the backend's library: part of the floor, not of the model
 
     image = getattr(data, photo)()  # loaded before the model, so it is in the floor too
     if bundle is not None:
         # The CPU provider even where CUDA exists: the figure is the host memory of a CPU deployment.
-        providers = ["CPUExecutionProvider"] if backend == "onnxruntime" else None
+        providers = ["CPUExecutionProvider"] if "providers" in registry.backend_class(backend).takes_options else None
         session = Session(bundle, backend=backend, providers=providers)
         session.set_image(image)
         session.predict(points=[[image.shape[1] / 2, image.shape[0] / 2]], labels=[1])
@@ -75,7 +75,7 @@ def measure_all(bundles: dict[str, Path], workers: int = 2) -> dict[str, int]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("bundle", nargs="?", type=Path)
-    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "openvino", "torch"))
+    parser.add_argument("--backend", default="onnxruntime", choices=registry.names())
     parser.add_argument("--photo", default="astronaut")
     parser.add_argument("--floor", action="store_true", help="imports and photo only, no model")
     args = parser.parse_args(argv)

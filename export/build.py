@@ -124,6 +124,7 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
             step(f"compress ({recipe.name})")
             model, checkpoint, compression = apply(model, recipe, checkpoint, bundle.root)
             bar.update()
+        digest = model_digest(model)  # the weights exported: every ONNX file and engine names them
         step("export encoder")
         export_encoder(model, bundle.path(ENCODER_FILE))
         bar.update()
@@ -135,14 +136,13 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
         tensorrt = None
         if target != "cpu":
             step("tensorrt")
-            tensorrt = _tensorrt_into(bundle.path(TENSORRT_FOLDER), model, target, bundle.path(ENCODER_FILE))
+            tensorrt = _tensorrt_into(bundle.path(TENSORRT_FOLDER), model, target, bundle.path(ENCODER_FILE), digest)
             bar.update()
 
         # Parity loads the checkpoint again beside the ONNX Runtime sessions: without this
         # copy of the weights, vit_h's build fits in less memory.
         config, parameters = model.config, parameter_count(model)
         samedge_nodes = has_hyper_linear(model) or bool(coded_tensors(model))
-        digest = model_digest(model)
         del model
         # From the finished encoder.onnx, which it loads whole: after the model is gone (vit_h: 2.5 GB each).
         clients = write_client_files(bundle.root, Path(out).name, config.img_size, config.low_res_size,
@@ -185,10 +185,11 @@ def _parity_into(work: Path, out: Path, checkpoint: Path, tensorrt: dict | None)
     return report
 
 
-def _tensorrt_into(folder: Path, model, target: str, encoder_onnx: Path) -> dict:
+def _tensorrt_into(folder: Path, model, target: str, encoder_onnx: Path, digest: str) -> dict:
     """The bundle's tensorrt/ folder: ONNX files for TensorRT, build script, engines if we can."""
     plugin = has_hyper_linear(model)
     export_tensorrt_inputs(model, folder, encoder_onnx=encoder_onnx)
+    stamp_all(folder, digest, preprocessing_of(model.config))  # before engines: their record names the model
     low_res_size = model.config.low_res_size
     prepare_folder(folder, target, plugin, low_res_size)
     entry = {"folder": TENSORRT_FOLDER, "build_script": f"{TENSORRT_FOLDER}/{BUILD_SCRIPT}",

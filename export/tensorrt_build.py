@@ -11,7 +11,6 @@ export/tensorrt_onnx.py), one decoder profile for 1..MAX_PROMPTS prompt sets of
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -20,7 +19,8 @@ import subprocess
 from pathlib import Path
 
 from plugins.hyperlinear import spec
-from runtime.backends.tensorrt_backend import ENGINES_INFO, TensorRTError, gpu_description, load_plugin, make_logger
+from runtime.backends.engines_file import record as record_engines
+from runtime.backends.tensorrt_backend import TensorRTError, gpu_description, load_plugin, make_logger
 
 from .tensorrt_onnx import DECODER, ENCODER
 
@@ -118,15 +118,14 @@ def build_script(target: str, plugin: bool, low_res_size: int) -> str:
         lines += [f"{trtexec_command(onnx_name, target, plugin, low_res_size)} | tee {engine}.log",
                   f"mv {engine}.partial {engine}"]
     lines += [
-        "# What the engines are tied to; runtime.Session checks it before loading them.",
+        "# What the engines are tied to, with their hashes, into engines.json and the bundle's manifest;",
+        "# runtime.Session checks them before loading the engines. Needs samedge (its runtime) installed.",
         "version=$(grep -o 'TensorRT version: [0-9.]*' encoder.engine.log | head -1 | cut -d' ' -f3 || true)",
         "capability=$(grep -o 'Compute Capability: [0-9.]*' encoder.engine.log | head -1 | cut -d' ' -f3 || true)",
         "device=$(grep -o 'Selected Device: .*' encoder.engine.log | head -1 | cut -d' ' -f3- || true)",
-        f"cat > {ENGINES_INFO} <<EOF",
-        '{"tensorrt": "${version:-unknown}", "gpu": "${device:-unknown}", '
-        '"compute_capability": "${capability:-unknown}", '
-        f'"max_points": {MAX_POINTS}, "max_prompts": {MAX_PROMPTS}, "built_by": "{BUILD_SCRIPT}"}}',
-        "EOF",
+        '"${PYTHON:-python3}" -m runtime.backends.engines_file . --tensorrt "${version:-unknown}" '
+        '--gpu "${device:-unknown}" --compute-capability "${capability:-unknown}" '
+        f'--max-points {MAX_POINTS} --max-prompts {MAX_PROMPTS} --built-by {BUILD_SCRIPT}',
         'echo "engines built in $(pwd); run the bundle with runtime.Session(BUNDLE, backend=\\"tensorrt\\")"',
     ]
     return "\n".join(lines) + "\n"
@@ -206,7 +205,6 @@ def build_engines(folder: Path, target: str, plugin: bool, low_res_size: int) ->
         partial.write_bytes(bytes(plan))
         os.replace(partial, folder / engine_name)
         cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    info = {"tensorrt": trt.__version__, **gpu_description(), "max_points": MAX_POINTS, "max_prompts": MAX_PROMPTS,
-            "built_by": "export.build"}
-    (folder / ENGINES_INFO).write_text(json.dumps(info, indent=2))
-    return info
+    # engines.json with the engines' hashes; export.build puts the record into the manifest it writes.
+    return record_engines(folder, {"tensorrt": trt.__version__, **gpu_description(), "max_points": MAX_POINTS,
+                                   "max_prompts": MAX_PROMPTS, "built_by": "export.build"})

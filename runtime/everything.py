@@ -28,7 +28,7 @@ import numpy as np
 from . import amg
 from .amg import MaskGeneratorError
 from .atomic import OutputError, atomic_write, check_output_file
-from .backends import BACKENDS
+from .backends import registry
 from .images import load_image
 from .mask_overlay import draw_masks
 from .masks import upscale_masks
@@ -257,7 +257,7 @@ def main(argv=None) -> int:
     parser.add_argument("image", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="the records, as JSON (written atomically)")
     parser.add_argument("--overlay", type=Path, help="a picture of every mask, one colour each (.png, .jpg, ...)")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+    parser.add_argument("--backend", choices=registry.choices(), default="auto",
                         help="auto: as runtime.Session opens by default (TensorRT engines, else the faster CPU engine)")
     settings = inspect.signature(MaskGenerator).parameters
     numeric = [p for p in settings.values() if type(p.default) in (int, float)]

@@ -31,8 +31,7 @@ from skimage import data
 from tqdm import tqdm
 
 from .atomic import atomic_write, check_output_file
-from .backends import BACKENDS
-from .backends.choice import choose
+from .backends import abilities, registry
 from .bundle import PREPROCESS_ENCODER_FILE, open_bundle
 from .everything import MaskGenerator
 from .everything_parity import DEFAULT_SCORE_MARGIN, compare_records
@@ -189,9 +188,9 @@ def compare_batches(session: Session, images: dict[str, np.ndarray], thresholds:
 
 
 def _lacks_batch_decoder(backend) -> bool:
-    """The ONNX backends hold `batch_decoder`, None where the bundle has no decoder_batch.onnx;
-    TensorRT's decoder engine is the batch decoder, and the torch reference loops."""
-    return getattr(backend, "batch_decoder", "not an ONNX backend") is None
+    """An ONNX bundle built before decoder_batch.onnx (TensorRT's decoder engine is the batch decoder,
+    and the torch reference loops over single calls)."""
+    return abilities(backend).batch_decoding == "missing"
 
 
 def _batch_report(session: Session, images: dict, thresholds: Thresholds) -> dict:
@@ -209,7 +208,7 @@ def _preprocess_encoder_report(session: Session, model, images: dict, thresholds
     reference on the first image, every prompt case, as the bundle's encoder.onnx is."""
     path = session.bundle.root / PREPROCESS_ENCODER_FILE  # `session` is closed: its name and bundle only
     # The clients run it on ONNX Runtime: checked there, beside a run of either CPU backend.
-    if session.backend.name not in ("onnxruntime", "openvino") or not path.is_file():
+    if not session.abilities.reads_onnx_files or not path.is_file():
         return {"skipped": "ONNX Runtime runs it, checked beside a CPU backend's run, not " + session.backend.name
                 if path.is_file() else f"no {PREPROCESS_ENCODER_FILE} (built before samedge made one)"}
     name = next(iter(images))
@@ -249,8 +248,8 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
     thresholds = thresholds or Thresholds()
     if out is not None:
         check_output_file(out)
-    if backend == "auto":  # what Session(bundle) opens here: the backend checked is the one users get
-        backend = choose(open_bundle(bundle, verify=False)).name
+    # auto: what Session(bundle) opens here, so the backend checked is the one users get.
+    backend = registry.resolve(open_bundle(bundle, verify=False), backend).name
     # No ONNX Runtime arenas: between its runs the reference runs, and both peaks would add up.
     with Session(bundle, backend=backend, low_memory=backend == "onnxruntime") as session:
         checkpoint = checkpoint or session.bundle.checkpoint
@@ -356,7 +355,7 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", type=Path, help="default: the one named in the bundle's manifest")
     parser.add_argument("--images", nargs="+", type=Path, help="default: astronaut, coffee, chelsea + 2 synthetic")
     parser.add_argument("--out", type=Path, help="default: BUNDLE/parity.json")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+    parser.add_argument("--backend", choices=registry.choices(), default="auto",
                         help="auto: what runtime.Session opens by default here (TensorRT engines when built and "
                              "tensorrt is installed, else the faster CPU engine for the bundle's kind)")
     parser.add_argument("--min-iou", type=float, default=DEFAULT_MIN_IOU)

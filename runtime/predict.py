@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import OutputError, atomic_write, check_output_file
-from .backends import BACKENDS
+from .backends import registry
 from .images import load_image
 from .overlay import draw_overlay
 from .session import Session
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
                         type=lambda t: _numbers(t, (2, 3), "point"), help="X,Y or X,Y,LABEL")
     parser.add_argument("--box", type=lambda t: _numbers(t, (4,), "box"), help="x0,y0,x1,y1")
     parser.add_argument("--single-mask", action="store_true", help="one mask instead of the best of three")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+    parser.add_argument("--backend", choices=registry.choices(), default="auto",
                         help="auto: TensorRT engines when built and tensorrt is installed, else the faster CPU "
                              "engine for the bundle's kind (printed)")
     parser.add_argument("--out", type=Path, default=Path("overlay.png"),

@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .backends import BACKENDS, Backend, Choice, Closable, choose, make_backend
+from .backends import Backend, BackendOptions, Choice, Closable, abilities, registry
+from .backends.base import required_batch_decoder
 from .bundle import BundleError, open_bundle
 from .images import load_image
 from .masks import upscale_masks
@@ -63,22 +64,24 @@ class Session(Closable):
 
     def __init__(self, source, backend: str | Backend = "auto", providers=None, device: str = "cpu",
                  low_memory: bool = False, verify: bool = True):
-        """`backend`: a name in runtime.backends.BACKENDS, or a backend object (runtime.backends.base.Backend,
-        e.g. an OnnxRuntimeBackend), which then belongs to the Session: closing the Session closes it.
+        """`backend`: a registered name (runtime.backends.registry.choices()), or a backend object
+        (runtime.backends.base.Backend, e.g. an OnnxRuntimeBackend), which then belongs to the Session:
+        closing the Session closes it.
         auto: TensorRT engines where built and tensorrt is installed, else on the CPU the engine measured
         faster for this kind of bundle (OpenVINO or ONNX Runtime; runtime/backends/choice.py); the pick
         and its reason are `backend_choice`.
         `providers`, `device` and `low_memory` configure a backend opened by name. `low_memory`: ONNX
         Runtime returns activation memory after each run instead of keeping it for the next (for small
         devices, or many sessions in one process); ONNX Runtime's only (auto then opens it).
-        `verify`: check the bundle's files against the SHA-256 hashes in its manifest
-        (docs/benchmarks/session-open.md has the cost); False skips it."""
+        `verify`: check the bundle's files (and TensorRT engines) against the SHA-256 hashes recorded
+        for them (docs/benchmarks/session-open.md has the cost); False skips that. The manifest's seal
+        and the files' provenance (which model each ONNX file comes from) are checked either way."""
         self.bundle = open_bundle(source, verify=False)
         if isinstance(backend, str):
             # What auto picked and why (runtime.backends.choice), or the name asked for.
-            self.backend_choice = (choose(self.bundle, providers, low_memory) if backend == "auto"
-                                   else Choice(backend, "asked for by name"))
-            self.backend = _open_backend(self.bundle, self.backend_choice.name, providers, device, low_memory, verify)
+            self.backend_choice = registry.resolve(self.bundle, backend, providers, low_memory)
+            options = BackendOptions(None if providers is None else tuple(providers), device, low_memory)
+            self.backend = _open_backend(self.bundle, self.backend_choice, options, verify)
         else:
             self.backend_choice = Choice(getattr(backend, "name", type(backend).__name__), "a backend object given")
             _check_backend_object(backend, providers, device, low_memory)
@@ -86,6 +89,7 @@ class Session(Closable):
                 self.bundle.verify()
             _check_img_size(self.bundle, backend)  # refused, the object is still the caller's to close
             self.backend = backend
+        self.abilities = abilities(self.backend)
         _warn_failed_parity(self.bundle)
         self.img_size = self.backend.img_size
         # The decoder upscales the embedding grid 4x (256 x 256 for official SAM).
@@ -102,7 +106,7 @@ class Session(Closable):
         self._thread.image = self._encode(load_image(image))
 
     def _encode(self, rgb: np.ndarray) -> _Image:
-        if getattr(self.backend, "takes_resized_image", False):
+        if self.abilities.takes_resized_image:
             pixels = resize_longest_side(rgb, self.img_size).astype(np.float32)
         else:
             pixels = preprocess(rgb, self.img_size, self.bundle.pixel_mean, self.bundle.pixel_std)
@@ -167,7 +171,7 @@ class Session(Closable):
         current, prompts = self._prompted(image, lambda hw: batch_prompt_inputs(
             hw, self.img_size, self.low_res_size, points, labels, boxes, mask_input))
         count = len(prompts["has_mask_input"])
-        step = min(PROMPTS_PER_CALL, getattr(self.backend, "max_prompts", PROMPTS_PER_CALL))
+        step = min(PROMPTS_PER_CALL, self.abilities.max_prompts or PROMPTS_PER_CALL)
         answers = [self._decode_batch(current, {name: value[start:start + step] for name, value in prompts.items()})
                    for start in range(0, count, step)]
         chosen = _chosen_masks(multimask_output)
@@ -181,9 +185,10 @@ class Session(Closable):
 
     def _decode_batch(self, image: _Image, prompts: dict) -> tuple[np.ndarray, np.ndarray]:
         """iou_predictions [n, 4] and low_res_masks [n, 4, L, L] for up to PROMPTS_PER_CALL sets."""
-        decode_batch = getattr(self.backend, "decode_batch", None)
-        if decode_batch is not None:
-            return decode_batch({"image_embeddings": image.embedding, **prompts})
+        if self.abilities.batch_decoding == "missing":
+            required_batch_decoder(None)  # refused, with the fix
+        if self.abilities.batch_decoding == "native":
+            return self.backend.decode_batch({"image_embeddings": image.embedding, **prompts})
         # A backend without a batch decoder (the torch reference, a user's object): one call per set.
         answers = [self.backend.decode({"image_embeddings": image.embedding,
                                         **{name: value[n:n + 1] for name, value in prompts.items()},
@@ -222,14 +227,15 @@ def _chosen_masks(multimask_output: bool) -> slice:
     return slice(1, None) if multimask_output else slice(0, 1)
 
 
-def _open_backend(bundle, name: str, providers, device: str, low_memory: bool, verify: bool) -> Backend:
-    """The named backend for `bundle`, its files' hashes checked meanwhile when `verify`."""
+def _open_backend(bundle, choice: Choice, options: BackendOptions, verify: bool) -> Backend:
+    """The chosen backend for `bundle`, its files' hashes checked meanwhile when `verify`."""
     # Hashing (hashlib) and loading the models (the backend) both release the GIL:
     # done side by side, the check costs little more than the longer of the two.
+    backend_class = registry.backend_class(choice.name)
     with ThreadPoolExecutor(1) as pool:
-        verified = pool.submit(bundle.verify if verify else lambda: None)
+        verified = pool.submit(backend_class.verify_files if verify else lambda bundle: None, bundle)
         try:
-            backend = make_backend(bundle, name, providers, device, low_memory)
+            backend = registry.open_backend(bundle, choice, options)
         except Exception:
             verified.result()  # a file that fails its hash explains the failure best
             raise
@@ -251,7 +257,7 @@ def _check_img_size(bundle, backend) -> None:
 
 def _check_backend_object(backend, providers, device: str, low_memory: bool) -> None:
     if not isinstance(backend, Backend):
-        raise TypeError(f"backend must be one of {BACKENDS} or a backend object with name, img_size, "
+        raise TypeError(f"backend must be one of {registry.choices()} or a backend object with name, img_size, "
                         "embedding_size, encode, decode and close (runtime.backends.base.Backend); got "
                         f"{type(backend).__name__}")
     if providers is not None or device != "cpu" or low_memory:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from PIL import Image
@@ -23,7 +24,7 @@ from compress import ARCHITECTURES, build_sam, save_checkpoint
 from compress.recipe import parse_recipe
 from export.build import build_bundle
 from runtime import Session
-from runtime.bundle import ANYLABELING_CONFIG_FILE, MANIFEST, PREPROCESS_ENCODER_FILE, BundleError
+from runtime.bundle import ANYLABELING_CONFIG_FILE, MANIFEST, PREPROCESS_ENCODER_FILE, BundleError, BundleWarning
 from runtime.transforms import preprocess, resize_longest_side
 
 
@@ -109,9 +110,18 @@ def test_session_runs_either_encoder_alike(tiny_bundle):
 
 
 def test_a_lone_preprocess_encoder_names_what_it_lacks(tiny_bundle, tmp_path):
+    """It says its size itself (runtime/provenance.py); one that does not is refused."""
     (tmp_path / "encoder.onnx").write_bytes((tiny_bundle / PREPROCESS_ENCODER_FILE).read_bytes())
     (tmp_path / "decoder.onnx").write_bytes((tiny_bundle / "decoder.onnx").read_bytes())
-    with pytest.raises(BundleError, match="resized .H, W, 3. image.*open it inside its bundle"):
+    with Session(tmp_path / "encoder.onnx", backend="onnxruntime") as lone, \
+            Session(tiny_bundle, backend="onnxruntime") as bundled:
+        image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+        np.testing.assert_array_equal(lone.predict(image, points=[[30, 20]], labels=[1]).low_res_logits,
+                                      bundled.predict(image, points=[[30, 20]], labels=[1]).low_res_logits)
+    model = onnx.load(str(tmp_path / "encoder.onnx"))
+    del model.metadata_props[:]
+    onnx.save(model, str(tmp_path / "encoder.onnx"))
+    with pytest.warns(BundleWarning), pytest.raises(BundleError, match="resized .H, W, 3. image.*open it inside its bundle"):
         Session(tmp_path / "encoder.onnx")
 
 

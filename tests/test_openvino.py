@@ -16,7 +16,7 @@ from runtime.backends import make_backend
 from runtime.backends import choice
 from runtime.backends.choice import bundle_kind, choose
 from runtime.backends.ort_backend import OnnxRuntimeBackend
-from runtime.bundle import Bundle, BundleError, open_bundle
+from runtime.bundle import Bundle, BundleError, BundleWarning, open_bundle
 from runtime.parity import run_parity, standard_images, summary
 from tests.conftest import DEMO_CHECKPOINT
 
@@ -82,7 +82,7 @@ def test_without_openvino_auto_opens_onnxruntime_and_asking_for_it_says_how_to_i
 
 
 def test_low_memory_is_refused_with_openvino(tiny_bundle):
-    with pytest.raises(ValueError, match="low_memory and providers are ONNX Runtime.s settings"):
+    with pytest.raises(ValueError, match="low_memory: not an option of the openvino backend.*ONNX Runtime.s"):
         Session(tiny_bundle, backend="openvino", low_memory=True)
 
 
@@ -133,9 +133,15 @@ def test_a_cache_that_cannot_be_made_costs_speed_not_answers(tiny_bundle, tmp_pa
 def test_a_corrupt_model_file_gets_a_clear_error(tiny_bundle, tmp_path):
     for name in ("encoder.onnx", "decoder.onnx"):
         shutil.copyfile(tiny_bundle / name, tmp_path / name)
-    (tmp_path / "encoder.onnx").write_bytes(b"not a model at all")
+    (tmp_path / "encoder.onnx").write_bytes(b"not a model at all")  # refused before OpenVINO reads it
+    with pytest.raises(BundleError, match="encoder.onnx is not a readable ONNX file"):
+        open_bundle(tmp_path / "encoder.onnx", verify=False)
+    # A graph field (7) of garbage: the provenance reader skips it, OpenVINO's parser must not.
+    (tmp_path / "encoder.onnx").write_bytes(b"\x3a\x05" + b"\xff" * 5)
+    with pytest.warns(BundleWarning, match="does not say which model it is"):
+        bundle = open_bundle(tmp_path / "encoder.onnx", verify=False)
     with pytest.raises(BundleError, match="OpenVINO cannot load .*rebuild the bundle"):
-        make_backend(open_bundle(tmp_path / "encoder.onnx", verify=False), "openvino")
+        make_backend(bundle, "openvino")
 
 
 def test_predict_cli_takes_a_backend_and_prints_what_it_opened(tiny_bundle, tmp_path, photos):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+from pathlib import Path
 import subprocess
 from enum import IntEnum
 
@@ -28,8 +30,9 @@ from export import tensorrt_build, tensorrt_onnx
 from export.onnx_export import decoder_dummy_inputs
 from export.tensorrt_build import MAX_POINTS, MAX_PROMPTS, PROFILE, build_script, find_nvcc, prepare_folder
 from runtime import Session
+from runtime.backends import engines_file, tensorrt_backend
 from runtime.backends.tensorrt_backend import TensorRTError, check_cuda, check_engine_info
-from runtime.bundle import BundleError
+from runtime.bundle import BundleError, open_bundle, sha256_file
 from runtime.masks import upscale_masks
 from runtime.parity import Thresholds
 from runtime.signature import BATCH_DECODER_INPUTS, BATCH_DECODER_OUTPUTS
@@ -227,6 +230,7 @@ def test_tensorrt_backend_without_tensorrt_says_what_to_install(tmp_path, tiny_b
     engines.mkdir()
     for name in ("encoder.engine", "decoder.engine"):
         (engines / name).write_bytes(b"not a plan")
+    engines_file.record(engines, {"tensorrt": "10.3.0", "compute_capability": "8.7"})
     with pytest.raises(TensorRTError, match="pip install tensorrt"):
         Session(engines / "encoder.engine")
 
@@ -241,10 +245,84 @@ def test_engine_paths_are_checked_before_tensorrt_is_needed(tmp_path):
 
 
 def test_engines_from_another_tensorrt_version_are_refused_with_the_fix(tmp_path):
-    (tmp_path / "engines.json").write_text(json.dumps({"tensorrt": "10.3.0", "compute_capability": "unknown"}))
-    check_engine_info(tmp_path, "10.3.0.30")  # same version, longer build number: fine
+    info = {"tensorrt": "10.3.0", "compute_capability": "unknown"}
+    check_engine_info(tmp_path, info, "10.3.0.30")  # same version, longer build number: fine
     with pytest.raises(TensorRTError, match="built with TensorRT 10.3.0.*11.1.0.*build_engines.sh"):
-        check_engine_info(tmp_path, "11.1.0")
+        check_engine_info(tmp_path, info, "11.1.0")
+
+
+def _engines_in(bundle: Path) -> Path:
+    """Engine files (any bytes: these checks run before TensorRT reads them) in a bundle's tensorrt/."""
+    folder = bundle / "tensorrt"
+    folder.mkdir(exist_ok=True)
+    for name, source in (("encoder.engine", "encoder.onnx"), ("decoder.engine", "decoder_batch.onnx")):
+        (folder / name).write_bytes(b"plan of " + name.encode())
+        shutil.copy(bundle / source, folder / engines_file.ENGINE_SOURCES[name])  # what they were built from
+    return folder
+
+
+def test_engines_without_their_record_are_refused(tmp_path, tiny_bundle):
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    folder = _engines_in(bundle)
+    with pytest.raises(BundleError, match="has engines but no engines.json.*build_engines.sh"):
+        Session(bundle, backend="tensorrt")
+    (folder / "engines.json").write_text(json.dumps({"tensorrt": "10.3.0"}))  # an older samedge's: no hashes
+    with pytest.raises(BundleError, match="records no engine hashes"):
+        Session(bundle, backend="tensorrt")
+
+
+def test_recording_engines_hashes_them_into_engines_json_and_the_sealed_manifest(tmp_path, tiny_bundle):
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    folder = _engines_in(bundle)
+    entry = engines_file.record(folder, {"tensorrt": "10.3.0", "gpu": "Orin", "compute_capability": "8.7"})
+    assert set(entry["files"]) == {"encoder.engine", "decoder.engine"}
+    assert entry["files"]["encoder.engine"]["sha256"] == sha256_file(folder / "encoder.engine")
+    manifest = open_bundle(bundle).manifest  # re-sealed: opens
+    assert manifest["tensorrt"]["status"] == "built" and manifest["tensorrt"]["engines"] == entry
+    assert entry["model_digest"] == manifest["model"]["digest"]
+    assert json.loads((folder / "engines.json").read_text()) == entry
+    engines = (folder / "encoder.engine", folder / "decoder.engine")
+    assert engines_file.check(folder, engines, manifest, verify=True) == entry
+    # An engine rebuilt by hand (or copied in) is refused when hashes are checked...
+    (folder / "decoder.engine").write_bytes(b"another plan")
+    with pytest.raises(BundleError, match="decoder.engine does not match its recorded size and SHA-256"):
+        engines_file.check(folder, engines, manifest, verify=True)
+    with pytest.raises(BundleError, match="decoder.engine does not match"):
+        Session(bundle, backend="tensorrt")  # before TensorRT is needed
+    # ... and engines.json edited to match it does not help: the sealed manifest's record is the one read.
+    engines_file.record(folder, {"tensorrt": "10.3.0"})
+    (folder / "decoder.engine").write_bytes(b"a third plan")
+    (folder / "engines.json").write_text(json.dumps({**entry, "files": engines_file.file_hashes(folder)}))
+    with pytest.raises(BundleError, match="decoder.engine does not match"):
+        engines_file.check(folder, engines, open_bundle(bundle).manifest, verify=True)
+
+
+def test_engines_built_from_another_model_are_refused(tmp_path, tiny_bundle):
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_bundle, bundle)
+    folder = _engines_in(bundle)
+    entry = engines_file.record(folder, {"tensorrt": "10.3.0"})
+    manifest = {**open_bundle(bundle).manifest}
+    manifest["model"] = {**manifest["model"], "digest": "0" * 64}
+    with pytest.raises(BundleError, match="built from another model"):
+        engines_file.check(folder, (folder / "encoder.engine", folder / "decoder.engine"), manifest, verify=False)
+    assert entry["model_digest"] != "0" * 64
+
+
+def test_a_second_different_plugin_library_is_refused_in_one_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(tensorrt_backend, "_loaded_plugin", {})
+    first, same, other = tmp_path / "first.so", tmp_path / "same.so", tmp_path / "other.so"
+    first.write_bytes(b"plugin build 1")
+    same.write_bytes(b"plugin build 1")
+    other.write_bytes(b"plugin build 2")
+    assert tensorrt_backend.claim_plugin_library(first) is True  # load it
+    assert tensorrt_backend.claim_plugin_library(first) is False  # already loaded
+    assert tensorrt_backend.claim_plugin_library(same) is False  # the same build elsewhere: fine
+    with pytest.raises(TensorRTError, match=r"already runs the HyperLinear plugin library .*first.so.*other.so is "
+                                            r"another build.*Open this bundle in another process"):
+        tensorrt_backend.claim_plugin_library(other)
 
 
 def test_numpy_mask_upscaling_matches_torch(tmp_path):

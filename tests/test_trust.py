@@ -47,6 +47,7 @@ def test_normalised_points_and_boxes_are_answered_with_a_warning(session):
     # Pixel prompts and a 2x2 image (where every pixel point lies in [0, 1] or near) say nothing.
     assert not caught(lambda: session.predict(points=[[30, 20]], labels=[1]))
     assert not caught(lambda: session.predict(np.zeros((2, 2, 3), np.uint8), points=[[1, 1]], labels=[1]))
+    assert issubclass(PromptWarning, UserWarning)
 
 
 def test_a_near_black_uint8_image_of_zeros_and_ones_warns(session):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -42,6 +42,43 @@ def required_batch_decoder(model):
         raise BundleError("this bundle has no decoder_batch.onnx (it was built before samedge made one): "
                           "rebuild it with python -m export.build to predict many prompts per call")
     return model
+
+
+class BackendOptions(NamedTuple):
+    """What a Session passes to the backend it opens by name; each backend takes some (BaseBackend.takes_options)."""
+
+    providers: tuple | None = None  # ONNX Runtime's execution providers
+    device: str = "cpu"  # the torch reference's device
+    low_memory: bool = False  # ONNX Runtime without arenas, Birkhoff codes kept (ort_backend.py)
+
+    def given(self) -> set[str]:
+        """The options set to anything but their defaults."""
+        return {name for name, default in BackendOptions._field_defaults.items() if getattr(self, name) != default}
+
+    def kept(self, taken) -> "BackendOptions":
+        """These options with those not in `taken` back at their defaults."""
+        return self._replace(**{name: BackendOptions._field_defaults[name] for name in self.given() - set(taken)})
+
+
+# How a backend answers predict_batch: its own batch decoder (decode_batch), a loop of decode
+# calls made by Session, or not at all (an ONNX bundle built before decoder_batch.onnx).
+BatchDecoding = Literal["native", "loop", "missing"]
+
+
+class Abilities(NamedTuple):
+    takes_resized_image: bool  # encode takes the resized [h, w, 3] image (encoder_preprocess.onnx)
+    max_prompts: int | None  # prompt sets per decode_batch call (None: Session's own bound)
+    batch_decoding: BatchDecoding
+    reads_onnx_files: bool  # runs the bundle's ONNX files themselves (not engines, not the checkpoint)
+
+
+def abilities(backend) -> Abilities:
+    """What `backend` can do: a BaseBackend declares it; another object passed to Session gets
+    the defaults, and its decode_batch if it has one."""
+    if isinstance(backend, BaseBackend):
+        return Abilities(backend.takes_resized_image, backend.max_prompts, backend.batch_decoding,
+                         backend.reads_onnx_files)
+    return Abilities(False, None, "native" if callable(getattr(backend, "decode_batch", None)) else "loop", False)
 
 
 class ClosedError(RuntimeError):
@@ -87,3 +124,35 @@ class Closable(ABC):
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class BaseBackend(Closable):
+    """What every registered backend (runtime/backends/registry.py) declares, and how it is opened."""
+
+    name: str
+    takes_options: frozenset = frozenset()  # BackendOptions fields it uses
+    # Abilities (see `Abilities`); an instance may refine them once it has read its files.
+    takes_resized_image = False
+    max_prompts: int | None = None
+    batch_decoding: BatchDecoding = "loop"
+    reads_onnx_files = False
+
+    @classmethod
+    def for_bundle(cls, bundle, options: BackendOptions) -> "BaseBackend":
+        """This backend for `bundle`; refuses `options` it does not take, then opens (`_open`)."""
+        refused = options.given() - set(cls.takes_options)
+        if refused:
+            taken = ", ".join(sorted(cls.takes_options)) or "none of them"
+            raise ValueError(f"{', '.join(sorted(refused))}: not an option of the {cls.name} backend (it takes "
+                             f"{taken}); leave it out, or use a backend that takes it (low_memory and providers "
+                             "are ONNX Runtime's, device the torch reference's)")
+        return cls._open(bundle, options)
+
+    @classmethod
+    def verify_files(cls, bundle) -> None:
+        """Check what this backend will read against the hashes recorded for it (Session's `verify`)."""
+        bundle.verify()
+
+    @classmethod
+    def _open(cls, bundle, options: BackendOptions) -> "BaseBackend":
+        raise NotImplementedError(f"{cls.__name__} cannot be opened for a bundle: define _open")

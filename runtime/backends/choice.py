@@ -31,8 +31,9 @@ CPU_CHOICE = {
 
 
 class Choice(NamedTuple):
-    name: str  # a runtime.backends.BACKENDS name
+    name: str  # a registered backend's name (runtime/backends/registry.py)
     reason: str
+    named: bool = False  # asked for by name (its options are then checked), not auto's pick
 
 
 def importable(module: str) -> bool:

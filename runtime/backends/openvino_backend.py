@@ -31,7 +31,8 @@ from plugins.hyperlinear import reference, spec
 
 from ..bundle import BundleError, sha256_file
 from ..signature import BATCH_DECODER_OUTPUTS, DECODER_INPUTS, DECODER_OUTPUTS, check_decoder, check_encoder
-from .base import Closable, required_batch_decoder
+from .base import BackendOptions, BaseBackend, required_batch_decoder
+from .ort_backend import require_onnx_files
 
 INSTALL = 'pip install "samedge[cpu]" (or pip install openvino)'
 PRECISIONS = ("f32", "bf16")
@@ -165,8 +166,15 @@ class _Model:
             self._idle.put(request)
 
 
-class OpenVINOBackend(Closable):
+class OpenVINOBackend(BaseBackend):
     name = "openvino"
+    reads_onnx_files = True
+
+    @classmethod
+    def _open(cls, bundle, options: BackendOptions) -> "OpenVINOBackend":
+        require_onnx_files(bundle, cls.name)
+        return cls(bundle.encoder, bundle.decoder, bundle.img_size, bundle.batch_decoder,
+                   cache_dir=default_cache_dir(), file_hashes=bundle.manifest.get("files"))
 
     def __init__(self, encoder: Path, decoder: Path, img_size: int | None = None,
                  batch_decoder: Path | None = None, precision: str = "f32", threads: int | None = None,
@@ -194,6 +202,7 @@ class OpenVINOBackend(Closable):
         embedding = check_encoder(self.encoder.inputs, self.encoder.outputs, encoder, img_size)
         check_decoder(self.decoder.inputs, self.decoder.outputs, decoder, embedding)
         self.batch_decoder = None
+        self.batch_decoding = "missing" if batch_decoder is None else "native"
         if batch_decoder is not None:
             self.batch_decoder = self._compile(batch_decoder)
             check_decoder(self.batch_decoder.inputs, self.batch_decoder.outputs, batch_decoder, embedding, batch=True)

@@ -26,7 +26,7 @@ import onnxruntime as ort
 from ..bundle import BundleError
 from ..decoded_graph import decode_all, has_samedge_nodes
 from ..signature import check_decoder, check_encoder
-from .base import Closable, required_batch_decoder
+from .base import BackendOptions, BaseBackend, required_batch_decoder
 
 
 # glibc's M_MMAP_THRESHOLD (malloc.h) and the size above which a block gets its own mapping.
@@ -88,12 +88,26 @@ def _session(path: Path, providers, low_memory: bool = False, coded: bool | None
                           "the file is corrupt or was not written by samedge: rebuild the bundle") from err
 
 
+def require_onnx_files(bundle, name: str) -> None:
+    if bundle.encoder is None:
+        raise BundleError(f"{bundle.root} holds TensorRT engines only; {name} needs the bundle's "
+                          "encoder.onnx and decoder.onnx")
+
+
 def _shapes(arguments) -> dict:
     return {argument.name: argument.shape for argument in arguments}
 
 
-class OnnxRuntimeBackend(Closable):
+class OnnxRuntimeBackend(BaseBackend):
     name = "onnxruntime"
+    takes_options = frozenset({"providers", "low_memory"})
+    reads_onnx_files = True
+
+    @classmethod
+    def _open(cls, bundle, options: BackendOptions) -> "OnnxRuntimeBackend":
+        require_onnx_files(bundle, cls.name)
+        return cls(bundle.encoder, bundle.decoder, options.providers, options.low_memory, bundle.img_size,
+                   bundle.samedge_nodes, batch_decoder=bundle.batch_decoder)
 
     def __init__(self, encoder: Path, decoder: Path, providers=None, low_memory: bool = False,
                  img_size: int | None = None, coded: bool | None = None, cpu_arena: bool | None = None,
@@ -114,6 +128,7 @@ class OnnxRuntimeBackend(Closable):
                                   encoder, img_size)
         check_decoder(_shapes(self.decoder.get_inputs()), _shapes(self.decoder.get_outputs()), decoder, embedding)
         self.batch_decoder = None
+        self.batch_decoding = "missing" if batch_decoder is None else "native"
         if batch_decoder is not None:
             self.batch_decoder = _session(batch_decoder, self.providers, low_memory, coded, cpu_arena)
             check_decoder(_shapes(self.batch_decoder.get_inputs()), _shapes(self.batch_decoder.get_outputs()),

@@ -9,7 +9,6 @@ loads it the same way before parsing.
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -17,13 +16,12 @@ import numpy as np
 
 from plugins.hyperlinear.spec import PLUGIN_KEY, PLUGIN_LIBRARY
 
-from ..bundle import BundleError
+from ..bundle import BundleError, sha256_file
 from ..masks import upscale_masks
 from ..signature import check_decoder, check_encoder
-from .base import Closable
-
-ENGINES_INFO = "engines.json"
-REBUILD = "rebuild the engines on this machine (bash tensorrt/build_engines.sh in the bundle)"
+from . import engines_file
+from .base import BackendOptions, BaseBackend
+from .engines_file import REBUILD, plugin_library
 # cuda-python 13 needs driver r580+, which JetPack 6 (CUDA 12.6) does not have.
 CUDA_PYTHON_PIN = "cuda-python>=12.6,<13"
 CUDA_PYTHON_FIX = (f'on a Jetson with JetPack 6, pip install "{CUDA_PYTHON_PIN}" (or the cuda-python matching the '
@@ -37,6 +35,7 @@ _DRIVER_ERRORS = {
 }
 
 _plugin_libraries: dict[Path, object] = {}  # handles from load_library, kept for the life of the process
+_loaded_plugin: dict[str, str] = {}  # the library this process registered: {"path": ..., "sha256": ...}
 
 
 class TensorRTError(BundleError):
@@ -93,22 +92,41 @@ def gpu_description() -> dict:
     return {"gpu": name, "compute_capability": f"{properties.major}.{properties.minor}"}
 
 
+def claim_plugin_library(library: Path) -> bool:
+    """Whether `library` must still be loaded: True the first time in this process, False when this
+    very library (same content) is loaded already. Another one is refused: TensorRT's registry holds
+    one creator per name for the whole process, so a second bundle's plugin would silently run with
+    the first one's code."""
+    digest = sha256_file(library)
+    if not _loaded_plugin:
+        _loaded_plugin.update(path=str(Path(library).resolve()), sha256=digest)
+        return True
+    if _loaded_plugin["sha256"] == digest:
+        return False
+    raise TensorRTError(f"this process already runs the HyperLinear plugin library {_loaded_plugin['path']} "
+                        f"(SHA-256 {_loaded_plugin['sha256'][:12]}...), and {library} is another build "
+                        f"({digest[:12]}...): TensorRT keeps one plugin per name for the process, so this bundle "
+                        "would run the other's code. Open this bundle in another process, or build both bundles' "
+                        "engines with the same plugin")
+
+
 def load_plugin(trt, folder: Path, logger) -> Path | None:
     """Register the HyperLinear creator of the plugin library in `folder` (or plugin/build below it) with
     TensorRT's plugin registry, before a parse or a deserialisation needs it. None when there is no library.
 
-    Once per process: TensorRT's load_library fails when the creator is already registered. The first
-    library loaded then serves every bundle the process opens, as the registry holds one creator per name.
-    """
-    library = next((path for path in (folder / PLUGIN_LIBRARY, folder / "plugin" / "build" / PLUGIN_LIBRARY)
-                    if path.is_file()), None)
+    Once per process (`claim_plugin_library`): TensorRT's load_library fails when the creator is already
+    registered, and a different library is refused."""
+    library = plugin_library(folder)
     if library is None:
         return None
+    if not claim_plugin_library(library):
+        return library
     registry = trt.get_plugin_registry()
     if registry.get_creator(*PLUGIN_KEY) is None:
         logger.errors.clear()
         handle = registry.load_library(str(library))
         if handle is None:
+            _loaded_plugin.clear()
             reason = "; ".join(logger.errors) or "TensorRT gave no reason"
             raise TensorRTError(f"TensorRT {trt.__version__} could not load the plugin library {library} "
                                 f"({reason[:400]}): rebuild it on this machine from the bundle's plugin sources "
@@ -120,12 +138,8 @@ def load_plugin(trt, folder: Path, logger) -> Path | None:
     return library
 
 
-def check_engine_info(folder: Path, tensorrt_version: str) -> None:
-    """Compare the TensorRT version and GPU an engine was built for with this machine's."""
-    info_path = folder / ENGINES_INFO
-    if not info_path.is_file():
-        return  # engines built by hand: TensorRT's own check at deserialisation remains
-    info = json.loads(info_path.read_text())
+def check_engine_info(folder: Path, info: dict, tensorrt_version: str) -> None:
+    """Compare the TensorRT version and GPU the engines were built for (engines_file's record) with this machine's."""
     built_with = str(info.get("tensorrt", ""))
     if built_with not in ("", "unknown") and built_with.split(".")[:3] != tensorrt_version.split(".")[:3]:
         raise TensorRTError(f"the engines in {folder} were built with TensorRT {built_with}, this machine has "
@@ -229,15 +243,36 @@ class _Engine:
         return errors
 
 
-class TensorRTBackend(Closable):
+class TensorRTBackend(BaseBackend):
     name = "tensorrt"
+    batch_decoding = "native"  # the decoder engine is the batch decoder (export/batch_decoder.py)
 
-    def __init__(self, encoder_engine: Path, decoder_engine: Path, img_size: int | None = None):
-        """`img_size`: what the bundle's manifest says the encoder takes (checked)."""
+    @classmethod
+    def _open(cls, bundle, options: BackendOptions) -> "TensorRTBackend":
+        if not bundle.engines:
+            raise BundleError(f"{bundle.root} has no TensorRT engines: build them on the device with "
+                              f"bash {bundle.root}/tensorrt/build_engines.sh, or build the bundle with "
+                              "python -m export.build --target jetson|desktop where tensorrt is installed")
+        info = engines_file.check(bundle.engines[0].parent, bundle.engines, bundle.manifest, verify=False)
+        return cls(*bundle.engines, img_size=bundle.img_size, info=info)
+
+    @classmethod
+    def verify_files(cls, bundle) -> None:
+        """The bundle's files, and the engines and plugin library against their recorded hashes."""
+        bundle.verify()
+        if bundle.engines:
+            engines_file.check(bundle.engines[0].parent, bundle.engines, bundle.manifest, verify=True)
+
+    def __init__(self, encoder_engine: Path, decoder_engine: Path, img_size: int | None = None,
+                 info: dict | None = None):
+        """`img_size`: what the bundle's manifest says the encoder takes (checked); `info`: the engines'
+        record (engines_file.check; None: read and checked here, engines.json required)."""
+        folder = Path(encoder_engine).parent
+        if info is None:
+            info = engines_file.check(folder, (Path(encoder_engine), Path(decoder_engine)), None, verify=False)
         trt = import_tensorrt()
         self.cudart = import_cudart()
-        folder = Path(encoder_engine).parent
-        check_engine_info(folder, trt.__version__)
+        check_engine_info(folder, info, trt.__version__)
         # One execution context, stream and set of buffers per engine: runs from several
         # threads must take turns (ONNX Runtime sessions need no such lock).
         self._lock = threading.Lock()

@@ -11,11 +11,21 @@ from segment_anything.utils.onnx import SamOnnxModel
 
 from ..reference import load_reference_model
 from ..signature import DECODER_INPUTS
-from .base import Closable
+from ..bundle import BundleError
+from .base import BackendOptions, BaseBackend
 
 
-class TorchBackend(Closable):
+class TorchBackend(BaseBackend):
     name = "torch"
+    takes_options = frozenset({"device"})
+    batch_decoding = "loop"  # segment_anything has no batch decoder: Session calls decode per prompt set
+
+    @classmethod
+    def _open(cls, bundle, options: BackendOptions) -> "TorchBackend":
+        if bundle.checkpoint is None:
+            raise BundleError(f"the torch backend needs the checkpoint the bundle at {bundle.root} "
+                              "was built from, and the manifest names none that exists")
+        return cls.from_checkpoint(bundle.checkpoint, options.device)
 
     def __init__(self, model, device: str = "cpu"):
         self.device = device
