@@ -18,8 +18,11 @@ Writes docs/benchmarks/openvino-cpu.md.
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 import shutil
 import statistics
+from pathlib import Path
 
 import numpy as np
 from skimage import data
@@ -34,6 +37,8 @@ from .latency import Runner, interleaved
 from .measure import build_all
 from .plans import demo_plan, vit_b_plan
 from .report import CACHE, DOCS, Page, fmt, table
+
+PAGE = DOCS / "openvino-cpu.md"
 from .variants import DEFINITIONS, ORIGINAL, in_build_order
 
 VARIANTS = (ORIGINAL, "birkhoff-reference", "slimsam-77", "int8", "int4")
@@ -46,6 +51,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--models", nargs="+", default=["demo", "vit_b"], choices=["demo", "vit_b"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(DEFINITIONS))
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds (vit_b; demo takes 10x)")
+    parser.add_argument("--from-json", type=Path, metavar="JSON",
+                        help="render the page again from the measurements a run saved (its .json), measuring "
+                             "nothing: for when only what the page says of them changed (auto's table)")
 
 
 def _open(engine: str, bundle, cache_dir=None) -> Session:
@@ -145,29 +153,42 @@ def _auto_rows(results: dict) -> list[list]:
 
 
 def measure(args) -> Page:
+    if args.from_json:
+        return _page(json.loads(args.from_json.read_text()), measured=_measured_line(PAGE))
     image = data.astronaut()
-    results, speed, memory = {}, [], []
+    results = {}
     for model in args.models:
         plan = demo_plan(quick=False) if model == "demo" else vit_b_plan(quick=False, work=CACHE)
         built = build_all(dataclasses.replace(plan, variants=in_build_order(args.variants)), CACHE)
         for variant in args.variants:
             bundle = built[variant].bundle
             repeats = args.repeats * (10 if model == "demo" else 1)
-            r = {"kind": bundle_kind(open_bundle(bundle, verify=False)), **_latency(bundle, image, repeats),
-                 **_start(bundle, repeats), **_peaks(bundle)}
-            results[f"{model} {variant}"] = r
-            rows = _rows(model, variant, r)
-            speed.append(rows[0])
-            memory.append(rows[1])
+            results[f"{model} {variant}"] = {"kind": bundle_kind(open_bundle(bundle, verify=False)),
+                                             **_latency(bundle, image, repeats), **_start(bundle, repeats),
+                                             **_peaks(bundle)}
+    return _page(results)
+
+
+def _measured_line(page: Path) -> str:
+    """The header line of the run that measured the page (kept when the page is rendered again)."""
+    found = re.search(r"^Measured .*$", page.read_text(), re.M) if page.is_file() else None
+    if found is None:
+        raise ValueError(f"{page} has no 'Measured ...' header line to keep; measure the page instead")
+    return found.group(0)
+
+
+def _page(results: dict, measured: str | None = None) -> Page:
+    """The page of `results` ({"model variant": figures}, as the JSON beside the page holds them)."""
+    rows = [_rows(*key.split(" ", 1), r) for key, r in results.items()]
     intro = __doc__.split("\n\n", 2)[2].replace("\n", " ")
     body = ("## Latency (median seconds; ratio to ONNX Runtime, same run; embedding diff: max |difference| from "
             "ONNX Runtime's)\n\n" + table(
                 ["model", "variant", "kind", "ORT encoder", "OV f32 encoder", "OV f32 diff", "OV bf16 encoder",
                  "OV bf16 diff", "ORT decoder ms", "OV f32 decoder ms", f"ORT batch of {BATCH_BOXES} ms",
-                 f"OV f32 batch of {BATCH_BOXES} ms"], speed)
+                 f"OV f32 batch of {BATCH_BOXES} ms"], [speed for speed, _ in rows])
             + "\n\n## Memory and start-up (peak RSS GiB of a fresh process; start: seconds to open a Session)\n\n"
             + table(["model", "variant", "peak ORT", "peak OV (compiling)", "peak OV (cached)", "OV / ORT peak",
-                     "start ORT", "start OV (compiling)", "start OV (cached)"], memory)
+                     "start ORT", "start OV (compiling)", "start OV (cached)"], [memory for _, memory in rows])
             + "\n\n## What auto picks on a CPU\n\n"
             + table(["bundle kind", "auto picks", "measured faster (vit_b encoder)", "agree"], _auto_rows(results)))
-    return Page(DOCS / "openvino-cpu.md", "OpenVINO and ONNX Runtime on the CPU", intro, body, data=results)
+    return Page(PAGE, "OpenVINO and ONNX Runtime on the CPU", intro, body, data=results, measured=measured)

@@ -2,17 +2,22 @@
 markdown tables, number formats, the machine.
 
 Every page starts with the same header: what measured it (the command that regenerates
-it), on which machine, when. Pages are written atomically (runtime.atomic), so a killed
-run leaves the old page. Nothing here imports onnx or export: the kernel page is written
+it), on which machine, when, and a digest of its inputs: the code and values the page
+describes (benchmarks/run.py's FORMS names them), so that `python -m benchmarks.run
+--check-stale` finds a page older than its code. Pages are written atomically
+(runtime.atomic), so a killed run leaves the old page. Nothing here imports onnx or export: the kernel page is written
 on GPU machines that may lack them.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
+import importlib
 import json
 import os
 import platform
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +43,40 @@ class Page:
     data: dict | None = None  # the rows, written as JSON beside the page when given
     machine: str | None = None  # the machine in words, where not this one's (the kernel page: its GPU)
     command: str | None = None  # what regenerates the page, where not the command that wrote it
+    inputs: tuple[str, ...] = ()  # what the page describes: repo-relative files and "module:NAME" values
+    measured: str | None = None  # a re-rendered page: the header line of the run that measured it
+
+
+INPUTS_LINE = re.compile(r"^Inputs: sha256 ([0-9a-f]{64}) of (.+)\.$", re.M)
+
+
+def inputs_digest(inputs) -> str:
+    """SHA-256 over each input in order: a file's bytes, or a "module:NAME" value's repr (a table such
+    as runtime.backends.choice:CPU_CHOICE, whose values, not its file, the page describes)."""
+    digest = hashlib.sha256()
+    for name in inputs:
+        if ":" in name:
+            module, _, attribute = name.partition(":")
+            content = repr(getattr(importlib.import_module(module), attribute)).encode()
+        else:
+            content = (REPO / name).read_bytes()
+        digest.update(f"{name}\n{len(content)}\n".encode() + content)
+    return digest.hexdigest()
+
+
+def staleness(path: Path, inputs) -> str | None:
+    """Why the page at `path` no longer describes its inputs, or None while it does. A page
+    without an inputs line (written before pages carried one) is stale too: nothing vouches for it."""
+    if not path.is_file():
+        return "no page (run its command)"
+    found = INPUTS_LINE.search(path.read_text())
+    if found is None:
+        return "no inputs digest in its header (written before pages carried one)"
+    if found.group(2) != ", ".join(inputs):
+        return f"its inputs were {found.group(2)}, the page's form now names {', '.join(inputs)}"
+    if found.group(1) != inputs_digest(inputs):
+        return f"{', '.join(inputs)} changed since it was written"
+    return None
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -108,7 +147,12 @@ def describe(m: dict) -> str:
 def render(page: Page, command: str, where: dict) -> str:
     header = (f"Measured {where['date']} by `{page.command or command}` on "
               f"{page.machine or describe(where)}.")
-    return "\n".join([f"# {page.title}", "", header, "", page.intro, "", page.body.rstrip(), ""])
+    if page.measured:  # the figures are that run's; only their text is new
+        header = f"{page.measured} Rendered again {where['date']} from its JSON by `{command}` (nothing re-measured)."
+    lines = [f"# {page.title}", "", header, ""]
+    if page.inputs:
+        lines += [f"Inputs: sha256 {inputs_digest(page.inputs)} of {', '.join(page.inputs)}.", ""]
+    return "\n".join(lines + [page.intro, "", page.body.rstrip(), ""])
 
 
 def write_page(page: Page, command: str) -> Path:

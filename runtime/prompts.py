@@ -23,10 +23,12 @@ class PromptWarning(UserWarning):
 
 
 def _warn_if_normalised(coords: np.ndarray, image_hw, what: str) -> None:
-    """Coordinates all within [0, 1] on an image larger than 2x2 look like 0..1 fractions of the
-    image, not pixels: answered as pixels (a point near the corner is legal), with a warning."""
+    """Fractional coordinates all within [0, 1] on an image larger than 2x2 look like 0..1 fractions
+    of the image, not pixels: answered as pixels (a point near the corner is legal), with a warning.
+    Whole pixels (0 or 1) say nothing."""
     height, width = image_hw
-    if max(height, width) > 2 and coords.size and coords.min() >= 0 and coords.max() <= 1:
+    if (max(height, width) > 2 and coords.size and coords.min() >= 0 and coords.max() <= 1
+            and (coords != np.round(coords)).any()):
         warnings.warn(f"{what} {np.round(coords.reshape(-1, 2), 3).tolist()[:4]} all lie within [0, 1] on a "
                       f"{width}x{height} image: normalised coordinates? samedge takes XY pixels, e.g. "
                       f"points * [{width}, {height}]; answered as pixels", PromptWarning, stacklevel=4)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import ort_memory, prompts_at_scale, run
+from benchmarks import ort_memory, prompts_at_scale, report, run
 from benchmarks.fidelity import photographs
 from benchmarks.latency import interleaved
 from benchmarks.report import Page, machine, write_page
@@ -199,3 +199,50 @@ def test_memory_children_do_not_load_torch():
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                 cwd=Path(__file__).resolve().parent.parent)
         assert result.stdout.strip() == "False", module
+
+
+def test_a_page_older_than_its_inputs_is_found_stale(tmp_path, monkeypatch):
+    """report.staleness on a temporary page: current after writing; stale, naming the inputs, once a
+    file or a "module:NAME" value it describes changes; stale too without an inputs line."""
+    monkeypatch.setattr(report, "REPO", tmp_path)
+    (tmp_path / "measures.py").write_text("ROWS = 1\n")
+    module = types.ModuleType("samedge_test_table")
+    module.TABLE = {"fp32": "openvino"}
+    monkeypatch.setitem(sys.modules, "samedge_test_table", module)
+    inputs = ("measures.py", "samedge_test_table:TABLE")
+    page = tmp_path / "page.md"
+    write_page(Page(page, "T", "I", "B", inputs=inputs), "run")
+    assert report.staleness(page, inputs) is None
+    module.TABLE["int4"] = "openvino"  # a value the page states
+    assert report.staleness(page, inputs) == "measures.py, samedge_test_table:TABLE changed since it was written"
+    write_page(Page(page, "T", "I", "B", inputs=inputs), "run")
+    assert report.staleness(page, inputs) is None
+    (tmp_path / "measures.py").write_text("ROWS = 2\n")  # the code that measures it
+    assert "changed since it was written" in report.staleness(page, inputs)
+    assert "the page's form now names measures.py" in report.staleness(page, inputs[:1])
+    write_page(Page(page, "T", "I", "B"), "run")
+    assert report.staleness(page, inputs).startswith("no inputs digest in its header")
+
+
+def test_pages_that_vouch_for_their_inputs_are_current():
+    """Every page whose header carries an inputs digest still describes its inputs: change what a page
+    describes and regenerate it (python -m benchmarks.run PAGE; --check-stale lists them all). Pages
+    written before pages carried digests are listed by --check-stale, not failed here."""
+    stamped = {name: form for name, form in run.FORMS.items()
+               if report.INPUTS_LINE.search((report.REPO / form.page).read_text())}
+    assert "openvino-cpu" in stamped
+    stale = {name: report.staleness(report.REPO / form.page, form.stamped_inputs) for name, form in stamped.items()}
+    assert not {name: why for name, why in stale.items() if why}, stale
+
+
+def test_openvino_cpu_renders_again_from_its_json_without_measuring(tmp_path):
+    """The page's figures come from its JSON unchanged; the header keeps the run that measured them."""
+    from benchmarks import openvino_cpu
+
+    results = json.loads((report.DOCS / "openvino-cpu.json").read_text())
+    page = openvino_cpu._page(results, measured="Measured then by someone.")
+    assert page.data == results and page.path == openvino_cpu.PAGE
+    text = report.render(page, "cmd", machine())
+    assert text.splitlines()[2].startswith("Measured then by someone. Rendered again ")
+    old = (report.DOCS / "openvino-cpu.md").read_text()
+    assert page.body.split("## What auto picks")[0].strip() in old  # the measured tables, as they were
