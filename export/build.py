@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +35,9 @@ from runtime.parity import Thresholds, failed_rows, run_parity, summary
 from .batch_decoder import export_batch_decoder
 from .clients import write_client_files
 from .onnx_export import coded_tensors, export_decoder, export_encoder
+from .bundle_size import size_report, summary as size_summary
 from .provenance import model_digest, preprocessing_of, stamp_all
+from .shared_weights import share_weights
 from .tensorrt_build import BUILD_SCRIPT, MAX_POINTS, MAX_PROMPTS, build_engines, prepare_folder, tensorrt_version
 from .tensorrt_onnx import export_tensorrt_inputs
 
@@ -55,6 +58,7 @@ def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str,
               model_type: str | None = None, samedge_nodes: bool = False, clients: dict | None = None,
               digest: str | None = None) -> dict:
     """The manifest's sections (BundleWriter adds the format stamp, files and versions)."""
+    beside = compression is not None and checkpoint.parent == root.parent
     return {
         "target": target,
         "precision": "fp32",
@@ -62,11 +66,13 @@ def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str,
             "name": config.name,
             "architecture": config.to_dict(),
             # Relative when the checkpoint is inside the bundle (a compressed build).
-            "checkpoint": checkpoint.name if checkpoint.parent == root else str(checkpoint.resolve()),
+            # Relative when the build wrote it (a compressed build): in the bundle, or beside it (--checkpoint-outside).
+            "checkpoint": (checkpoint.name if checkpoint.parent == root else
+                           os.path.relpath(checkpoint, root) if beside else str(checkpoint.resolve())),
             "checkpoint_sha256": checkpoint_sha256,
             # The architecture the user named (None: the checkpoint itself says): parity's
             # reference is read with it, from the checkpoint, not from this manifest.
-            "model_type": model_type if checkpoint.parent != root else None,
+            "model_type": model_type if checkpoint.parent != root and not beside else None,
             "parameters": parameters,
             # The ONNX files hold samedge HyperLinear / HyperTensor nodes (Birkhoff codes): the
             # ONNX Runtime backend decodes them (runtime/backends/ort_backend.py).
@@ -100,14 +106,25 @@ def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str,
 
 def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
                  model_type: str | None = None, run_parity: bool = True, overwrite: bool = False,
-                 recipe: Recipe | None = None) -> dict | None:
+                 recipe: Recipe | None = None, with_clients: bool = True, checkpoint_outside: bool = False) -> dict | None:
     """Write a bundle to `out`; returns its parity report (None when skipped).
 
     `recipe` (compress.recipe.parse_recipe) compresses the model first; its SlimSAM stages
-    carry the images they distil on."""
+    carry the images they distil on. `with_clients`: encoder_preprocess.onnx and AnyLabeling's
+    config for the clients (a device that only runs samedge needs neither). `checkpoint_outside`:
+    a compressed build's checkpoint (parity's reference) is kept beside the bundle, as
+    `<out>.<checkpoint name>`, not in it."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {TARGETS}")
     checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
+    outside = None
+    if checkpoint_outside:
+        if recipe is None:
+            raise ValueError("--checkpoint-outside keeps a compressed build's checkpoint beside the bundle; without "
+                             "--compress the bundle holds no checkpoint (the manifest names yours)")
+        outside = Path(os.path.abspath(out)).parent / f"{Path(out).name}.{recipe.stages[-1].checkpoint_name}"
+        if outside.exists() and not overwrite:
+            raise FileExistsError(f"{outside} exists; pass --overwrite to replace it")
     steps = (["load checkpoint"] + ([f"compress ({recipe.name})"] if recipe else []) + ["export encoder",
              "export decoders"] + (["tensorrt"] if target != "cpu" else []) + (["parity"] if run_parity else [])
              + ["manifest"])
@@ -145,8 +162,14 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
         samedge_nodes = has_hyper_linear(model) or bool(coded_tensors(model))
         del model
         # From the finished encoder.onnx, which it loads whole: after the model is gone (vit_h: 2.5 GB each).
-        clients = write_client_files(bundle.root, Path(out).name, config.img_size, config.low_res_size,
-                                     config.pixel_mean, config.pixel_std)
+        clients = None
+        if with_clients:
+            clients = write_client_files(bundle.root, Path(out).name, config.img_size, config.low_res_size,
+                                         config.pixel_mean, config.pixel_std)
+        # Each weight once per folder: the encoders share theirs, the decoders theirs (export/shared_weights.py).
+        for folder in (bundle.root, bundle.path(TENSORRT_FOLDER)):
+            if folder.is_dir():
+                share_weights(sorted(folder.glob("*.onnx")))
         stamp_all(bundle.root, digest, preprocessing_of(config))  # every ONNX file: which model, which pixels
         # Hashed once: the parity step adds only reports, which are not pinned (vit_h: 2.5 GB twice).
         bundle.pin()
@@ -165,6 +188,11 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
             report = _parity_into(bundle.root, bundle.out, checkpoint, tensorrt)
             bar.update()
         step("manifest")
+        if checkpoint_outside and checkpoint.parent == bundle.root:
+            # Parity ran on it inside; the device bundle goes without it, and the manifest names it beside.
+            os.replace(checkpoint, outside)
+            bundle.files.pop(checkpoint.name)
+            checkpoint = outside
         write_manifest(report)
         bar.update()
     return report
@@ -218,6 +246,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="default: bundles/<model>-<target>")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument("--skip-parity", action="store_true", help="do not run the parity check")
+    parser.add_argument("--no-clients", action="store_true",
+                        help="leave out encoder_preprocess.onnx and config.yaml (AnyLabeling, samexporter): for a "
+                             "device that only runs samedge")
+    parser.add_argument("--checkpoint-outside", action="store_true",
+                        help="with --compress: keep the compressed checkpoint (parity's reference) beside the bundle "
+                             "as OUT.<name>, not in it")
     parser.add_argument("--compress", choices=COMPRESSIONS,
                         help="compress the model first (Birkhoff: HyperLinear nodes in the ONNX files)")
     parser.add_argument("--variant", choices=VARIANTS, default=VARIANTS[0],
@@ -245,11 +279,12 @@ def main(argv=None) -> int:
         return 2
     try:
         report = build_bundle(out, args.target, args.checkpoint, args.model_type,
-                              run_parity=not args.skip_parity, overwrite=args.overwrite, recipe=recipe)
+                              run_parity=not args.skip_parity, overwrite=args.overwrite, recipe=recipe,
+                              with_clients=not args.no_clients, checkpoint_outside=args.checkpoint_outside)
     except (ValueError, FileExistsError) as err:  # CheckpointError, BundleError, TensorRTError included
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"bundle written to {out}")
+    print(f"bundle written to {out}: {size_summary(size_report(out))}")
     tensorrt = json.loads((out / MANIFEST).read_text()).get("tensorrt")
     if tensorrt and tensorrt["status"] == "pending":
         print(f"TensorRT engines: {tensorrt['todo']}")

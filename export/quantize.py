@@ -35,6 +35,7 @@ from runtime.decoded_graph import decode_tensors
 
 from .clients import write_client_files
 from .provenance import derived_digest, stamp_all
+from .shared_weights import share_weights
 
 METHODS = ("int8", "int4")
 INT4_BLOCK = 32
@@ -147,6 +148,7 @@ def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
         manifest["precision"] = f"{method} weights ({'per-channel' if method == 'int8' else f'blocks of {INT4_BLOCK}'})"
         manifest["quantization"] = {"method": method, "source_bundle": str(bundle.resolve()),
                                     "weights": weight_error(bundle / ENCODER_FILE, writer.path(ENCODER_FILE), method)}
+        share_weights(sorted(writer.root.glob("*.onnx")))  # each weight once, as export.build stores them
         # Its files answer as the quantised model, not the source: they name a model of their own.
         manifest["model"]["digest"] = derived_digest(manifest["model"]["digest"], f"quantize:{method}")
         stamp_all(writer.root, manifest["model"]["digest"],

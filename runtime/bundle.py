@@ -25,6 +25,8 @@ BATCH_DECODER_FILE = "decoder_batch.onnx"  # N prompt sets per call (export/batc
 # The encoder as AnyLabeling and samexporter feed it, and AnyLabeling's config (export/clients.py).
 PREPROCESS_ENCODER_FILE = "encoder_preprocess.onnx"
 ANYLABELING_CONFIG_FILE = "config.yaml"
+# The large weights of every ONNX file in a folder, each stored once (export/shared_weights.py).
+WEIGHTS_FILE = "weights.bin"
 PARITY_FILE = "parity.json"
 GPU_PARITY_FILE = "parity.tensorrt.json"
 TENSORRT_FOLDER = "tensorrt"  # ONNX files for TensorRT, plugin sources, build script, engines

@@ -210,7 +210,8 @@ def _preprocess_encoder_report(session: Session, model, images: dict, thresholds
     # The clients run it on ONNX Runtime: checked there, beside a run of either CPU backend.
     if not session.abilities.reads_onnx_files or not path.is_file():
         return {"skipped": "ONNX Runtime runs it, checked beside a CPU backend's run, not " + session.backend.name
-                if path.is_file() else f"no {PREPROCESS_ENCODER_FILE} (built before samedge made one)"}
+                if path.is_file() else f"no {PREPROCESS_ENCODER_FILE} (built with --no-clients, or before samedge "
+                                       "made one)"}
     name = next(iter(images))
     with Session(path, backend="onnxruntime", low_memory=True, verify=False) as preprocessing:
         results = compare(preprocessing, model, {name: images[name]}, thresholds)

@@ -26,7 +26,7 @@ def test_cli_builds_a_checked_bundle(tmp_path, tiny_checkpoint):
     assert "parity PASS" in result.stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "decoder.onnx", "decoder_batch.onnx", "decoder_single.onnx", "encoder.onnx", "encoder_preprocess.onnx",
-        "manifest.json", "parity.json"]
+        "manifest.json", "parity.json", "weights.bin"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["target"] == "cpu" and manifest["precision"] == "fp32"
     assert manifest["model"]["name"] == "tiny"

@@ -24,7 +24,8 @@ from compress import ARCHITECTURES, build_sam, save_checkpoint
 from compress.recipe import parse_recipe
 from export.build import build_bundle
 from runtime import Session
-from runtime.bundle import ANYLABELING_CONFIG_FILE, MANIFEST, PREPROCESS_ENCODER_FILE, BundleError, BundleWarning
+from runtime.bundle import (ANYLABELING_CONFIG_FILE, MANIFEST, PREPROCESS_ENCODER_FILE, WEIGHTS_FILE, BundleError,
+                            BundleWarning)
 from runtime.transforms import preprocess, resize_longest_side
 
 
@@ -113,6 +114,7 @@ def test_a_lone_preprocess_encoder_names_what_it_lacks(tiny_bundle, tmp_path):
     """It says its size itself (runtime/provenance.py); one that does not is refused."""
     (tmp_path / "encoder.onnx").write_bytes((tiny_bundle / PREPROCESS_ENCODER_FILE).read_bytes())
     (tmp_path / "decoder.onnx").write_bytes((tiny_bundle / "decoder.onnx").read_bytes())
+    (tmp_path / WEIGHTS_FILE).write_bytes((tiny_bundle / WEIGHTS_FILE).read_bytes())  # what both graphs point into
     with Session(tmp_path / "encoder.onnx", backend="onnxruntime") as lone, \
             Session(tiny_bundle, backend="onnxruntime") as bundled:
         image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)

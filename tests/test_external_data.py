@@ -1,4 +1,6 @@
-"""ONNX files over protobuf's 2 GiB limit (vit_h): all weights in one `<file>.data` beside each.
+"""ONNX files over protobuf's 2 GiB limit (vit_h): exported with their weights in a `<file>.data`,
+then, as every bundle's, gathered with the other files' into the one shared weights.bin
+(export/shared_weights.py).
 
 vit_h itself takes too long to export here, so the tiny architecture goes through the
 same path with `EXTERNAL_DATA_THRESHOLD` lowered to 16 KB, and protobuf's limit
@@ -22,7 +24,7 @@ from compress.birkhoff.model import compress_model
 from export import onnx_export, tensorrt_onnx
 from export.build import build_bundle
 from runtime import Session
-from runtime.bundle import open_bundle, sha256_file
+from runtime.bundle import WEIGHTS_FILE, open_bundle, sha256_file
 
 SMALL_THRESHOLD = 16_384  # bytes: every tiny model file (80+ KB of weights) goes over it
 # protobuf's 2 GiB, scaled down like the threshold: what stays inline (tensors under 1 KB) must fit.
@@ -72,27 +74,26 @@ def _predict(bundle):
     return Session(bundle).predict(image, points=[[30, 20], [10, 40]], labels=[1, 0])
 
 
-def test_each_file_keeps_its_weights_in_one_data_file_beside_it(external_bundle):
-    expected = set(MODEL_FILES) | {f"{name}.data" for name in MODEL_FILES} | {"manifest.json"}
+def test_every_file_keeps_its_weights_in_the_one_shared_file_beside_it(external_bundle):
+    expected = set(MODEL_FILES) | {WEIGHTS_FILE, "manifest.json"}  # no <file>.data left over
     assert {p.name for p in external_bundle.iterdir()} == expected
+    size = (external_bundle / WEIGHTS_FILE).stat().st_size
     for name in MODEL_FILES:
         graph = onnx.load(str(external_bundle / name), load_external_data=False).graph
         external = [t for t in graph.initializer if uses_external_data(t)]
-        # Relative, so the bundle can move; onnx keeps tensors under 1 KB inline.
-        assert {ExternalDataInfo(t).location for t in external} == {f"{name}.data"}
+        # Relative, so the bundle can move; tensors under 1 KB stay inline.
+        assert {ExternalDataInfo(t).location for t in external} == {WEIGHTS_FILE}
         assert all(len(t.raw_data) < 1024 for t in graph.initializer if not uses_external_data(t))
-        lengths = sum(ExternalDataInfo(t).length for t in external)
-        assert lengths == (external_bundle / f"{name}.data").stat().st_size
-        # Readable like the graph beside it (onnx makes the data file private).
-        modes = {(external_bundle / n).stat().st_mode & 0o777 for n in (name, f"{name}.data")}
+        assert all(ExternalDataInfo(t).offset + ExternalDataInfo(t).length <= size for t in external)
+        # Readable like the graph beside it.
+        modes = {(external_bundle / n).stat().st_mode & 0o777 for n in (name, WEIGHTS_FILE)}
         assert len(modes) == 1, modes
 
 
-def test_manifest_lists_and_hashes_the_data_files(external_bundle):
+def test_manifest_lists_and_hashes_the_shared_weights(external_bundle):
     files = json.loads((external_bundle / "manifest.json").read_text())["files"]
-    for name in MODEL_FILES:
-        data = external_bundle / f"{name}.data"
-        assert files[data.name] == {"bytes": data.stat().st_size, "sha256": sha256_file(data)}
+    data = external_bundle / WEIGHTS_FILE
+    assert files[data.name] == {"bytes": data.stat().st_size, "sha256": sha256_file(data)}
     open_bundle(external_bundle).verify()
 
 

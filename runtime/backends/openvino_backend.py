@@ -29,7 +29,7 @@ import numpy as np
 
 from plugins.hyperlinear import reference, spec
 
-from ..bundle import BundleError, sha256_file
+from ..bundle import WEIGHTS_FILE, BundleError, sha256_file
 from ..signature import BATCH_DECODER_OUTPUTS, DECODER_INPUTS, DECODER_OUTPUTS, check_decoder, check_encoder
 from .base import BackendOptions, BaseBackend, required_batch_decoder
 from .ort_backend import require_onnx_files
@@ -217,14 +217,17 @@ class OpenVINOBackend(BaseBackend):
         if self.cache_dir is None:
             return None
         path = Path(path)
+        # The graph's weights: its own .data file (older bundles), or the folder's shared WEIGHTS_FILE.
+        data_files = (f"{path.name}.data", WEIGHTS_FILE)
         if self.file_hashes is None:
-            hashes = {p.name: {"sha256": sha256_file(p)} for p in (path, Path(f"{path}.data")) if p.is_file()}
+            hashes = {p.name: {"sha256": sha256_file(p)} for p in [path] + [path.with_name(n) for n in data_files]
+                      if p.is_file()}
         else:
             hashes = self.file_hashes
         if path.name not in hashes:
             return None
-        folder = Path(self.cache_dir) / cache_key(hashes[path.name]["sha256"],
-                                                  hashes.get(f"{path.name}.data", {}).get("sha256"))
+        data = "+".join(hashes[name]["sha256"] for name in data_files if name in hashes) or None
+        folder = Path(self.cache_dir) / cache_key(hashes[path.name]["sha256"], data)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:  # a read-only home, say: slower starts, the same answers
