@@ -12,6 +12,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from export.bundle_size import size_report
+
 from . import fidelity, latency, model_size, peak_memory
 from .plans import TIMED_NOT_IN_QUICK, ModelPlan
 from .variants import DEFINITIONS, ORIGINAL, VARIANTS, Built, build_variant
@@ -31,7 +33,9 @@ def build_all(plan: ModelPlan, work: Path) -> dict[str, Built]:
 
 def _sizes(built: Built) -> dict:
     counts = model_size.encoder_counts(built.manifest["model"]["architecture"])
-    return {**counts, "onnx_bytes": model_size.onnx_bytes(built.bundle),
+    bundle = size_report(built.bundle)  # the whole bundle against the weights it carries, stored once
+    return {**counts, "onnx_bytes": model_size.onnx_bytes(built.bundle), "bundle_bytes": bundle["total_bytes"],
+            "bundle_weights_ratio": bundle["ratio"],
             "checkpoint_bytes": model_size.checkpoint_bytes(built.checkpoint) or
             "n/a: ONNX-only (quantised ONNX files, no checkpoint)",
             "compression_seconds": built.compression_seconds if built.variant != ORIGINAL else "-"}

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from compress import SamConfig, build_sam
-from runtime.bundle import DECODER_FILE, ENCODER_FILE
+from runtime.bundle import DECODER_FILE, ENCODER_FILE, WEIGHTS_FILE
 
 # The deployable pair; decoder_single.onnx is an optional alternative to decoder.onnx.
 DEPLOYED_FILES = (ENCODER_FILE, DECODER_FILE)
@@ -108,7 +108,8 @@ def encoder_counts(architecture: dict | SamConfig) -> dict:
 
 
 def onnx_bytes(bundle: Path) -> int:
-    """encoder.onnx + decoder.onnx, with external weight files (vit_h) where there are any."""
+    """encoder.onnx + decoder.onnx and the external weights they read: a bundle's shared weights.bin
+    (export/shared_weights.py), or a file's own .data (bundles from before it)."""
     total = 0
     for name in DEPLOYED_FILES:
         path = bundle / name
@@ -116,7 +117,8 @@ def onnx_bytes(bundle: Path) -> int:
         data = path.with_name(path.name + ".data")
         if data.is_file():
             total += data.stat().st_size
-    return total
+    shared = bundle / WEIGHTS_FILE
+    return total + (shared.stat().st_size if shared.is_file() else 0)
 
 
 def checkpoint_bytes(checkpoint: Path | None) -> int | None:

@@ -51,9 +51,11 @@ def _row_cells(row: dict, notes: Notes, columns) -> list[str]:
 def size_table(model: dict, notes: Notes) -> str:
     columns = [("params", count), ("macs_linear_conv", count), ("macs_all", count), ("onnx_bytes", megabytes),
                ("onnx_ratio", lambda v: f"{v:.2f}x"), ("checkpoint_bytes", megabytes),
-               ("checkpoint_ratio", lambda v: f"{v:.2f}x"), ("compression_seconds", lambda v: f"{v:.1f}")]
+               ("checkpoint_ratio", lambda v: f"{v:.2f}x"), ("compression_seconds", lambda v: f"{v:.1f}"),
+               ("bundle_bytes", megabytes), ("bundle_weights_ratio", lambda v: f"{v:.2f}x")]
     headers = ["variant", "encoder params", "encoder MACs (Linear+Conv)", "encoder MACs (all)", "ONNX MB",
-               "ONNX ratio", "checkpoint MB", "checkpoint ratio", "compression s"]
+               "ONNX ratio", "checkpoint MB", "checkpoint ratio", "compression s", "bundle MB",
+               "bundle / its weights"]
     return table(headers, [[v] + _row_cells(row, notes, columns) for v, row in model["rows"].items()])
 
 

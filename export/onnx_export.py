@@ -32,8 +32,9 @@ ENCODER_OUTPUT = "image_embeddings"
 # protobuf cannot hold a single message over 2 GiB (vit_h); such weights go to a side file.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 # Raised whenever the graphs exported for the same model change (2: global attention in
-# bands, export/attention.py; 3: decoder_batch.onnx): the benchmarks' bundle cache rebuilds older bundles.
-GRAPH_REVISION = 3
+# bands, export/attention.py; 3: decoder_batch.onnx; 4: shared weights.bin, provenance stamps, sealed
+# manifest): the benchmarks' bundle cache rebuilds older bundles.
+GRAPH_REVISION = 4
 
 
 def export_module(module, args, path: Path, input_names, output_names, dynamic_axes=None):
