@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The vit_h bundle, timed: its encoder keeps 2.5 GB of weights in encoder.onnx.data (protobuf
-# cannot hold a model over 2 GiB), and parity runs against segment_anything as for any bundle.
+# The vit_h bundle, timed: its encoder's 2.5 GB of weights go to external data (protobuf cannot
+# hold a model over 2 GiB), shared in weights.bin, and parity runs against segment_anything as for any bundle.
 # Prints the parity summary, then the wall time and the peak resident memory of the whole build.
 #
 #   bash scripts/vit_h_bundle.sh                                  # seeded random weights
