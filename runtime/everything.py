@@ -33,6 +33,7 @@ from .images import load_image
 from .mask_overlay import draw_masks
 from .masks import upscale_masks
 from .predict import image_format
+from .prompts import known_pixels
 from .session import MASK_THRESHOLD, Session
 
 try:
@@ -110,7 +111,8 @@ class MaskGenerator:
         jobs = zip(crops, layers)
         if tqdm is not None and self.show_progress and len(crops) > 1:
             jobs = tqdm(jobs, total=len(crops), desc="everything", unit="crop")
-        with self.session.keeping_image():  # each crop is encoded; the caller's image stays current
+        # Each crop is encoded, and the caller's image stays current; the grid's points are pixels.
+        with self.session.keeping_image(), known_pixels():
             found = _Found.concat([self._crop(rgb, crop, layer) for crop, layer in jobs])
         if len(crops) > 1:  # duplicates between crops: the smaller crop's mask is kept
             x0, y0, x1, y1 = found.crop_boxes.T

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import reprlib
+import threading
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -22,11 +24,28 @@ class PromptWarning(UserWarning):
     """A prompt samedge answers as given, though its values suggest another convention."""
 
 
+_caller = threading.local()  # .pixels: this thread's prompts are known to be pixels (`known_pixels`)
+
+
+@contextmanager
+def known_pixels():
+    """Inside the block, this thread's prompts are pixels by construction (segment-everything's grid
+    on a small crop lies within [0, 1] px): no warning that they look normalised."""
+    before = getattr(_caller, "pixels", False)
+    _caller.pixels = True
+    try:
+        yield
+    finally:
+        _caller.pixels = before
+
+
 def _warn_if_normalised(coords: np.ndarray, image_hw, what: str) -> None:
     """Fractional coordinates all within [0, 1] on an image larger than 2x2 look like 0..1 fractions
     of the image, not pixels: answered as pixels (a point near the corner is legal), with a warning.
     Whole pixels (0 or 1) say nothing."""
     height, width = image_hw
+    if getattr(_caller, "pixels", False):
+        return
     if (max(height, width) > 2 and coords.size and coords.min() >= 0 and coords.max() <= 1
             and (coords != np.round(coords)).any()):
         warnings.warn(f"{what} {np.round(coords.reshape(-1, 2), 3).tolist()[:4]} all lie within [0, 1] on a "

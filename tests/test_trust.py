@@ -137,3 +137,13 @@ def test_a_lone_encoder_that_does_not_say_what_it_is_warns(tiny_bundle, tmp_path
     assert len(said) == 1 and said[0].startswith("BundleWarning:"), said
     assert "SAM's default pixel statistics" in said[0] and "not checked" in said[0]
     assert issubclass(BundleWarning, UserWarning)
+
+
+def test_segment_everything_on_a_small_image_does_not_warn_of_its_own_grid(session):
+    """Its grid on a 30 x 30 image starts below one pixel: pixels by construction, no PromptWarning."""
+    image = np.random.default_rng(1).integers(0, 255, (30, 30, 3), dtype=np.uint8)
+    generator = MaskGenerator(session, points_per_side=16, points_per_batch=4, pred_iou_thresh=0,
+                              stability_score_thresh=0, show_progress=False)
+    assert not [s for s in caught(lambda: generator.generate(image)) if s.startswith("PromptWarning")]
+    said = caught(lambda: session.predict(image, points=[[0.5, 0.5]], labels=[1]))  # the user's own call still warns
+    assert any(s.startswith("PromptWarning") for s in said), said
