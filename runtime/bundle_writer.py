@@ -185,8 +185,10 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
     try:
         manifest = open_bundle(out, verify=False).manifest
     except BundleError as err:
-        raise OutputError(f"--out {out} is not a bundle samedge can vouch for ({err}); remove it yourself "
-                          "if it is one, or choose another --out") from None
+        manifest = _older_manifest(out / MANIFEST)  # a bundle of an older format, or one edited since
+        if manifest is None:
+            raise OutputError(f"--out {out} is not a bundle samedge can vouch for ({err}); remove it yourself "
+                              "if it is one, or choose another --out") from None
     foreign = _foreign_files(out, manifest)
     if foreign:
         raise OutputError(f"--out {out} holds files samedge did not write ({_listing(foreign)}); --overwrite "
@@ -195,6 +197,19 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
         if not os.access(folder, os.W_OK | os.X_OK):
             raise OutputError(f"--out {out}: {folder} is read-only, so the old bundle cannot be removed; "
                               f"make it writable (chmod -R u+w {out}) or choose another --out")
+
+
+def _older_manifest(path: Path) -> dict | None:
+    """A manifest samedge wrote that this samedge no longer opens (an older format, a broken seal):
+    what --overwrite needs of it is its file list, to find files samedge did not write."""
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not (isinstance(manifest, dict) and manifest.get("format") == BUNDLE_FORMAT
+            and isinstance(manifest.get("files"), dict)):
+        return None
+    return manifest
 
 
 def _listing(names: list[str]) -> str:

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from export.build import build_bundle
 from runtime import BundleError, Session, open_bundle
+from runtime.atomic import OutputError
 from runtime.bundle import sha256_file
 from runtime.parity import run_parity
 
@@ -133,3 +135,24 @@ def test_low_memory_sessions_answer_exactly_the_same(tiny_bundle):
     assert not lean.backend.encoder.get_session_options().enable_cpu_mem_arena
     np.testing.assert_array_equal(lean.predict(image, points=[[30, 20]], labels=[1]).low_res_logits,
                                   usual.low_res_logits)
+
+
+def test_overwrite_replaces_a_bundle_of_an_older_format(tmp_path, tiny_bundle, tiny_checkpoint):
+    """A bundle an older samedge wrote (format 1, no seal) no longer opens, but --overwrite replaces it:
+    its file list still shows that nothing else is in it."""
+    out = tmp_path / "old"
+    shutil.copytree(tiny_bundle, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    del manifest["integrity"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format version 1 is not 2"):
+        open_bundle(out)
+    build_bundle(out, "cpu", tiny_checkpoint, run_parity=False, overwrite=True)
+    assert open_bundle(out).manifest["format_version"] == 2
+    (out / "mine.txt").write_text("a user's file")  # and a user's file in it is still never deleted
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format_version"] = 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(OutputError, match="files samedge did not write \\(mine.txt\\)"):
+        build_bundle(out, "cpu", tiny_checkpoint, run_parity=False, overwrite=True)
