@@ -171,10 +171,10 @@ def measure(args) -> Page:
 
 def _measured_line(page: Path) -> str:
     """The header line of the run that measured the page (kept when the page is rendered again)."""
-    found = re.search(r"^Measured .*$", page.read_text(), re.M) if page.is_file() else None
+    found = re.search(r"^(Measured .*?)(?: Rendered again .*)?$", page.read_text(), re.M) if page.is_file() else None
     if found is None:
         raise ValueError(f"{page} has no 'Measured ...' header line to keep; measure the page instead")
-    return found.group(0)
+    return found.group(1)  # without an earlier "Rendered again ...": this rendering says its own
 
 
 def _page(results: dict, measured: str | None = None) -> Page:
