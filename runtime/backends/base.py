@@ -154,5 +154,6 @@ class BaseBackend(Closable):
         bundle.verify()
 
     @classmethod
+    @abstractmethod
     def _open(cls, bundle, options: BackendOptions) -> "BaseBackend":
-        raise NotImplementedError(f"{cls.__name__} cannot be opened for a bundle: define _open")
+        """The backend for `bundle` with `options` (already checked): each backend says what it reads."""

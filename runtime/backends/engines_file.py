@@ -95,7 +95,8 @@ def check(folder: Path, engines: tuple[Path, Path], manifest: dict | None, verif
         raise BundleError(f"the engines in {folder} were built from another model (digest "
                           f"{str(info['model_digest'])[:12]}..., the bundle's {expected[:12]}...); {REBUILD}")
     if verify:
-        for path in engines + ((plugin_library(folder),) if plugin_library(folder) else ()):
+        library = plugin_library(folder)
+        for path in engines + ((library,) if library else ()):
             name = path.relative_to(folder).as_posix() if path.is_relative_to(folder) else path.name
             entry = info["files"].get(name)
             if entry is None or path.stat().st_size != entry.get("bytes") or sha256_file(path) != entry.get("sha256"):
