@@ -102,17 +102,17 @@ class Runner:
         height, width = image.shape[:2]
         self.prompt = prompt_inputs((height, width), session.img_size, session.low_res_size,
                                     points=[[width / 2, height / 2]], labels=[1])
-        self.embedding = None
+        self.features = None
 
     def encode(self):
-        self.embedding = self.backend.encode(self.pixels)
+        self.features = self.backend.encode(self.pixels)
 
     def decode(self):
-        self.backend.decode({"image_embeddings": self.embedding, **self.prompt})
+        self.backend.decode({**self.features, **self.prompt})
 
     def adopt_session_embedding(self):
         """After the session encoded a photograph itself (set_image): that was the warm-up."""
-        self.embedding = self.session.image_embedding
+        self.features = self.session.image_features
         self.warm = True
 
     def warm_up(self):

@@ -6,14 +6,15 @@ write (original, pruned, compressed) can be rebuilt with no pickled code.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from functools import partial
+from typing import ClassVar
 
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
 
+from .config_data import ConfigData
 from .slimsam.attention import SplitAttention
 
 # Pixel statistics of the official SAM models (ImageNet, in 0..255 units).
@@ -22,7 +23,7 @@ SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 
 
 @dataclass(frozen=True)
-class SamConfig:
+class SamConfig(ConfigData):
     name: str
     img_size: int
     patch_size: int
@@ -47,6 +48,8 @@ class SamConfig:
     encoder_attn_dims: tuple[int, ...] | None = None
     encoder_mlp_dims: tuple[int, ...] | None = None
 
+    family: ClassVar[str] = "sam"  # compress/families/sam.py
+
     def attn_dim(self, block: int) -> int:
         return self.encoder_attn_dims[block] if self.encoder_attn_dims else self.encoder_embed_dim
 
@@ -64,28 +67,6 @@ class SamConfig:
     def low_res_size(self) -> int:
         """Side of the low-resolution mask logits (256 for the official models)."""
         return 4 * self.embedding_size
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SamConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown architecture fields {unknown}: this file was written by a newer "
-                "samedge; upgrade samedge to read it"
-            )
-        values = dict(data)
-        for key in ("encoder_global_attn_indexes", "pixel_mean", "pixel_std", "encoder_attn_dims",
-                    "encoder_mlp_dims"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
-        return cls(**values)
-
-    def replace(self, **changes) -> "SamConfig":
-        return dataclasses.replace(self, **changes)
 
 
 def _official(name, embed_dim, depth, num_heads, global_attn_indexes) -> SamConfig:

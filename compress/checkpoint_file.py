@@ -17,22 +17,20 @@ from safetensors.torch import load_file, save_file
 
 from runtime.atomic import atomic_write
 
-from .architectures import SamConfig
+from .errors import CheckpointError
+from .families import config_from_dict, config_to_dict
 
 FORMAT_NAME = "samedge.checkpoint"
 FORMAT_VERSION = "1"
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used, with the reason and what to do instead."""
 
-
-def write_checkpoint(tensors: dict, path, config: SamConfig, extra_metadata: dict | None = None):
+def write_checkpoint(tensors: dict, path, config, extra_metadata: dict | None = None):
     """Write named tensors with samedge's metadata (the architecture as JSON), atomically."""
     metadata = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "architecture": json.dumps(config.to_dict()),
+        "architecture": json.dumps(config_to_dict(config)),
     }
     for key, value in (extra_metadata or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value)
@@ -69,8 +67,8 @@ def read_checkpoint_metadata(path) -> dict:
         return dict(f.metadata() or {})
 
 
-def read_samedge(path) -> tuple[SamConfig, dict, dict]:
-    """(architecture, tensors, metadata) of a samedge checkpoint, or a CheckpointError."""
+def read_samedge(path) -> tuple[object, dict, dict]:
+    """(architecture: a family's config, tensors, metadata) of a samedge checkpoint, or a CheckpointError."""
     try:
         metadata = read_checkpoint_metadata(path)
     except (SafetensorError, OSError) as err:
@@ -81,7 +79,7 @@ def read_samedge(path) -> tuple[SamConfig, dict, dict]:
             f"this samedge reads version {FORMAT_VERSION}; upgrade samedge"
         )
     try:
-        config = SamConfig.from_dict(json.loads(metadata["architecture"]))
+        config = config_from_dict(json.loads(metadata["architecture"]))
     except (KeyError, json.JSONDecodeError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: unreadable architecture metadata ({err})") from err
     try:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from compress import ARCHITECTURES, load_checkpoint, parameter_count, seeded_checkpoint
+from compress import load_checkpoint, parameter_count, seeded_checkpoint
+from compress.families import config_to_dict, family_of, family_of_type, model_types
 from compress.birkhoff.hyper_linear import HyperLinear
 from compress.demo import DEFAULT_CHECKPOINT
 from compress.birkhoff.model import VARIANTS
@@ -32,9 +33,8 @@ from runtime.bundle import (BATCH_DECODER_FILE, DECODER_FILE, ENCODER_FILE, GPU_
 from runtime.bundle_writer import BundleWriter
 from runtime.parity import Thresholds, failed_rows, run_parity, summary
 
-from .batch_decoder import export_batch_decoder
 from .clients import write_client_files
-from .onnx_export import coded_tensors, export_decoder, export_encoder
+from .onnx_export import coded_tensors, export_pieces
 from .bundle_size import size_report, summary as size_summary
 from .provenance import model_digest, preprocessing_of, stamp_all
 from .shared_weights import share_weights
@@ -59,12 +59,15 @@ def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str,
               digest: str | None = None) -> dict:
     """The manifest's sections (BundleWriter adds the format stamp, files and versions)."""
     beside = compression is not None and checkpoint.parent == root.parent
+    family = family_of(config)
+    sections = family.manifest(config)  # what the runtime reads: pre-processing and the decoders' signature
     return {
         "target": target,
         "precision": "fp32",
         "model": {
             "name": config.name,
-            "architecture": config.to_dict(),
+            "family": family.name,
+            "architecture": config_to_dict(config),
             # Relative when the checkpoint is inside the bundle (a compressed build).
             # Relative when the build wrote it (a compressed build): in the bundle, or beside it (--checkpoint-outside).
             "checkpoint": (checkpoint.name if checkpoint.parent == root else
@@ -81,19 +84,7 @@ def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str,
             # runtime.bundle refuses a file exported from another model.
             "digest": digest,
         },
-        "preprocessing": {
-            "img_size": config.img_size,
-            "pixel_mean": list(config.pixel_mean),
-            "pixel_std": list(config.pixel_std),
-            "resize": "longest side to img_size, Pillow bilinear; pad bottom/right with zeros",
-        },
-        "decoder": {
-            "signature": "official segment_anything ONNX decoder (opset 17)",
-            "masks": {DECODER_FILE: 4, SINGLE_MASK_DECODER_FILE: 1, BATCH_DECODER_FILE: 4},
-            # N prompt sets per call, low-res masks only (export/batch_decoder.py); not official.
-            "batch": BATCH_DECODER_FILE,
-            "low_res_size": config.low_res_size,
-        },
+        **sections,
         # Files for AnyLabeling and samexporter (export/clients.py).
         "clients": clients,
         # runtime.Session warns on opening a bundle whose parity failed, naming these rows.
@@ -125,8 +116,8 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
         outside = Path(os.path.abspath(out)).parent / f"{Path(out).name}.{recipe.stages[-1].checkpoint_name}"
         if outside.exists() and not overwrite:
             raise FileExistsError(f"{outside} exists; pass --overwrite to replace it")
-    steps = (["load checkpoint"] + ([f"compress ({recipe.name})"] if recipe else []) + ["export encoder",
-             "export decoders"] + (["tensorrt"] if target != "cpu" else []) + (["parity"] if run_parity else [])
+    steps = (["load checkpoint"] + ([f"compress ({recipe.name})"] if recipe else []) + ["export"]
+             + (["tensorrt"] if target != "cpu" else []) + (["parity"] if run_parity else [])
              + ["manifest"])
     with BundleWriter(out, overwrite, inputs=[checkpoint]) as bundle, \
             tqdm(total=len(steps), desc="build", unit="step") as bar:
@@ -135,6 +126,9 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
 
         step("load checkpoint")
         model = load_checkpoint(checkpoint, model_type)
+        refusal = recipe and family_of(model.config).refusal(recipe.name)
+        if refusal:
+            raise ValueError(refusal)
         bar.update()
         compression = None
         if recipe:
@@ -142,18 +136,14 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
             model, checkpoint, compression = apply(model, recipe, checkpoint, bundle.root)
             bar.update()
         digest = model_digest(model)  # the weights exported: every ONNX file and engine names them
-        step("export encoder")
-        export_encoder(model, bundle.path(ENCODER_FILE))
-        bar.update()
-        step("export decoders")
-        export_decoder(model, bundle.path(DECODER_FILE))
-        export_decoder(model, bundle.path(SINGLE_MASK_DECODER_FILE), return_single_mask=True)
-        export_batch_decoder(model, bundle.path(BATCH_DECODER_FILE))
+        step("export")
+        export_pieces(model, bundle.root)  # the family's pieces (compress/families): encoder, decoders, ...
         bar.update()
         tensorrt = None
         if target != "cpu":
             step("tensorrt")
-            tensorrt = _tensorrt_into(bundle.path(TENSORRT_FOLDER), model, target, bundle.path(ENCODER_FILE), digest)
+            tensorrt = _tensorrt_into(bundle.path(TENSORRT_FOLDER), model, target, bundle.path(ENCODER_FILE),
+                                      bundle.path(BATCH_DECODER_FILE), digest)
             bar.update()
 
         # Parity loads the checkpoint again beside the ONNX Runtime sessions: without this
@@ -163,9 +153,8 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
         del model
         # From the finished encoder.onnx, which it loads whole: after the model is gone (vit_h: 2.5 GB each).
         clients = None
-        if with_clients:
-            clients = write_client_files(bundle.root, Path(out).name, config.img_size, config.low_res_size,
-                                         config.pixel_mean, config.pixel_std)
+        if with_clients:  # each family's client files (export/clients.py)
+            clients = write_client_files(bundle.root, Path(out).name, config)
         # Each weight once per folder: the encoders share theirs, the decoders theirs (export/shared_weights.py).
         for folder in (bundle.root, bundle.path(TENSORRT_FOLDER)):
             if folder.is_dir():
@@ -213,10 +202,10 @@ def _parity_into(work: Path, out: Path, checkpoint: Path, tensorrt: dict | None)
     return report
 
 
-def _tensorrt_into(folder: Path, model, target: str, encoder_onnx: Path, digest: str) -> dict:
+def _tensorrt_into(folder: Path, model, target: str, encoder_onnx: Path, decoder_onnx: Path, digest: str) -> dict:
     """The bundle's tensorrt/ folder: ONNX files for TensorRT, build script, engines if we can."""
     plugin = has_hyper_linear(model)
-    export_tensorrt_inputs(model, folder, encoder_onnx=encoder_onnx)
+    export_tensorrt_inputs(model, folder, encoder_onnx=encoder_onnx, decoder_onnx=decoder_onnx)
     stamp_all(folder, digest, preprocessing_of(model.config))  # before engines: their record names the model
     low_res_size = model.config.low_res_size
     prepare_folder(folder, target, plugin, low_res_size)
@@ -237,7 +226,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=TARGETS, default="cpu")
     parser.add_argument("--checkpoint", type=Path, help="default: the bundled demo model")
-    parser.add_argument("--model-type", choices=sorted(ARCHITECTURES),
+    parser.add_argument("--model-type", choices=model_types(),
                         help="architecture of a .pth checkpoint (checked against its shapes); needed when the "
                              "file cannot say, e.g. a state dict of the demo model")
     parser.add_argument("--seeded-weights", action="store_true",

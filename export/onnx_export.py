@@ -1,10 +1,10 @@
-"""Write a SAM model as `encoder.onnx` and decoders with the official SAM ONNX signature.
+"""Write a model's pieces (its family's, compress/families) as checked ONNX files.
 
-The decoder is segment_anything's own `SamOnnxModel`, exported the way the official
-`scripts/export_onnx_model.py` does (TorchScript exporter, opset 17, dynamic
-`num_points`), so existing clients of the official decoder work unchanged. The
-TorchScript exporter is used for both files: the dynamo exporter cannot keep
-`num_points` dynamic for this decoder (see docs/design.md).
+Every piece is traced the same way: TorchScript exporter, opset 17, as the official
+`scripts/export_onnx_model.py` exports SAM's decoder, so existing clients of the official
+decoder work unchanged; the dynamo exporter cannot keep `num_points` dynamic for that decoder
+(see docs/design.md). Birkhoff-coded tensors become HyperTensor nodes, large weights external
+data, and a file is checked before it is moved into place.
 """
 
 from __future__ import annotations
@@ -16,23 +16,19 @@ from pathlib import Path
 
 import onnx
 import torch
-import torch.nn.functional as F
-from segment_anything.utils.onnx import SamOnnxModel
 
 from compress.birkhoff.model import CODED_TENSORS
+from compress.families import Piece, family_of, sam_pieces
+from compress.families.sam_pieces import ENCODER_INPUT, ENCODER_OUTPUT  # noqa: F401 (export's names for them)
 from runtime.atomic import default_mode
-from runtime.signature import DECODER_INPUTS, DECODER_OUTPUTS  # the official decoder's, checked at open
 
 from . import hyper_linear
-from .attention import banded_global_attention
 
 OPSET = 17
-ENCODER_INPUT = "image"
-ENCODER_OUTPUT = "image_embeddings"
 # protobuf cannot hold a single message over 2 GiB (vit_h); such weights go to a side file.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 # Raised whenever the graphs exported for the same model change (2: global attention in
-# bands, export/attention.py; 3: decoder_batch.onnx; 4: shared weights.bin, provenance stamps, sealed
+# bands, compress/families/sam_attention.py; 3: decoder_batch.onnx; 4: shared weights.bin, provenance stamps, sealed
 # manifest): the benchmarks' bundle cache rebuilds older bundles.
 GRAPH_REVISION = 4
 
@@ -56,18 +52,27 @@ def export_module(module, args, path: Path, input_names, output_names, dynamic_a
         )
 
 
-def finish_export(exported: Path, path: Path, coded: dict | None = None, output_shape=None) -> None:
+def finish_export(exported: Path, path: Path, coded: dict | None = None, output_shapes: dict | None = None) -> None:
     """Re-save (external data if large) with `coded` tensors as HyperTensor nodes and the
-    samedge function bodies, check, move into place. `output_shape`: the first output's
-    static shape, which the exporter cannot see through samedge nodes (it names the dims)."""
+    samedge function bodies, check, move into place. `output_shapes`: {output name: static shape},
+    which the exporter cannot always see (through samedge nodes it names the dims); a str is a
+    dynamic axis's name."""
     # Over 2 GiB the TorchScript exporter writes each tensor (of over 1024 elements) to its
     # own file beside `exported`; loaded here, save_checked gathers them into one `.data` file.
     model = onnx.load(str(exported), load_external_data=True)
-    if output_shape is not None:
-        dims = model.graph.output[0].type.tensor_type.shape.dim
-        for dim, size in zip(dims, output_shape, strict=True):
+    for output in model.graph.output:
+        shape = (output_shapes or {}).get(output.name)
+        if shape is None:
+            continue
+        dims = output.type.tensor_type.shape.dim
+        if not dims:  # no rank recorded at all
+            dims.extend(onnx.TensorShapeProto.Dimension() for _ in shape)
+        for dim, size in zip(dims, shape, strict=True):
             dim.Clear()
-            dim.dim_value = size
+            if isinstance(size, str):
+                dim.dim_param = size  # a dynamic axis, by name
+            else:
+                dim.dim_value = size
     if coded:
         hyper_linear.code_tensors(model, coded)
     hyper_linear.attach_functions(model, OPSET)
@@ -114,69 +119,34 @@ def save_checked(model: onnx.ModelProto, path: Path, staged: Path) -> Path:
     return path
 
 
-def export_encoder(model, path) -> Path:
-    """Export `model.image_encoder`: [1,3,S,S] normalised, padded pixels -> embeddings."""
+def export_piece(piece: Piece, path, coded: dict | None = None) -> Path:
+    """Trace one of a family's pieces (compress/families/registry.py) to a checked ONNX file at `path`;
+    `coded`: Birkhoff decode-at-load tensors, written as HyperTensor nodes."""
     path = Path(path)
-    size = model.image_encoder.img_size
-    dummy = torch.zeros(1, 3, size, size)
     with tempfile.TemporaryDirectory(dir=path.parent) as work:
-        exported = Path(work) / "encoder.onnx"
-        with torch.no_grad(), banded_global_attention(model.image_encoder) as encoder:
-            export_module(encoder, (dummy,), exported, [ENCODER_INPUT], [ENCODER_OUTPUT])
-        grid = size // model.image_encoder.patch_embed.proj.stride[0]
-        finish_export(exported, path, coded_tensors(model),
-                      output_shape=(1, model.prompt_encoder.embed_dim, grid, grid))
+        exported = Path(work) / path.name
+        with torch.no_grad(), piece.tracing():
+            export_module(piece.module, piece.example, exported, piece.input_names, piece.output_names,
+                          piece.dynamic_axes)
+        finish_export(exported, path, coded, output_shapes=piece.output_shapes)
     return path
 
 
-def decoder_dummy_inputs(model) -> dict:
-    """Example inputs in the official decoder's format (also used by tests)."""
-    embed_dim = model.prompt_encoder.embed_dim
-    grid = model.prompt_encoder.image_embedding_size
-    size = model.image_encoder.img_size
-    generator = torch.Generator().manual_seed(0)
-    return {
-        "image_embeddings": torch.randn(1, embed_dim, *grid, generator=generator),
-        "point_coords": torch.randint(0, size, (1, 5, 2), generator=generator).float(),
-        "point_labels": torch.randint(0, 4, (1, 5), generator=generator).float(),
-        "mask_input": torch.randn(1, 1, 4 * grid[0], 4 * grid[1], generator=generator),
-        "has_mask_input": torch.tensor([1.0]),
-        "orig_im_size": torch.tensor([float(size + size // 2), float(size * 2)]),
-    }
+def export_pieces(model, folder) -> list[Path]:
+    """Every piece of `model`'s family into `folder` (a bundle being written)."""
+    return [export_piece(piece, Path(folder) / piece.file, coded_tensors(model))
+            for piece in family_of(model.config).pieces(model)]
 
 
-def _decoder_wrapper(model, return_single_mask: bool):
-    """segment_anything's SamOnnxModel, with a crop that follows `orig_im_size` at run time.
-
-    Upstream crops with `int(prepadded_size[0])`; the TorchScript tracer freezes that
-    to the example input's size, so every other image size would be cropped wrongly.
-    Slicing with the tensors themselves keeps the crop in the graph.
-    """
-    class DecoderForExport(SamOnnxModel):
-        def mask_postprocessing(self, masks, orig_im_size):
-            masks = F.interpolate(masks, size=(self.img_size, self.img_size), mode="bilinear",
-                                  align_corners=False)
-            prepadded = self.resize_longest_image_size(orig_im_size, self.img_size)
-            masks = masks[..., : prepadded[0], : prepadded[1]]
-            height, width = orig_im_size.to(torch.int64)
-            return F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)
-
-    return DecoderForExport(model, return_single_mask=return_single_mask).eval()
+def export_encoder(model, path) -> Path:
+    """A SAM 1 model's `image_encoder`: [1,3,S,S] normalised, padded pixels -> embeddings."""
+    return export_piece(sam_pieces.encoder_piece(model, Path(path).name), path, coded_tensors(model))
 
 
 def export_decoder(model, path, return_single_mask: bool = False) -> Path:
-    """Export the prompt encoder + mask decoder with the official SAM ONNX signature.
+    """A SAM 1 model's prompt encoder + mask decoder with the official SAM ONNX signature.
 
     return_single_mask=False gives all M = 4 masks (mask 0 is the single-mask answer,
-    1..3 the multimask ones); True gives the official single-mask variant.
-    """
-    path = Path(path)
-    wrapper = _decoder_wrapper(model, return_single_mask)
-    dummy = decoder_dummy_inputs(model)
-    dynamic_axes = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
-    with tempfile.TemporaryDirectory(dir=path.parent) as work:
-        exported = Path(work) / "decoder.onnx"
-        with torch.no_grad():
-            export_module(wrapper, tuple(dummy.values()), exported, DECODER_INPUTS, DECODER_OUTPUTS, dynamic_axes)
-        finish_export(exported, path, coded_tensors(model))
-    return path
+    1..3 the multimask ones); True gives the official single-mask variant."""
+    piece = sam_pieces.decoder_piece(model, Path(path).name, return_single_mask)
+    return export_piece(piece, path, coded_tensors(model))

@@ -28,10 +28,12 @@ from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-from runtime.bundle import (BATCH_DECODER_FILE, DECODER_FILE, ENCODER_FILE, MANIFEST, SINGLE_MASK_DECODER_FILE,
-                            open_bundle)
+from runtime.bundle import (BATCH_DECODER_FILE, DECODER_FILE, ENCODER_FILE, MANIFEST, PREPROCESS_ENCODER_FILE,
+                            SINGLE_MASK_DECODER_FILE, open_bundle)
 from runtime.bundle_writer import BundleWriter
 from runtime.decoded_graph import decode_tensors
+
+from compress.families import config_from_dict
 
 from .clients import write_client_files
 from .provenance import derived_digest, stamp_all
@@ -40,6 +42,14 @@ from .shared_weights import share_weights
 METHODS = ("int8", "int4")
 INT4_BLOCK = 32
 MODEL_FILES = (ENCODER_FILE, DECODER_FILE, SINGLE_MASK_DECODER_FILE, BATCH_DECODER_FILE)
+
+
+def model_files(manifest: dict) -> list[str]:
+    """The bundle's top-level ONNX files (any family's pieces), but the clients' preprocess encoder,
+    which is written again from the quantised encoder.onnx."""
+    listed = [name for name in manifest["files"] if name.endswith(".onnx") and "/" not in name
+              and name != PREPROCESS_ENCODER_FILE]
+    return listed or list(MODEL_FILES)
 
 
 def _dense_constants(path) -> onnx.ModelProto:
@@ -137,14 +147,12 @@ def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
     bundle = Path(bundle)
     manifest = open_bundle(bundle).manifest  # a damaged or tampered source is refused here
     with BundleWriter(out, overwrite, inputs=[bundle]) as writer:
-        for name in MODEL_FILES:
+        for name in model_files(manifest):
             if (bundle / name).is_file():  # a bundle from before decoder_batch.onnx has none
                 quantize_onnx(bundle / name, writer.path(name), method)
         if manifest.get("clients"):  # bundles from before export/clients.py have none
-            preprocessing = manifest["preprocessing"]
-            manifest["clients"] = write_client_files(writer.root, Path(out).name, preprocessing["img_size"],
-                                                     manifest["decoder"]["low_res_size"], preprocessing["pixel_mean"],
-                                                     preprocessing["pixel_std"])
+            config = config_from_dict(manifest["model"]["architecture"])
+            manifest["clients"] = write_client_files(writer.root, Path(out).name, config)
         manifest["precision"] = f"{method} weights ({'per-channel' if method == 'int8' else f'blocks of {INT4_BLOCK}'})"
         manifest["quantization"] = {"method": method, "source_bundle": str(bundle.resolve()),
                                     "weights": weight_error(bundle / ENCODER_FILE, writer.path(ENCODER_FILE), method)}

@@ -145,11 +145,12 @@ def _cast_to(node: onnx.NodeProto) -> int:
 
 
 def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_functions: bool = False,
-                           encoder_onnx=None) -> dict:
+                           encoder_onnx=None, decoder_onnx=None) -> dict:
     """Write tensorrt/encoder.onnx and tensorrt/decoder.onnx for `model` into `directory`.
 
     The encoder starts from `encoder_onnx` (the bundle's own encoder.onnx: the same graph)
-    or, without it, from a fresh export. `keep_functions` keeps the HyperLinear bodies, for
+    or, without it, from a fresh export; the decoder from `decoder_onnx` (the bundle's
+    decoder_batch.onnx, any family's) or a fresh SAM 1 batch decoder. `keep_functions` keeps the HyperLinear bodies, for
     checking the files with ONNX Runtime (tests); files for TensorRT never have them.
     Returns {name: path}.
     """
@@ -161,9 +162,11 @@ def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_funct
     with tempfile.TemporaryDirectory(dir=directory) as work, torch.no_grad():
         work = Path(work)
         encoder = Path(encoder_onnx) if encoder_onnx else export_encoder(model, work / "e.onnx")
-        export_module(BatchDecoder(model).eval(), dummy_inputs(model), work / "d.onnx", BATCH_DECODER_INPUTS,
-                      BATCH_DECODER_OUTPUTS, DYNAMIC_AXES)
-        for staged, name, convert in ((encoder, ENCODER, precision == "fp16"), (work / "d.onnx", DECODER, False)):
+        decoder = Path(decoder_onnx) if decoder_onnx else work / "d.onnx"
+        if not decoder_onnx:
+            export_module(BatchDecoder(model).eval(), dummy_inputs(model), decoder, BATCH_DECODER_INPUTS,
+                          BATCH_DECODER_OUTPUTS, DYNAMIC_AXES)
+        for staged, name, convert in ((encoder, ENCODER, precision == "fp16"), (decoder, DECODER, False)):
             # The decoder stays fp32 (as nanosam's): it is small, and its masks are thresholded logits.
             # A large encoder's weights are in its `.data` file, found beside it.
             onnx_model = onnx.load(str(staged), load_external_data=True)

@@ -64,6 +64,34 @@ class Bundle:
 
 
     @property
+    def _decoder_section(self) -> dict:
+        section = self.manifest.get("decoder") if self.manifest else None
+        return section if isinstance(section, dict) else {}
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        """The encoder's outputs, which the decoders take by name; the last is the image embedding
+        (SAM 1: image_embeddings alone; SAM 2: two high-resolution levels, then image_embed)."""
+        return tuple(self._decoder_section.get("features") or ("image_embeddings",))
+
+    @property
+    def official_decoder(self) -> bool:
+        """decoder.onnx has the official SAM ONNX decoder's signature (SAM 1's); else Session decodes with
+        decoder_batch.onnx, and decoder.onnx is for the clients (SAM 2's is samexporter's)."""
+        return bool(self._decoder_section.get("official", True))
+
+    @property
+    def prompt_layout(self) -> str:
+        """Where box corners go among the points (runtime/prompts.py's LAYOUTS)."""
+        return self._decoder_section.get("prompt_layout", "sam")
+
+    @property
+    def resize(self) -> str:
+        """The resize rule of runtime/geometry.py ("longest_side": SAM 1's, also for bundles before the field)."""
+        preprocessing = self.manifest.get("preprocessing") if self.manifest else None
+        return (preprocessing or {}).get("resize_rule") or "longest_side"
+
+    @property
     def batch_decoder(self) -> Path | None:
         """decoder_batch.onnx, None where the bundle has none (built before it existed)."""
         path = self.root / BATCH_DECODER_FILE

@@ -31,7 +31,6 @@ from .atomic import OutputError, atomic_write, check_output_file
 from .backends import registry
 from .images import load_image
 from .mask_overlay import draw_masks
-from .masks import upscale_masks
 from .predict import image_format
 from .prompts import known_pixels
 from .session import MASK_THRESHOLD, Session
@@ -74,15 +73,20 @@ class _Found:
 
 
 class MaskGenerator:
-    """segment_anything's SamAutomaticMaskGenerator on a runtime.Session; the settings mean what
-    they mean there. `generate` leaves the session's current image as it found it."""
+    """segment_anything's SamAutomaticMaskGenerator (and sam2's SAM2AutomaticMaskGenerator) on a
+    runtime.Session; the settings mean what they mean there. sam2's adds three, which SAM 1's lacks
+    (their defaults are SAM 1's behaviour): `mask_threshold` (the logit that makes a mask pixel),
+    `multimask_output` (three masks per point, or the single-mask answer) and `use_m2m` (each mask
+    refined once by the decoder with itself as mask input). `generate` leaves the session's current
+    image as it found it."""
 
     def __init__(self, session: Session, points_per_side: int | None = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
                  stability_score_offset: float = 1.0, box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
                  crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
                  crop_n_points_downscale_factor: int = 1, point_grids=None, min_mask_region_area: int = 0,
-                 output_mode: str = "binary_mask", show_progress: bool = True):
+                 output_mode: str = "binary_mask", show_progress: bool = True, mask_threshold: float = MASK_THRESHOLD,
+                 multimask_output: bool = True, use_m2m: bool = False):
         _check_counts(points_per_batch, crop_n_layers, crop_n_points_downscale_factor, crop_overlap_ratio,
                       min_mask_region_area)
         self.point_grids = _point_grids(points_per_side, point_grids, crop_n_layers, crop_n_points_downscale_factor)
@@ -100,6 +104,7 @@ class MaskGenerator:
         self.crop_n_layers, self.crop_overlap_ratio = crop_n_layers, crop_overlap_ratio
         self.min_mask_region_area, self.output_mode = min_mask_region_area, output_mode
         self.show_progress = show_progress
+        self.mask_threshold, self.multimask_output, self.use_m2m = float(mask_threshold), multimask_output, use_m2m
 
     def generate(self, image) -> list[dict]:
         """Records for every mask: segmentation, area, bbox (XYWH), predicted_iou, point_coords,
@@ -138,21 +143,23 @@ class MaskGenerator:
 
     def _batch(self, points: np.ndarray, crop_hw, crop_box, image_hw) -> _Found:
         answer = self.session.predict_batch(points=points[:, None, :], labels=np.ones((len(points), 1)),
-                                            multimask_output=True, upscale=False)
+                                            multimask_output=self.multimask_output, upscale=False)
         masks_per_point = answer.scores.shape[1]
         scores = answer.scores.reshape(-1)  # point-major: point 0's masks, point 1's, ...
         low_res = answer.low_res_logits.reshape(-1, 1, *answer.low_res_logits.shape[-2:])
         prompts = np.repeat(points, masks_per_point, axis=0)
+        if self.use_m2m:
+            scores, low_res = self._refined(prompts, low_res)
         # The predicted-IoU filter needs no mask, so only its survivors are upscaled.
         confident = scores > self.pred_iou_thresh if self.pred_iou_thresh > 0 else np.ones(len(scores), bool)
         candidates = np.flatnonzero(confident)
         parts = []
         for start in range(0, len(candidates), UPSCALE_CHUNK):
             chosen = candidates[start:start + UPSCALE_CHUNK]
-            logits = upscale_masks(low_res[chosen], self.session.img_size, crop_hw)[:, 0]
-            stability = amg.stability_score(logits, MASK_THRESHOLD, self.stability_score_offset)
+            logits = self.session.upscale(low_res[chosen], crop_hw)[:, 0]
+            stability = amg.stability_score(logits, self.mask_threshold, self.stability_score_offset)
             stable = stability >= self.stability_score_thresh if self.stability_score_thresh > 0 else slice(None)
-            masks = logits[stable] > MASK_THRESHOLD
+            masks = logits[stable] > self.mask_threshold
             chosen, stability = chosen[stable], stability[stable]
             boxes = amg.masks_to_boxes(masks)
             whole = ~amg.box_near_crop_edge(boxes, crop_box, [0, 0, image_hw[1], image_hw[0]])
@@ -160,6 +167,18 @@ class MaskGenerator:
             parts.append(_Found(rles, boxes[whole], scores[chosen[whole]], stability[whole], prompts[chosen[whole]],
                                 np.zeros((len(rles), 4), np.int64)))
         return _Found.concat(parts)
+
+    def _refined(self, prompts: np.ndarray, low_res: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """sam2's mask-to-mask refinement: each mask's point again, with the mask as mask input,
+        single-mask answer; points_per_batch at a time. Returns scores [n] and low-res logits [n, 1, L, L]."""
+        scores, refined = [], []
+        for start in range(0, len(prompts), self.points_per_batch):
+            chunk = slice(start, start + self.points_per_batch)
+            answer = self.session.predict_batch(points=prompts[chunk, None, :], labels=np.ones((len(prompts[chunk]), 1)),
+                                                mask_input=low_res[chunk], multimask_output=False, upscale=False)
+            scores.append(answer.scores[:, 0])
+            refined.append(answer.low_res_logits)
+        return np.concatenate(scores), np.concatenate(refined)
 
     def _without_small_regions(self, found: _Found) -> _Found:
         """Holes and islands under min_mask_region_area removed, then NMS again, preferring the masks
@@ -268,8 +287,12 @@ def main(argv=None) -> int:
                             default=parameter.default, help=f"default {parameter.default:g}")
     parser.add_argument("--output-mode", choices=OUTPUT_MODES, default="binary_mask",
                         help="JSON cannot hold arrays: binary_mask is written as uncompressed_rle")
+    parser.add_argument("--single-mask", action="store_true",
+                        help="sam2's multimask_output=False: the single-mask answer per point, not three")
+    parser.add_argument("--use-m2m", action="store_true", help="sam2's use_m2m: refine each mask once with itself")
     args = parser.parse_args(argv)
     chosen = {p.name: getattr(args, p.name) for p in numeric}
+    chosen.update(multimask_output=not args.single_mask, use_m2m=args.use_m2m)
     mode = "uncompressed_rle" if args.output_mode == "binary_mask" else args.output_mode
     try:
         check_output_file(args.out)

@@ -17,7 +17,7 @@ import functools
 import numpy as np
 
 
-def _bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
     """[out_size, in_size] float64: torch's bilinear resize with align_corners=False, as a matrix."""
     scale = in_size / out_size
     source = np.maximum((np.arange(out_size, dtype=np.float32) + 0.5) * np.float32(scale) - 0.5, 0)
@@ -34,8 +34,8 @@ def _bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
 @functools.lru_cache(maxsize=32)
 def _axis_map(low_res: int, img_size: int, kept: int, out_size: int) -> np.ndarray:
     """[out_size, low_res] float32: upscale to img_size, keep the first `kept` (the unpadded part), resize."""
-    padded = _bilinear_matrix(low_res, img_size)[:kept]  # [kept, low_res]
-    return (_bilinear_matrix(kept, out_size) @ padded).astype(np.float32)
+    padded = bilinear_matrix(low_res, img_size)[:kept]  # [kept, low_res]
+    return (bilinear_matrix(kept, out_size) @ padded).astype(np.float32)
 
 
 def resized_hw(img_size: int, image_hw) -> tuple[int, int]:

@@ -9,11 +9,15 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from .transforms import scale_coords
+from .geometry import LongestSide
 
 # Labels of the official decoder: 1 foreground, 0 background, 2/3 box corners, -1 padding.
 BOX_LABELS = (2.0, 3.0)
 PADDING_LABEL = -1.0
+# Where a family's decoder wants a box's corners (a manifest's decoder.prompt_layout): "sam", after the
+# points, a padding point in their place without a box (the official decoder); "sam2", before the
+# points, and no padding point (SAM 2's decoder graphs add one to every prompt, as sam2 does).
+LAYOUTS = ("sam", "sam2")
 
 
 class PromptError(ValueError):
@@ -152,26 +156,31 @@ def check_mask_input(mask_input, low_res_size: int) -> np.ndarray:
     return mask.reshape(1, 1, low_res_size, low_res_size)
 
 
-def prompt_inputs(image_hw, img_size, low_res_size,
-                  points=None, labels=None, box=None, mask_input=None) -> dict:
-    """The official SAM ONNX decoder's inputs for one set of prompts, all but the embedding."""
+def _ordered(layout: str, points: list, boxes: list, padding) -> list:
+    """Points and box corners (lists of arrays, one entry or none each) in `layout`'s order."""
+    if layout == "sam2":
+        return boxes + points
+    return points + (boxes or [padding])
+
+
+def prompt_inputs(image_hw, img_size, low_res_size, points=None, labels=None, box=None, mask_input=None,
+                  geometry=LongestSide, layout: str = "sam") -> dict:
+    """The decoder's inputs for one set of prompts, all but the image features: the official SAM
+    ONNX decoder's (`layout` "sam"), or SAM 2's with a leading prompt axis of 1 ("sam2")."""
     if points is None and box is None:
         raise PromptError("empty prompt: give points (with labels), a box, or both; "
                           "mask_input only refines such a prompt")
-    coords, point_labels = [], []
+    given, corners = [], []
     if points is not None:
-        points, labels = check_points(points, labels, image_hw)
-        coords.append(points)
-        point_labels.append(labels)
+        given.append(check_points(points, labels, image_hw))
     elif labels is not None:
         raise PromptError("labels were given without points; pass the points too, or no labels")
     if box is not None:
-        coords.append(check_box(box, image_hw).reshape(2, 2))
-        point_labels.append(np.array(BOX_LABELS))
-    else:  # the official decoder expects a padding point when there is no box
-        coords.append(np.zeros((1, 2)))
-        point_labels.append(np.array([PADDING_LABEL]))
-    scaled = scale_coords(np.concatenate(coords), image_hw, img_size)
+        corners.append((check_box(box, image_hw).reshape(2, 2), np.array(BOX_LABELS)))
+    # The official decoder expects a padding point when there is no box.
+    ordered = _ordered(layout, given, corners, (np.zeros((1, 2)), np.array([PADDING_LABEL])))
+    coords, point_labels = [c for c, _ in ordered], [l for _, l in ordered]
+    scaled = geometry.coords(np.concatenate(coords), image_hw, img_size)
     if mask_input is None:
         mask, has_mask = np.zeros((1, 1, low_res_size, low_res_size), np.float32), 0.0
     else:
@@ -196,7 +205,7 @@ def _prompt_count(name: str, array: np.ndarray, count: int | None, shape: str) -
 
 
 def batch_prompt_inputs(image_hw, img_size, low_res_size, points=None, labels=None, boxes=None,
-                        mask_input=None) -> dict:
+                        mask_input=None, geometry=LongestSide, layout: str = "sam") -> dict:
     """The batch decoder's inputs (export/batch_decoder.py) for N prompt sets, all but the embedding.
 
     points [N, P, 2] with labels [N, P], and/or boxes [N, 4]; mask_input [N, 1, L, L] or [N, L, L].
@@ -205,7 +214,7 @@ def batch_prompt_inputs(image_hw, img_size, low_res_size, points=None, labels=No
     if points is None and boxes is None:
         raise PromptError("empty prompt: give points [N, P, 2] (with labels [N, P]), boxes [N, 4], or both; "
                           "mask_input only refines such prompts")
-    count, coords, point_labels = None, [], []
+    count, given, corners = None, [], []
     if points is not None:
         points = _finite_array(points, "points", "XY pixel coordinates [N, P, 2]")
         if points.ndim != 3 or points.shape[2] != 2 or points.shape[1] == 0:
@@ -225,8 +234,7 @@ def batch_prompt_inputs(image_hw, img_size, low_res_size, points=None, labels=No
                 check_points(one_set, one_labels, image_hw)
             except PromptError as err:
                 raise PromptError(f"prompt {index}: {err}") from None
-        coords.append(points)
-        point_labels.append(labels)
+        given.append((points, labels))
     elif labels is not None:
         raise PromptError("labels were given without points; pass the points too, or no labels")
     if boxes is not None:
@@ -239,13 +247,12 @@ def batch_prompt_inputs(image_hw, img_size, low_res_size, points=None, labels=No
                 check_box(box, image_hw)
             except PromptError as err:
                 raise PromptError(f"boxes[{index}]: {err}") from None
-        coords.append(boxes.reshape(count, 2, 2))
-        point_labels.append(np.broadcast_to(np.array(BOX_LABELS), (count, 2)))
-    else:  # the padding point the official decoder adds to every prompt without a box
-        coords.append(np.zeros((count, 1, 2)))
-        point_labels.append(np.full((count, 1), PADDING_LABEL))
+        corners.append((boxes.reshape(count, 2, 2), np.broadcast_to(np.array(BOX_LABELS), (count, 2))))
+    # The padding point the official decoder adds to every prompt without a box.
+    ordered = _ordered(layout, given, corners, (np.zeros((count, 1, 2)), np.full((count, 1), PADDING_LABEL)))
+    coords, point_labels = [c for c, _ in ordered], [l for _, l in ordered]
     stacked = np.concatenate(coords, axis=1)  # [N, T, 2]
-    scaled = scale_coords(stacked.reshape(-1, 2), image_hw, img_size).reshape(stacked.shape)
+    scaled = geometry.coords(stacked.reshape(-1, 2), image_hw, img_size).reshape(stacked.shape)
     if mask_input is None:
         masks, has_mask = np.zeros((count, 1, low_res_size, low_res_size), np.float32), 0.0
     else:

@@ -1,28 +1,44 @@
-"""The PyTorch reference: the checkpoint's own model, run by segment_anything.
+"""The PyTorch reference: the checkpoint's own model, run by its family's upstream code.
 
 runtime is the bottom layer and needs no torch; this module is its one sanctioned upward
 dependency. A bundle is only as good as its agreement with the model it was built from, and
-that model comes from compress (architectures, checkpoint formats), as do the synthetic
-images parity checks on. So the reference model, the synthetic parity images and the
-`SamPredictor` wrapper live here, for runtime.parity and the torch backend; no other
+that model comes from compress (model families, checkpoint formats), as do the synthetic
+images parity checks on. So the reference model, its upstream predictor (segment_anything's
+SamPredictor, sam2's SAM2ImagePredictor: the family says), the synthetic parity images and
+the pieces the torch backend runs live here, for runtime.parity and the torch backend; no other
 runtime module imports compress (tests/test_layers.py). Importing this module imports
-torch, segment_anything and compress: nothing on the path of `runtime.Session` with ONNX
-Runtime or TensorRT imports it (tests/test_runtime_without_torch.py, test_light_install.py).
+torch and compress: nothing on the path of `runtime.Session` with ONNX Runtime or TensorRT
+imports it (tests/test_runtime_without_torch.py, test_light_install.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from segment_anything import SamAutomaticMaskGenerator, SamPredictor
 
 from compress import load_checkpoint
 from compress.demo.shapes import make_sample
+from compress.families import config_to_dict, family_of
 
 
 def load_reference_model(checkpoint, model_type: str | None = None):
-    """segment_anything's `Sam` (eval mode, `.config` set) from a samedge or official checkpoint;
-    `model_type` names the architecture where the file's shapes do not (compress.load_checkpoint)."""
+    """The model (eval mode, `.config` set) from a samedge or official checkpoint; `model_type` names
+    the architecture where the file's shapes do not (compress.load_checkpoint)."""
     return load_checkpoint(checkpoint, model_type)
+
+
+def architecture_of(model) -> dict:
+    """The model's architecture as a manifest records it (its family's name included)."""
+    return config_to_dict(model.config)
+
+
+def family_manifest(config) -> dict:
+    """The manifest sections the family writes for `config` (pre-processing, the decoders' signature)."""
+    return family_of(config).manifest(config)
+
+
+def family_pieces(model) -> dict:
+    """{bundle file name: torch module} of what the bundle's ONNX files were traced from."""
+    return {piece.file: piece.module for piece in family_of(model.config).pieces(model)}
 
 
 def parity_shapes(count: int = 2) -> dict[str, np.ndarray]:
@@ -31,31 +47,30 @@ def parity_shapes(count: int = 2) -> dict[str, np.ndarray]:
 
 
 class ReferencePredictor:
-    """`SamPredictor` behind the same `set_image` / `predict` calls as `runtime.Session`."""
+    """The family's upstream predictor (SamPredictor, SAM2ImagePredictor) behind the same `set_image` /
+    `predict` calls as `runtime.Session`."""
 
     def __init__(self, model):
-        self.predictor = SamPredictor(model)
+        self.predictor = family_of(model.config).reference(model)
 
     def set_image(self, image: np.ndarray) -> None:
         self.predictor.set_image(image)
 
     def predict(self, points=None, labels=None, box=None, mask_input=None, multimask_output=True):
-        return self.predictor.predict(
-            point_coords=None if points is None else np.asarray(points, np.float32),
-            point_labels=None if labels is None else np.asarray(labels),
-            box=None if box is None else np.asarray(box, np.float32),
-            mask_input=mask_input,
-            multimask_output=multimask_output,
-        )
+        return self.predictor.predict(points=points, labels=labels, box=box, mask_input=mask_input,
+                                      multimask_output=multimask_output)
 
 
 def reference_records(model, image: np.ndarray, **settings) -> list[dict]:
-    """segment_anything's SamAutomaticMaskGenerator's records for `image` (uint8 RGB) with `settings`
+    """The family's upstream automatic mask generator's records for `image` (uint8 RGB) with `settings`
     (MaskGenerator's names). Imports torch: call it only where the compress extra is installed."""
     if settings.get("min_mask_region_area", 0) > 0:
         try:
-            import cv2  # noqa: F401 (segment_anything's small-region removal imports it when it runs)
+            import cv2  # noqa: F401 (upstream's small-region removal imports it when it runs)
         except ImportError:
             raise ImportError("the reference's small-region removal needs OpenCV: pip install opencv-python-headless, "
                               "or compare with min_mask_region_area=0") from None
-    return SamAutomaticMaskGenerator(model, **settings).generate(image)
+    generator = family_of(model.config).reference_mask_generator(model, **settings)
+    if generator is None:
+        raise ValueError(f"the {family_of(model.config).name} family has no automatic mask generator to compare with")
+    return generator.generate(image)

@@ -13,10 +13,9 @@ import numpy as np
 from .backends import Backend, BackendOptions, Choice, Closable, abilities, registry
 from .backends.base import required_batch_decoder
 from .bundle import BundleError, open_bundle
+from .geometry import geometry
 from .images import load_image
-from .masks import upscale_masks
 from .prompts import batch_prompt_inputs, prompt_inputs
-from .transforms import preprocess, resize_longest_side
 
 MASK_THRESHOLD = 0.0  # logits above this are mask pixels, as in segment_anything
 # Prompt sets per decoder call in predict_batch: the TensorRT profile's maximum
@@ -41,7 +40,7 @@ class BatchPrediction(NamedTuple):
 
 
 class _Image(NamedTuple):
-    embedding: np.ndarray  # [1, C, h, w]
+    features: dict[str, np.ndarray]  # the encoder's outputs by name; the last the embedding [1, C, h, w]
     hw: tuple[int, int]  # the original image's (H, W), which prompts refer to
 
 
@@ -94,6 +93,9 @@ class Session(Closable):
         self.img_size = self.backend.img_size
         # The decoder upscales the embedding grid 4x (256 x 256 for official SAM).
         self.low_res_size = 4 * self.backend.embedding_size
+        # The family's resize rule and prompt layout (runtime/geometry.py, runtime/prompts.py), from the manifest.
+        self.geometry = geometry(self.bundle.resize)
+        self._prompt_layout = dict(geometry=self.geometry, layout=self.bundle.prompt_layout)
         self._thread = threading.local()  # .image: this thread's _Image
 
     def _release(self) -> None:
@@ -107,9 +109,9 @@ class Session(Closable):
 
     def _encode(self, rgb: np.ndarray) -> _Image:
         if self.abilities.takes_resized_image:
-            pixels = resize_longest_side(rgb, self.img_size).astype(np.float32)
+            pixels = self.geometry.resized(rgb, self.img_size)
         else:
-            pixels = preprocess(rgb, self.img_size, self.bundle.pixel_mean, self.bundle.pixel_std)
+            pixels = self.geometry.pixels(rgb, self.img_size, self.bundle.pixel_mean, self.bundle.pixel_std)
         return _Image(self.backend.encode(pixels), rgb.shape[:2])
 
     def _current(self) -> _Image:
@@ -133,7 +135,17 @@ class Session(Closable):
     @property
     def image_embedding(self) -> np.ndarray:
         """The embedding of this thread's current image, [1, C, h, w]."""
-        return self._current().embedding
+        return self._current().features[self.bundle.features[-1]]
+
+    @property
+    def image_features(self) -> dict[str, np.ndarray]:
+        """Every encoder output of this thread's current image, by name (SAM 2: two high-res levels too)."""
+        return dict(self._current().features)
+
+    def upscale(self, low_res: np.ndarray, image_hw) -> np.ndarray:
+        """[B, M, L, L] low-res logits -> [B, M, H, W] logits for an H x W image, as the family's
+        upstream post-processing (runtime/geometry.py)."""
+        return self.geometry.upscale(low_res, self.img_size, image_hw)
 
     def predict(self, image=None, points=None, labels=None, box=None, mask_input=None,
                 multimask_output: bool = True) -> Prediction:
@@ -141,13 +153,19 @@ class Session(Closable):
 
         With `image`, it is encoded and becomes this thread's current image."""
         current, prompt = self._prompted(image, lambda hw: prompt_inputs(
-            hw, self.img_size, self.low_res_size, points, labels, box, mask_input))
-        logits, scores, low_res = self.backend.decode({"image_embeddings": current.embedding, **prompt})
+            hw, self.img_size, self.low_res_size, points, labels, box, mask_input, **self._prompt_layout))
         chosen = _chosen_masks(multimask_output)
+        if self.bundle.official_decoder:  # SAM 1: the official decoder upscales in its graph
+            logits, scores, low_res = self.backend.decode({**current.features, **prompt})
+            logits, scores, low_res = logits[0, chosen], scores[0, chosen], low_res[0, chosen]
+        else:  # the batch decoder with one prompt set (SAM 2), upscaled as its family's upstream does
+            del prompt["orig_im_size"]
+            scores, low_res = (answer[0, chosen] for answer in self._decode_batch(current, prompt))
+            logits = self.upscale(low_res[None], current.hw)[0]
         return Prediction(
-            masks=logits[0, chosen] > MASK_THRESHOLD,
-            scores=scores[0, chosen].astype(np.float32),
-            low_res_logits=low_res[0, chosen].astype(np.float32),
+            masks=logits > MASK_THRESHOLD,
+            scores=scores.astype(np.float32),
+            low_res_logits=low_res.astype(np.float32),
         )
 
     def _prompted(self, image, check_prompts) -> tuple[_Image, dict]:
@@ -169,7 +187,7 @@ class Session(Closable):
         `upscale=False` skips the image-size masks (64 of them for a 12 MP photo are 768 MB):
         low_res_logits and scores only; runtime.masks.upscale_masks makes any of them full size."""
         current, prompts = self._prompted(image, lambda hw: batch_prompt_inputs(
-            hw, self.img_size, self.low_res_size, points, labels, boxes, mask_input))
+            hw, self.img_size, self.low_res_size, points, labels, boxes, mask_input, **self._prompt_layout))
         count = len(prompts["has_mask_input"])
         step = min(PROMPTS_PER_CALL, self.abilities.max_prompts or PROMPTS_PER_CALL)
         answers = [self._decode_batch(current, {name: value[start:start + step] for name, value in prompts.items()})
@@ -180,7 +198,7 @@ class Session(Closable):
         masks = None
         if upscale:
             # One prompt set at a time: the float logits at image size are 4x the booleans kept.
-            masks = np.stack([upscale_masks(one[None], self.img_size, current.hw)[0] > MASK_THRESHOLD for one in low_res])
+            masks = np.stack([self.upscale(one[None], current.hw)[0] > MASK_THRESHOLD for one in low_res])
         return BatchPrediction(masks, scores, low_res)
 
     def _decode_batch(self, image: _Image, prompts: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -188,9 +206,9 @@ class Session(Closable):
         if self.abilities.batch_decoding == "missing":
             required_batch_decoder(None)  # refused, with the fix
         if self.abilities.batch_decoding == "native":
-            return self.backend.decode_batch({"image_embeddings": image.embedding, **prompts})
-        # A backend without a batch decoder (the torch reference, a user's object): one call per set.
-        answers = [self.backend.decode({"image_embeddings": image.embedding,
+            return self.backend.decode_batch({**image.features, **prompts})
+        # A backend without a batch decoder (SAM 1's torch reference, a user's object): one call per set.
+        answers = [self.backend.decode({**image.features,
                                         **{name: value[n:n + 1] for name, value in prompts.items()},
                                         "orig_im_size": np.array(image.hw, np.float32)})
                    for n in range(len(prompts["has_mask_input"]))]

@@ -18,6 +18,9 @@ DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 # leading prompt axis N, no orig_im_size; the runtime upsamples low_res_masks.
 BATCH_DECODER_INPUTS = DECODER_INPUTS[:-1]
 BATCH_DECODER_OUTPUTS = DECODER_OUTPUTS[1:]
+# A decoder's inputs after the image features (a bundle's `features`: SAM 1's image_embeddings, SAM 2's three).
+PROMPT_INPUTS = BATCH_DECODER_INPUTS[1:]
+SAM_FEATURES = ("image_embeddings",)
 MASKS = 4  # Session's decoder gives the single-mask answer and the three multimask ones
 REBUILD = "rebuild the bundle with python -m export.build (or restore the file)"
 
@@ -27,12 +30,14 @@ def _static(shape) -> tuple:
     return tuple(d if isinstance(d, int) and d >= 0 else None for d in shape)
 
 
-def check_encoder(inputs: dict, outputs: dict, where, img_size: int | None) -> tuple:
-    """inputs/outputs: {name: shape}. Returns the embedding shape [1, C, h, w]."""
-    if len(inputs) != 1 or len(outputs) != 1:
+def check_encoder(inputs: dict, outputs: dict, where, img_size: int | None, features=SAM_FEATURES) -> tuple:
+    """inputs/outputs: {name: shape}; `features`: the outputs the bundle's decoders take (the last the
+    image embedding). Returns the embedding shape [1, C, h, w]."""
+    if len(inputs) != 1 or set(outputs) != set(features):
         raise BundleError(f"{where} takes {sorted(inputs)} and gives {sorted(outputs)}: not a SAM image encoder "
-                          f"(one image in, one embedding out); {REBUILD}")
-    (image,), (embedding,) = (_static(s) for s in inputs.values()), (_static(s) for s in outputs.values())
+                          f"of this bundle (one image in, {list(features)} out); {REBUILD}")
+    (image,) = (_static(s) for s in inputs.values())
+    embedding = _static(outputs[features[-1]])
     if len(image) == 3 and image[2] == 3:  # encoder_preprocess.onnx: a resized [H, W, 3] image
         if img_size is None:
             raise BundleError(f"{where} takes a resized [H, W, 3] image, which says nothing of the model's size: "
@@ -49,16 +54,17 @@ def check_encoder(inputs: dict, outputs: dict, where, img_size: int | None) -> t
     return embedding
 
 
-def check_decoder(inputs: dict, outputs: dict, where, embedding: tuple, batch: bool = False) -> None:
-    """The decoder takes the encoder's embedding, masks of 4x its grid, and gives all 4 masks.
+def check_decoder(inputs: dict, outputs: dict, where, embedding: tuple, batch: bool = False,
+                  features=SAM_FEATURES) -> None:
+    """The decoder takes the encoder's features, masks of 4x its grid, and gives all 4 masks.
     `batch`: the batch decoder's signature (a prompt axis, no orig_im_size)."""
-    expected_inputs, expected_outputs = (BATCH_DECODER_INPUTS, BATCH_DECODER_OUTPUTS) if batch else \
-        (DECODER_INPUTS, DECODER_OUTPUTS)
+    expected_inputs = (*features, *PROMPT_INPUTS) if batch else DECODER_INPUTS
+    expected_outputs = BATCH_DECODER_OUTPUTS if batch else DECODER_OUTPUTS
     if set(inputs) != set(expected_inputs) or not set(expected_outputs) <= set(outputs):
         raise BundleError(
             f"{where} takes {list(inputs)[:8]} and gives {list(outputs)[:8]}, not the SAM decoder's "
             f"{list(expected_inputs)} -> {list(expected_outputs)} (another model's file copied over it?); {REBUILD}")
-    taken = _static(inputs["image_embeddings"])
+    taken = _static(inputs[features[-1]])
     if taken != embedding:
         raise BundleError(f"{where} takes image embeddings of shape {taken} but the encoder gives {embedding}: "
                           f"the two files come from different models; {REBUILD}")

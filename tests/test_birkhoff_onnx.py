@@ -170,10 +170,11 @@ def test_the_three_ways_to_run_a_coded_bundle_agree(tmp_path):
         with Session(out, low_memory=low_memory) as session:
             # The same weights (bit for bit, tested above); ONNX Runtime fuses each graph its own way,
             # so sums are ordered differently: float32 rounding, on outputs of order 1.
-            np.testing.assert_allclose(session.backend.encode(pixels), expected, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(session.backend.encode(pixels)["image_embeddings"], expected, rtol=1e-4,
+                                       atol=1e-4)
     # Without a manifest (files alone) the backend reads them to find the samedge nodes.
     lone = OnnxRuntimeBackend(out / "encoder.onnx", out / "decoder.onnx", ["CPUExecutionProvider"])
-    np.testing.assert_allclose(lone.encode(pixels), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(lone.encode(pixels)["image_embeddings"], expected, rtol=1e-4, atol=1e-4)
     model, weights = decode_all(onnx.load(str(out / "encoder.onnx")))
     assert not has_samedge_nodes(model) and not model.functions and weights
     assert not any(init.data_type == onnx.TensorProto.INT32 for init in model.graph.initializer)

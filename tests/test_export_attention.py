@@ -8,7 +8,7 @@ import torch
 
 from compress import build_sam
 from compress.slimsam.attention import split_attention
-from export.attention import banded_forward, banded_global_attention
+from compress.families.sam_attention import banded_forward, banded_global_attention
 from export.onnx_export import export_module
 
 

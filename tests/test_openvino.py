@@ -114,7 +114,8 @@ def test_the_model_cache_follows_the_content_not_the_path(tiny_bundle, tiny_birk
         with OpenVINOBackend(opened.encoder, opened.decoder, cache_dir=cache,
                              file_hashes=opened.manifest["files"]) as cached, \
                 OnnxRuntimeBackend(source / "encoder.onnx", source / "decoder.onnx") as reference:
-            np.testing.assert_allclose(cached.encode(pixels), reference.encode(pixels), atol=1e-4)
+            np.testing.assert_allclose(cached.encode(pixels)["image_embeddings"],
+                                       reference.encode(pixels)["image_embeddings"], atol=1e-4)
     assert len(list(cache.iterdir())) == 4, "one folder per encoder and decoder content"
     assert all(any(folder.iterdir()) for folder in cache.iterdir()), "nothing was cached"
 
@@ -127,7 +128,7 @@ def test_a_cache_that_cannot_be_made_costs_speed_not_answers(tiny_bundle, tmp_pa
         backend = OpenVINOBackend(opened.encoder, opened.decoder, cache_dir=blocker / "cache",
                                   file_hashes=opened.manifest["files"])
     with backend:
-        assert backend.encode(np.zeros((1, 3, 64, 64), np.float32)).shape[0] == 1
+        assert backend.encode(np.zeros((1, 3, 64, 64), np.float32))["image_embeddings"].shape[0] == 1
 
 
 def test_a_corrupt_model_file_gets_a_clear_error(tiny_bundle, tmp_path):

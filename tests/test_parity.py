@@ -99,4 +99,4 @@ def test_the_report_checks_segment_everything_against_segment_anything(demo_bund
     everything = report["everything"]
     assert everything["passed"] and everything["reference_masks"] > 0, summary(report)
     assert everything["median_iou"] >= 0.99 and everything["unexplained"] == 0
-    assert "segment-everything vs SamAutomaticMaskGenerator: PASS on shapes-0" in summary(report)
+    assert "segment-everything vs the upstream automatic mask generator: PASS on shapes-0" in summary(report)

@@ -49,7 +49,8 @@ def test_a_backend_object_for_another_image_size_is_refused(tiny_bundle, demo_bu
     with pytest.raises(BundleError, match="takes 256 px images but the manifest of .* says 64: they do not belong"):
         Session(tiny_bundle, backend=demo)
     assert not demo.closed  # refused, so still the caller's
-    assert demo.encode(np.zeros((1, 3, 256, 256), np.float32)).shape == (1, 128, 16, 16)  # demo: 128 channels
+    features = demo.encode(np.zeros((1, 3, 256, 256), np.float32))
+    assert features["image_embeddings"].shape == (1, 128, 16, 16)  # demo: 128 channels
 
 
 def test_a_backend_object_does_not_skip_the_hash_check(tiny_bundle, tmp_path):

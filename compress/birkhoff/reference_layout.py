@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from runtime.atomic import atomic_write
 
 from ..architectures import build_sam, get_config
-from ..checkpoint import detect_official_type
+from ..families.sam import detect_official_type
 from ..checkpoint_file import CheckpointError
 from .codec import EncodedTensor, decode, trajectory
 from .model import DECODE_AT_LOAD, HYPER_LINEAR, RAW, CompressedModel, Entry, install_hyper_linears

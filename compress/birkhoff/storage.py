@@ -19,7 +19,8 @@ import json
 import numpy as np
 import torch
 
-from ..architectures import SamConfig, build_sam
+from ..architectures import SamConfig
+from ..families import build_model
 from ..checkpoint_file import CheckpointError, check_weights, read_samedge, sniff_format, write_checkpoint
 from plugins.hyperlinear import reference
 
@@ -68,7 +69,7 @@ def build_compressed(path, config: SamConfig, state: dict, metadata: dict) -> Co
         specs, variant = birkhoff["tensors"], birkhoff["variant"]
     except (KeyError, json.JSONDecodeError, TypeError) as err:
         raise CheckpointError(f"{path}: unreadable Birkhoff metadata ({err}); re-compress the model") from err
-    model = build_sam(config)
+    model = build_model(config)
     entries, dense = {}, {}
     for name, spec in specs.items():
         try:

@@ -26,11 +26,13 @@ class Backend(Protocol):
     img_size: int  # side S of the encoder's square input
     embedding_size: int  # side of the image-embedding grid (S / 16 for official SAM)
 
-    def encode(self, pixels: np.ndarray) -> np.ndarray:
-        """Normalised, padded pixels [1, 3, S, S] -> image embeddings [1, C, h, w]."""
+    def encode(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        """Normalised, padded pixels [1, 3, S, S] -> the image features the decoders take, by name
+        (SAM 1: {"image_embeddings": [1, C, h, w]}; SAM 2: two high-resolution levels and image_embed)."""
 
     def decode(self, inputs: dict[str, np.ndarray]) -> DecoderOutputs:
-        """The official SAM ONNX decoder's inputs -> its three outputs (all 4 masks)."""
+        """The official SAM ONNX decoder's inputs -> its three outputs (all 4 masks). Families without the
+        official decoder (SAM 2) answer through `decode_batch` only."""
 
     def close(self) -> None:
         """Release the models and device memory; a second close does nothing."""

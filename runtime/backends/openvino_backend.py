@@ -30,7 +30,8 @@ import numpy as np
 from plugins.hyperlinear import reference, spec
 
 from ..bundle import WEIGHTS_FILE, BundleError, sha256_file
-from ..signature import BATCH_DECODER_OUTPUTS, DECODER_INPUTS, DECODER_OUTPUTS, check_decoder, check_encoder
+from ..signature import (BATCH_DECODER_OUTPUTS, DECODER_INPUTS, DECODER_OUTPUTS, SAM_FEATURES, check_decoder,
+                         check_encoder)
 from .base import BackendOptions, BaseBackend, required_batch_decoder
 from .ort_backend import require_onnx_files
 
@@ -130,27 +131,26 @@ def _shape(port) -> tuple:
     return tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
 
 
-def _name(port) -> str:
+def _name(port, known: frozenset) -> str:
     """The port's name in the ONNX file: OpenVINO gives a tensor every name it had in the graph
-    (an Identity's output among them), and get_any_name may pick any."""
+    (an Identity's output among them), and get_any_name may pick any; `known`: the names samedge uses."""
     names = port.get_names()
-    known = names & set(DECODER_INPUTS + DECODER_OUTPUTS)
-    return min(known or names)
+    return min((names & known) or names)
 
 
-def _shapes(ports) -> dict:
-    return {_name(port): _shape(port) for port in ports}
+def _shapes(ports, known: frozenset) -> dict:
+    return {_name(port, known): _shape(port) for port in ports}
 
 
 class _Model:
     """One compiled model and a pool of inference requests: a request runs one call at a time,
     and a Session may be shared by threads."""
 
-    def __init__(self, compiled):
+    def __init__(self, compiled, known: frozenset):
         self.compiled = compiled
-        self.inputs = _shapes(compiled.inputs)
-        self.outputs = _shapes(compiled.outputs)
-        self.output_names = [_name(port) for port in compiled.outputs]
+        self.inputs = _shapes(compiled.inputs, known)
+        self.outputs = _shapes(compiled.outputs, known)
+        self.output_names = [_name(port, known) for port in compiled.outputs]
         self._idle = queue.SimpleQueue()
 
     def run(self, feeds: dict, outputs=None) -> list[np.ndarray]:
@@ -173,18 +173,21 @@ class OpenVINOBackend(BaseBackend):
     @classmethod
     def _open(cls, bundle, options: BackendOptions) -> "OpenVINOBackend":
         require_onnx_files(bundle, cls.name)
-        return cls(bundle.encoder, bundle.decoder, bundle.img_size, bundle.batch_decoder,
-                   cache_dir=default_cache_dir(), file_hashes=bundle.manifest.get("files"))
+        return cls(bundle.encoder, bundle.decoder if bundle.official_decoder else None, bundle.img_size,
+                   bundle.batch_decoder, cache_dir=default_cache_dir(), file_hashes=bundle.manifest.get("files"),
+                   features=bundle.features)
 
-    def __init__(self, encoder: Path, decoder: Path, img_size: int | None = None,
+    def __init__(self, encoder: Path, decoder: Path | None, img_size: int | None = None,
                  batch_decoder: Path | None = None, precision: str = "f32", threads: int | None = None,
-                 cache_dir: Path | None = None, file_hashes: dict | None = None):
+                 cache_dir: Path | None = None, file_hashes: dict | None = None, features: tuple = SAM_FEATURES):
         """`precision`: f32 (the parity thresholds' precision) or bf16 (faster where the CPU has
         bfloat16 units, answers within bf16's rounding); `threads`: inference threads (None:
         OpenVINO's choice, the physical cores); `cache_dir`: OpenVINO's compiled-model cache
         (None: compile at every start; docs/benchmarks/openvino-cpu.md measures both), used for
         the files `file_hashes` (a manifest's "files": {name: {"sha256": ...}}) names, the others
-        compiled at every start; `file_hashes` None: hash the files here (what a lone file costs)."""
+        compiled at every start; `file_hashes` None: hash the files here (what a lone file costs);
+        `decoder` None: a family without the official decoder (SAM 2) decodes with `batch_decoder` only;
+        `features`: the encoder's outputs the decoders take (the bundle's)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: choose one of {PRECISIONS}")
         openvino = import_openvino()
@@ -197,20 +200,27 @@ class OpenVINOBackend(BaseBackend):
             self.config["INFERENCE_NUM_THREADS"] = int(threads)
         self.cache_dir, self.file_hashes = cache_dir, file_hashes
         self.precision = precision
+        self.features = tuple(features)
+        self._known = frozenset(DECODER_INPUTS + DECODER_OUTPUTS + self.features)
         self.encoder = self._compile(encoder)
-        self.decoder = self._compile(decoder)
-        embedding = check_encoder(self.encoder.inputs, self.encoder.outputs, encoder, img_size)
-        check_decoder(self.decoder.inputs, self.decoder.outputs, decoder, embedding)
+        self.decoder = None if decoder is None else self._compile(decoder)
+        embedding = check_encoder(self.encoder.inputs, self.encoder.outputs, encoder, img_size, self.features)
+        if self.decoder is not None:
+            check_decoder(self.decoder.inputs, self.decoder.outputs, decoder, embedding)
+        elif batch_decoder is None:
+            raise BundleError(f"{encoder.parent} has no decoder_batch.onnx, the decoder this bundle's models answer "
+                              "with; rebuild it with python -m export.build")
         self.batch_decoder = None
         self.batch_decoding = "missing" if batch_decoder is None else "native"
         if batch_decoder is not None:
             self.batch_decoder = self._compile(batch_decoder)
-            check_decoder(self.batch_decoder.inputs, self.batch_decoder.outputs, batch_decoder, embedding, batch=True)
+            check_decoder(self.batch_decoder.inputs, self.batch_decoder.outputs, batch_decoder, embedding, batch=True,
+                          features=self.features)
         (image_shape,) = self.encoder.inputs.values()
         # encoder_preprocess.onnx (export/clients.py) takes the resized image: its size is the manifest's.
         self.takes_resized_image = len(image_shape) == 3
         self.img_size = img_size if self.takes_resized_image else int(image_shape[-1])
-        self.embedding_size = int(next(iter(self.encoder.outputs.values()))[-1])
+        self.embedding_size = int(embedding[-1])
 
     def _cache_folder(self, path: Path) -> Path | None:
         """This file's folder in the cache (see cache_key), made if need be; None: no cache for it."""
@@ -244,7 +254,7 @@ class OpenVINOBackend(BaseBackend):
         del self._failures[:]
         try:
             # From the path, not a read model: with CACHE_DIR set, a cached model skips reading the file.
-            return _Model(self.core.compile_model(str(path), "CPU", config))
+            return _Model(self.core.compile_model(str(path), "CPU", config), self._known)
         except Exception as err:  # OpenVINO raises RuntimeError and its own types
             ours = next((failure for failure in self._failures if isinstance(failure, BundleError)), None)
             if ours is not None:
@@ -254,10 +264,14 @@ class OpenVINOBackend(BaseBackend):
                               "samedge: rebuild the bundle; an operator this OpenVINO cannot convert: pip install -U "
                               "openvino, or run the bundle with backend='onnxruntime'") from err
 
-    def encode(self, pixels: np.ndarray) -> np.ndarray:
-        return self._held(self.encoder).run({0: pixels})[0]  # its one input, whatever its name
+    def encode(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self._held(self.encoder).run({0: pixels}, self.features)  # its one input, whatever its name
+        return dict(zip(self.features, outputs))
 
     def decode(self, inputs):
+        if self.decoder is None and not self.closed:
+            raise BundleError("this bundle's decoder.onnx is for the clients (not the official SAM decoder): "
+                              "runtime.Session decodes with decode_batch")
         masks, iou_predictions, low_res_masks = self._held(self.decoder).run(inputs, DECODER_OUTPUTS)
         return masks, iou_predictions, low_res_masks
 

@@ -25,7 +25,7 @@ import onnxruntime as ort
 
 from ..bundle import BundleError
 from ..decoded_graph import decode_all, has_samedge_nodes
-from ..signature import check_decoder, check_encoder
+from ..signature import BATCH_DECODER_OUTPUTS, SAM_FEATURES, check_decoder, check_encoder
 from .base import BackendOptions, BaseBackend, required_batch_decoder
 
 
@@ -106,50 +106,62 @@ class OnnxRuntimeBackend(BaseBackend):
     @classmethod
     def _open(cls, bundle, options: BackendOptions) -> "OnnxRuntimeBackend":
         require_onnx_files(bundle, cls.name)
-        return cls(bundle.encoder, bundle.decoder, options.providers, options.low_memory, bundle.img_size,
-                   bundle.samedge_nodes, batch_decoder=bundle.batch_decoder)
+        return cls(bundle.encoder, bundle.decoder if bundle.official_decoder else None, options.providers,
+                   options.low_memory, bundle.img_size, bundle.samedge_nodes, batch_decoder=bundle.batch_decoder,
+                   features=bundle.features)
 
-    def __init__(self, encoder: Path, decoder: Path, providers=None, low_memory: bool = False,
+    def __init__(self, encoder: Path, decoder: Path | None, providers=None, low_memory: bool = False,
                  img_size: int | None = None, coded: bool | None = None, cpu_arena: bool | None = None,
-                 batch_decoder: Path | None = None):
+                 batch_decoder: Path | None = None, features: tuple = SAM_FEATURES):
         """`batch_decoder`: decoder_batch.onnx, for decode_batch (None: decode_batch refuses);
         `img_size`: what the bundle's manifest says the encoder takes (checked); `coded`: whether
         the files hold samedge nodes (the manifest's `samedge_nodes`; None: read the files to see);
         `cpu_arena`: ORT's CPU arena on or off whatever low_memory says (the results page keeps
-        eight vit_b sessions open, arenas off, each decoding as a default Session does)."""
+        eight vit_b sessions open, arenas off, each decoding as a default Session does);
+        `decoder` None: a family without the official decoder (SAM 2) decodes with `batch_decoder` only;
+        `features`: the encoder's outputs the decoders take (the bundle's)."""
         available = ort.get_available_providers()
         if providers is None:
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.providers = list(providers)
+        self.features = tuple(features)
         self.encoder = _session(encoder, self.providers, low_memory, coded, cpu_arena)
-        self.decoder = _session(decoder, self.providers, low_memory, coded, cpu_arena)
+        self.decoder = None if decoder is None else _session(decoder, self.providers, low_memory, coded, cpu_arena)
         self.encoder_input = self.encoder.get_inputs()[0].name
         embedding = check_encoder(_shapes(self.encoder.get_inputs()), _shapes(self.encoder.get_outputs()),
-                                  encoder, img_size)
-        check_decoder(_shapes(self.decoder.get_inputs()), _shapes(self.decoder.get_outputs()), decoder, embedding)
+                                  encoder, img_size, self.features)
+        if self.decoder is not None:
+            check_decoder(_shapes(self.decoder.get_inputs()), _shapes(self.decoder.get_outputs()), decoder, embedding)
+        elif batch_decoder is None:
+            raise BundleError(f"{encoder.parent} has no decoder_batch.onnx, the decoder this bundle's models answer "
+                              "with; rebuild it with python -m export.build")
         self.batch_decoder = None
         self.batch_decoding = "missing" if batch_decoder is None else "native"
         if batch_decoder is not None:
             self.batch_decoder = _session(batch_decoder, self.providers, low_memory, coded, cpu_arena)
             check_decoder(_shapes(self.batch_decoder.get_inputs()), _shapes(self.batch_decoder.get_outputs()),
-                          batch_decoder, embedding, batch=True)
+                          batch_decoder, embedding, batch=True, features=self.features)
         image_shape = self.encoder.get_inputs()[0].shape
         # encoder_preprocess.onnx (export/clients.py) takes the resized image: its size is the manifest's.
         self.takes_resized_image = len(image_shape) == 3
         self.img_size = img_size if self.takes_resized_image else int(image_shape[-1])
-        self.embedding_size = int(self.encoder.get_outputs()[0].shape[-1])
+        self.embedding_size = int(embedding[-1])
 
-    def encode(self, pixels: np.ndarray) -> np.ndarray:
-        return self._held(self.encoder).run(None, {self.encoder_input: pixels})[0]
+    def encode(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self._held(self.encoder).run(list(self.features), {self.encoder_input: pixels})
+        return dict(zip(self.features, outputs))
 
     def decode(self, inputs):
+        if self.decoder is None and not self.closed:
+            raise BundleError("this bundle's decoder.onnx is for the clients (not the official SAM decoder): "
+                              "runtime.Session decodes with decode_batch")
         masks, iou_predictions, low_res_masks = self._held(self.decoder).run(None, inputs)
         return masks, iou_predictions, low_res_masks
 
     def decode_batch(self, inputs):
         """The batch decoder's inputs -> iou_predictions [N, 4], low_res_masks [N, 4, L, L]."""
         model = required_batch_decoder(self._held(self.batch_decoder))
-        iou_predictions, low_res_masks = model.run(None, inputs)
+        iou_predictions, low_res_masks = model.run(list(BATCH_DECODER_OUTPUTS), inputs)
         return iou_predictions, low_res_masks
 
     def _release(self) -> None:

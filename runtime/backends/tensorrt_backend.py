@@ -18,7 +18,7 @@ from plugins.hyperlinear.spec import PLUGIN_KEY, PLUGIN_LIBRARY
 
 from ..bundle import BundleError, sha256_file
 from ..masks import upscale_masks
-from ..signature import check_decoder, check_encoder
+from ..signature import SAM_FEATURES, check_decoder, check_encoder
 from . import engines_file
 from .base import BackendOptions, BaseBackend
 from .engines_file import REBUILD, plugin_library
@@ -254,7 +254,7 @@ class TensorRTBackend(BaseBackend):
                               f"bash {bundle.root}/tensorrt/build_engines.sh, or build the bundle with "
                               "python -m export.build --target jetson|desktop where tensorrt is installed")
         info = engines_file.check(bundle.engines[0].parent, bundle.engines, bundle.manifest, verify=False)
-        return cls(*bundle.engines, img_size=bundle.img_size, info=info)
+        return cls(*bundle.engines, img_size=bundle.img_size, info=info, features=bundle.features)
 
     @classmethod
     def verify_files(cls, bundle) -> None:
@@ -264,9 +264,11 @@ class TensorRTBackend(BaseBackend):
             engines_file.check(bundle.engines[0].parent, bundle.engines, bundle.manifest, verify=True)
 
     def __init__(self, encoder_engine: Path, decoder_engine: Path, img_size: int | None = None,
-                 info: dict | None = None):
+                 info: dict | None = None, features: tuple = SAM_FEATURES):
         """`img_size`: what the bundle's manifest says the encoder takes (checked); `info`: the engines'
-        record (engines_file.check; None: read and checked here, engines.json required)."""
+        record (engines_file.check; None: read and checked here, engines.json required); `features`: the
+        encoder's outputs the decoder takes (the bundle's)."""
+        self.features = tuple(features)
         folder = Path(encoder_engine).parent
         if info is None:
             info = engines_file.check(folder, (Path(encoder_engine), Path(decoder_engine)), None, verify=False)
@@ -284,21 +286,20 @@ class TensorRTBackend(BaseBackend):
             self.stream = check_cuda(self.cudart.cudaStreamCreate())
             self.encoder = _Engine(Path(encoder_engine), self.runtime, self.logger, trt, self.cudart, self.stream)
             self.decoder = _Engine(Path(decoder_engine), self.runtime, self.logger, trt, self.cudart, self.stream)
-            embedding = check_encoder(*self.encoder.io_shapes(), encoder_engine, img_size)
-            check_decoder(*self.decoder.io_shapes(), decoder_engine, embedding, batch=True)
+            embedding = check_encoder(*self.encoder.io_shapes(), encoder_engine, img_size, self.features)
+            check_decoder(*self.decoder.io_shapes(), decoder_engine, embedding, batch=True, features=self.features)
             self.max_prompts, self.max_points = self.decoder.max_shape("point_coords")[:2]
             self.img_size = int(self.encoder.shape(self.encoder.inputs[0])[-1])
-            output = next(n for n in self.encoder.names if n not in self.encoder.inputs)
-            self.embedding_size = int(self.encoder.shape(output)[-1])
+            self.embedding_size = int(embedding[-1])
         except BaseException:
             self.close()  # a refused engine pair must not keep the other engine and the stream
             raise
 
-    def encode(self, pixels: np.ndarray) -> np.ndarray:
+    def encode(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         with self._lock:
             self._ensure_open()
             outputs = self.encoder.run({self.encoder.inputs[0]: pixels})
-        return next(iter(outputs.values())).astype(np.float32)
+        return {name: outputs[name].astype(np.float32) for name in self.features}
 
     def decode(self, inputs):
         iou_predictions, low_res = self.decode_batch({name: inputs[name] for name in self.decoder.inputs})

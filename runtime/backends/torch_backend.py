@@ -1,6 +1,8 @@
-"""The PyTorch reference backend: the checkpoint itself, run by segment_anything.
+"""The PyTorch reference backend: the checkpoint itself, run by its family's upstream code.
 
-Imports torch: runtime.backends opens this module only for backend="torch".
+It runs the same modules the bundle's ONNX files were traced from (compress/families: SAM 1's
+image encoder and segment_anything's SamOnnxModel; SAM 2's pieces), so Session on it answers as
+the exported graphs should. Imports torch: runtime.backends opens this module only for backend="torch".
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ import numpy as np
 import torch
 from segment_anything.utils.onnx import SamOnnxModel
 
-from ..reference import load_reference_model
-from ..signature import DECODER_INPUTS
 from ..bundle import BundleError
+from ..reference import family_manifest, family_pieces, load_reference_model
+from ..signature import DECODER_INPUTS, PROMPT_INPUTS
 from .base import BackendOptions, BaseBackend
 
 
@@ -30,25 +32,47 @@ class TorchBackend(BaseBackend):
     def __init__(self, model, device: str = "cpu"):
         self.device = device
         self.model = model.to(device).eval()
-        self.decoder = SamOnnxModel(self.model, return_single_mask=False).eval()
-        self.img_size = int(self.model.image_encoder.img_size)
-        self.embedding_size = int(self.model.prompt_encoder.image_embedding_size[-1])
+        decoder = family_manifest(model.config)["decoder"]
+        self.features = tuple(decoder.get("features", ("image_embeddings",)))
+        self.decoder_inputs = tuple(decoder.get("decoder_inputs") or (*self.features, *PROMPT_INPUTS))
+        pieces = family_pieces(self.model)
+        self.encoder = pieces["encoder.onnx"]
+        if decoder.get("official", True):
+            self.decoder = SamOnnxModel(self.model, return_single_mask=False).eval()
+            self.batch_decoder = None
+        else:  # the family's own batch decoder (SAM 2): the module decoder_batch.onnx was traced from
+            self.decoder, self.batch_decoder = None, pieces["decoder_batch.onnx"]
+            self.batch_decoding = "native"
+        self.img_size = int(model.config.img_size)
+        self.embedding_size = int(model.config.embedding_size)
 
     @classmethod
     def from_checkpoint(cls, checkpoint, device: str = "cpu"):
         return cls(load_reference_model(checkpoint), device)
 
-    def encode(self, pixels: np.ndarray) -> np.ndarray:
-        encoder = self._held(self.model).image_encoder
+    def _tensors(self, inputs, names):
+        return [torch.from_numpy(np.asarray(inputs[name])).to(self.device) for name in names]
+
+    def encode(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        encoder = self._held(self.encoder)
         with torch.no_grad():
-            return encoder(torch.from_numpy(pixels).to(self.device)).cpu().numpy()
+            outputs = encoder(torch.from_numpy(pixels).to(self.device))
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        return {name: output.cpu().numpy() for name, output in zip(self.features, outputs)}
 
     def decode(self, inputs):
         decoder = self._held(self.decoder)
         with torch.no_grad():
-            args = [torch.from_numpy(np.asarray(inputs[name])).to(self.device) for name in DECODER_INPUTS]
-            return tuple(t.cpu().numpy() for t in decoder(*args))
+            return tuple(t.cpu().numpy() for t in decoder(*self._tensors(inputs, DECODER_INPUTS)))
+
+    def decode_batch(self, inputs):
+        if self.batch_decoder is None and not self.closed:
+            raise AttributeError("the torch backend of a SAM 1 bundle has no batch decoder: Session loops over decode")
+        decoder = self._held(self.batch_decoder)
+        with torch.no_grad():
+            outputs = decoder(*self._tensors(inputs, self.decoder_inputs))
+        return outputs[0].cpu().numpy(), outputs[1].cpu().numpy()
 
     def _release(self) -> None:
-        # The decoder wraps the model: both references go, so the weights are freed with them.
-        self.model = self.decoder = None
+        # The decoders wrap the model: every reference goes, so the weights are freed with them.
+        self.model = self.decoder = self.encoder = self.batch_decoder = None

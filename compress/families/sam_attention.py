@@ -7,7 +7,8 @@ the weights, are most of an encoder session's peak. Each query row of the grid n
 its own scores, so the exported graph computes them QUERY_CHUNK_TOKENS queries at a time:
 the same arithmetic row by row (bit-identical outputs on ORT's CPU provider), with
 vit_b's peak from 3.7 GB to 1.7 GB and no loss of speed (docs/benchmarks/hyperlinear-deploy.md).
-Only the exported graph changes; the PyTorch modules, and so the reference, stay as they are.
+Only the exported graph changes (compress/families/sam_pieces.py traces the encoder inside
+`banded_global_attention`); the PyTorch modules, and so the reference, stay as they are.
 """
 
 from __future__ import annotations

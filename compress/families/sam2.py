@@ -1,0 +1,307 @@
+"""The SAM 2 / 2.1 family (sam2 1.1.0's models: Hiera tiny, small, base+ and large).
+
+Built with sam2's own configs (they ship inside the package), so the reference is upstream's
+`SAM2ImagePredictor` on the same module. A bundle holds four pieces, the same the video tracker
+(next) runs every frame:
+
+    encoder.onnx          image [1, 3, S, S] -> high_res_feats_0 [1, 32, 4g, 4g], high_res_feats_1
+                          [1, 64, 2g, 2g], image_embed [1, 256, g, g] (g = S / 16; no_mem_embed added,
+                          as the image predictor and samexporter do)
+    decoder.onnx          samexporter's SAM 2 decoder, for clients: the three features, point_coords
+                          [N, P, 2] (in the S x S frame), point_labels [N, P], mask_input [N, 1, 4g, 4g],
+                          has_mask_input [N] -> masks [N, 3, 4g, 4g] (multimask, clamped to +-32),
+                          iou_predictions [N, 3]
+    decoder_batch.onnx    the same inputs -> iou_predictions [N, 4], low_res_masks [N, 4, 4g, 4g] (mask 0:
+                          the single-mask answer after sam2's dynamic fall-back to the most stable
+                          multimask one; 1..3 the multimask ones; clamped to +-32 as the image predictor
+                          does), object_score_logits [N, 1], obj_ptr [N, 4, 256] (each mask token's
+                          object pointer, for tracking)
+    memory_encoder.onnx, memory_attention.onnx   (compress/families/sam2_memory.py)
+
+The image predictor resizes the image to S x S (the aspect ratio is not kept) with torchvision's
+antialiased bilinear resize on 0..1 floats, and its prompts put a box's two corners before the points
+and always end with a padding point (the decoder graph adds it): runtime/geometry.py's "square" rule
+and the "sam2" prompt layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..config_data import ConfigData
+from ..errors import CheckpointError
+from .registry import ModelFamily, NumpyPrompts, Piece, register
+
+# sam2's image transforms: ImageNet statistics on 0..1 floats, here in 0..255 units as SAM 1's.
+SAM2_PIXEL_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+SAM2_PIXEL_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+RESIZE = "square"
+LOGIT_CLAMP = 32.0  # SAM2ImagePredictor clamps the low-res logits to +-32
+FEATURES = ("high_res_feats_0", "high_res_feats_1", "image_embed")  # the encoder's outputs, samexporter's order
+DECODER_FEATURES = ("image_embed", "high_res_feats_0", "high_res_feats_1")  # its decoder's first inputs
+PROMPT_INPUTS = ("point_coords", "point_labels", "mask_input", "has_mask_input")
+CLIENT_OUTPUTS = ("masks", "iou_predictions")
+BATCH_OUTPUTS = ("iou_predictions", "low_res_masks", "object_score_logits", "obj_ptr")
+PROMPT_AXES = {"point_coords": {0: "num_prompts", 1: "num_points"}, "point_labels": {0: "num_prompts", 1: "num_points"},
+               "mask_input": {0: "num_prompts"}, "has_mask_input": {0: "num_prompts"}}
+# (Hiera embed dim, blocks) -> size, and the config files of each release (sam2 1.1.0's).
+SIZES = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
+RELEASES = {"sam2.1": "configs/sam2.1/sam2.1_hiera_{size}.yaml", "sam2": "configs/sam2/sam2_hiera_{size}.yaml"}
+
+
+@dataclass(frozen=True)
+class Sam2Config(ConfigData):
+    """A SAM 2 architecture as data: sam2's config file and Hydra overrides (no pickled code)."""
+
+    name: str
+    config_file: str  # inside the sam2 package, e.g. configs/sam2.1/sam2.1_hiera_t.yaml
+    overrides: tuple[str, ...] = ()  # Hydra overrides, e.g. a smaller image size for tests
+    img_size: int = 1024
+    pixel_mean: tuple[float, float, float] = SAM2_PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = SAM2_PIXEL_STD
+
+    family: ClassVar[str] = "sam2"
+    backbone_stride: ClassVar[int] = 16
+
+    @property
+    def embedding_size(self) -> int:
+        return self.img_size // self.backbone_stride
+
+    @property
+    def low_res_size(self) -> int:
+        return 4 * self.embedding_size
+
+
+def _official(release: str, size: str) -> Sam2Config:
+    return Sam2Config(name=f"{release}_hiera_{size}", config_file=RELEASES[release].format(size=size))
+
+
+def _small_image(config: Sam2Config, img_size: int, name: str) -> Sam2Config:
+    """`config` at `img_size` px: the memory attention's RoPE grid follows the feature grid."""
+    grid = img_size // Sam2Config.backbone_stride
+    rope = [f"++model.memory_attention.layer.{part}.feat_sizes=[{grid},{grid}]"
+            for part in ("self_attention", "cross_attention")]
+    return config.replace(name=name, img_size=img_size, overrides=(f"++model.image_size={img_size}", *rope))
+
+
+MODEL_TYPES = {config.name: config for config in
+               [_official(release, size) for release in RELEASES for size in ("t", "s", "b+", "l")]}
+# Hiera-t at 256 px: the real architecture, small enough for unit tests (0.2 s per image).
+MODEL_TYPES["sam2.1_hiera_t_256"] = _small_image(MODEL_TYPES["sam2.1_hiera_t"], 256, "sam2.1_hiera_t_256")
+
+
+def perturb(model: nn.Module, seed: int) -> None:
+    """Seeded noise on every parameter: sam2's get_clones gives every memory-attention layer (and
+    memory-encoder block) the same initial weights, and LayerNorms start at 1 and 0, so a layer-order
+    or wiring bug would not show on freshly built weights."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            spread = float(parameter.std()) if parameter.numel() > 1 else 0.0
+            noise = torch.randn(parameter.shape, generator=generator)
+            parameter.add_(noise * (0.1 * spread if spread > 0 else 0.02))
+
+
+class ImageEncoderPiece(nn.Module):
+    """image [1, 3, S, S] -> the three features the decoders take (SAM2ImagePredictor.set_image's)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        backbone = self.model.forward_image(image)  # conv_s0 / conv_s1 applied to the two high-res levels
+        _, features, _, sizes = self.model._prepare_backbone_features(backbone)  # [HW, 1, C] each
+        features[-1] = features[-1] + self.model.no_mem_embed
+        maps = [feature.permute(1, 2, 0).reshape(1, -1, *size) for feature, size in zip(features, sizes)]
+        return tuple(maps)  # high_res_feats_0, high_res_feats_1, image_embed
+
+
+def predict_masks(decoder, image_embed, image_pe, sparse, dense, high_res_feats_0, high_res_feats_1):
+    """sam2's MaskDecoder.predict_masks for one image and N prompt sets, the image's features broadcast
+    against the prompt sets (upstream repeats them with repeat_interleave, a OneHot in ONNX that TensorRT
+    rejects). image_embed, image_pe [1, C, g, g]; sparse [N, T, C]; dense [N, C, g, g]; high-res features
+    [1, C/8, 4g, 4g] and [1, C/4, 2g, 2g]. Returns masks [N, 4, 4g, 4g], scores [N, 4], mask tokens
+    [N, 4, C], object score logits [N, 1] (SAM 2.1 predicts object scores: pred_obj_scores)."""
+    output_tokens = torch.cat([decoder.obj_score_token.weight, decoder.iou_token.weight,
+                               decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat([output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
+    src = image_embed + dense  # [N, C, g, g]
+    _, channels, height, width = src.shape
+    hs, src = decoder.transformer(src, image_pe, tokens)  # the image positions broadcast too
+    mask_tokens = hs[:, 2: 2 + decoder.num_mask_tokens, :]
+    src = src.transpose(1, 2).reshape(-1, channels, height, width)
+    upscale_1, norm, act_1, upscale_2, act_2 = decoder.output_upscaling
+    upscaled = act_1(norm(upscale_1(src) + high_res_feats_1))
+    upscaled = act_2(upscale_2(upscaled) + high_res_feats_0)  # [N, C/8, 4g, 4g]
+    hyper_in = torch.stack([mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)],
+                           dim=1)  # [N, 4, C/8]
+    _, up_channels, up_height, up_width = upscaled.shape
+    masks = (hyper_in @ upscaled.reshape(-1, up_channels, up_height * up_width)).reshape(-1, 4, up_height, up_width)
+    return masks, decoder.iou_prediction_head(hs[:, 1, :]), mask_tokens, decoder.pred_obj_score_head(hs[:, 0, :])
+
+
+class _Prompted(nn.Module):
+    """The prompt encoder and mask decoder on one image and N prompt sets (no repeat_interleave:
+    the image's features broadcast against the prompt sets)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def decode(self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input,
+               has_mask_input):
+        prompts, decoder = self.model.sam_prompt_encoder, self.model.sam_mask_decoder
+        sparse = prompts._embed_points(point_coords, point_labels, pad=True)  # [N, P + 1, C]
+        has_mask = has_mask_input.reshape(-1, 1, 1, 1)
+        dense = has_mask * prompts._embed_masks(mask_input) + \
+            (1 - has_mask) * prompts.no_mask_embed.weight.reshape(1, -1, 1, 1)  # [N, C, g, g]
+        return predict_masks(decoder, image_embed, prompts.get_dense_pe(), sparse, dense, high_res_feats_0,
+                             high_res_feats_1)  # [N, 4, 4g, 4g], [N, 4], [N, 4, C], [N, 1]
+
+
+class ClientDecoderPiece(_Prompted):
+    """samexporter's SAM 2 decoder: the three multimask masks and their scores."""
+
+    def forward(self, *inputs):
+        masks, scores, _, _ = self.decode(*inputs)
+        return masks[:, 1:].clamp(-LOGIT_CLAMP, LOGIT_CLAMP), scores[:, 1:]
+
+
+class BatchDecoderPiece(_Prompted):
+    """All four answers per prompt set: mask 0 as sam2 answers multimask_output=False (its dynamic
+    fall-back included), 1..3 the multimask ones; with each mask token's object pointer."""
+
+    def forward(self, *inputs):
+        masks, scores, mask_tokens, object_scores = self.decode(*inputs)
+        decoder = self.model.sam_mask_decoder
+        single_mask, single_score = decoder._dynamic_multimask_via_stability(masks, scores)
+        masks = torch.cat([single_mask, masks[:, 1:]], dim=1).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+        scores = torch.cat([single_score, scores[:, 1:]], dim=1)
+        return scores, masks, object_scores, self.model.obj_ptr_proj(mask_tokens)
+
+
+def _prompt_example(model, prompts: int = 2, points: int = 3) -> tuple:
+    grid = model.image_size // Sam2Config.backbone_stride
+    generator = torch.Generator().manual_seed(0)
+    channels = model.sam_prompt_encoder.embed_dim
+    return (torch.randn(1, channels, grid, grid, generator=generator),
+            torch.randn(1, channels // 8, 4 * grid, 4 * grid, generator=generator),
+            torch.randn(1, channels // 4, 2 * grid, 2 * grid, generator=generator),
+            torch.rand(prompts, points, 2, generator=generator) * model.image_size,
+            torch.ones(prompts, points), torch.randn(prompts, 1, 4 * grid, 4 * grid, generator=generator),
+            torch.ones(prompts))
+
+
+class Sam2Family(ModelFamily):
+    name = "sam2"
+    config_class = Sam2Config
+    model_types = MODEL_TYPES
+    compressions = ("birkhoff",)
+
+    def build(self, config, seed=None):
+        from sam2.build_sam import build_sam2
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = build_sam2(config.config_file, None, device="cpu", hydra_overrides_extra=list(config.overrides))
+        if seed is not None:
+            perturb(model, seed)
+        model.eval()
+        model.config = config
+        return model
+
+    def detect(self, state, model_type=None, name="checkpoint"):
+        patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
+        if patch is None:
+            return None  # not a Hiera SAM 2
+        blocks = len({key.split(".")[3] for key in state if key.startswith("image_encoder.trunk.blocks.")})
+        size = SIZES.get((patch.shape[0], blocks))
+        # SAM 2.1 added the spatial no-object embedding (and trained with it): it tells the releases apart.
+        release = "sam2.1" if "no_obj_embed_spatial" in state else "sam2"
+        if size is None:
+            raise CheckpointError(f"a SAM 2 state dict with Hiera embed dim {patch.shape[0]} and {blocks} blocks "
+                                  f"matches none of t, s, b+, l; pass a samedge checkpoint that records its "
+                                  "architecture")
+        detected = f"{release}_hiera_{size}"
+        if model_type is not None and model_type != detected:
+            raise CheckpointError(f"the file holds a {detected} model, but model type {model_type} was asked for; "
+                                  f"pass --model-type {detected}")
+        return MODEL_TYPES[detected]
+
+    def refusal(self, compression):
+        if "slimsam" in compression:
+            return (f"--compress {compression}: SlimSAM prunes SAM 1's ViT encoder; pruning Hiera (SAM 2) is not "
+                    "available yet. Use --compress birkhoff, or --quantize on the bundle")
+        return super().refusal(compression)
+
+    def pieces(self, model) -> list[Piece]:
+        from .sam2_memory import MemoryAttentionPiece, MemoryEncoderPiece
+
+        size = model.image_size
+        prompt_example = _prompt_example(model)
+        image_axes = {**PROMPT_AXES, "masks": {0: "num_prompts"}, "iou_predictions": {0: "num_prompts"}}
+        batch_axes = {**PROMPT_AXES, **{name: {0: "num_prompts"} for name in BATCH_OUTPUTS}}
+        memory_encoder, memory_attention = MemoryEncoderPiece(model).eval(), MemoryAttentionPiece(model).eval()
+        grid, channels = size // Sam2Config.backbone_stride, model.sam_prompt_encoder.embed_dim
+        feature_shapes = dict(zip(FEATURES, [(1, channels // 8, 4 * grid, 4 * grid),
+                                             (1, channels // 4, 2 * grid, 2 * grid), (1, channels, grid, grid)]))
+        low_res, prompts = 4 * grid, "num_prompts"
+        client_shapes = {"masks": (prompts, 3, low_res, low_res), "iou_predictions": (prompts, 3)}
+        batch_shapes = {"iou_predictions": (prompts, 4), "low_res_masks": (prompts, 4, low_res, low_res),
+                        "object_score_logits": (prompts, 1), "obj_ptr": (prompts, 4, channels)}
+        return [
+            Piece("encoder.onnx", ImageEncoderPiece(model).eval(), (torch.zeros(1, 3, size, size),), ("image",),
+                  FEATURES, output_shapes=feature_shapes, role="encoder"),
+            Piece("decoder.onnx", ClientDecoderPiece(model).eval(), prompt_example, DECODER_FEATURES + PROMPT_INPUTS,
+                  CLIENT_OUTPUTS, image_axes, output_shapes=client_shapes, role="client"),
+            Piece("decoder_batch.onnx", BatchDecoderPiece(model).eval(), prompt_example,
+                  DECODER_FEATURES + PROMPT_INPUTS, BATCH_OUTPUTS, batch_axes, output_shapes=batch_shapes,
+                  role="decoder"),
+            Piece("memory_encoder.onnx", memory_encoder, memory_encoder.dummy_inputs(), memory_encoder.INPUT_NAMES,
+                  memory_encoder.OUTPUT_NAMES, memory_encoder.DYNAMIC_AXES, role="memory"),
+            Piece("memory_attention.onnx", memory_attention, memory_attention.dummy_inputs(),
+                  memory_attention.INPUT_NAMES, memory_attention.OUTPUT_NAMES, memory_attention.DYNAMIC_AXES,
+                  role="memory"),
+        ]
+
+    def manifest(self, config) -> dict:
+        return {
+            "preprocessing": {"img_size": config.img_size, "pixel_mean": list(config.pixel_mean),
+                              "pixel_std": list(config.pixel_std), "resize_rule": RESIZE,
+                              "resize": "stretched to img_size x img_size, antialiased bilinear on 0..1 floats "
+                                        "(torchvision's, as sam2's SAM2Transforms)"},
+            "decoder": {"signature": "samedge SAM 2 decoder (samexporter's inputs; decoder.onnx is samexporter's)",
+                        "masks": {"decoder.onnx": 3, "decoder_batch.onnx": 4}, "batch": "decoder_batch.onnx",
+                        "low_res_size": config.low_res_size, "features": list(FEATURES),
+                        "decoder_inputs": list(DECODER_FEATURES + PROMPT_INPUTS), "prompt_layout": "sam2",
+                        "official": False},
+            "memory": {"encoder": "memory_encoder.onnx", "attention": "memory_attention.onnx"},
+        }
+
+    def reference(self, model):
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        return NumpyPrompts(_sized(SAM2ImagePredictor(model), model))
+
+    def reference_mask_generator(self, model, **settings):
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+        generator = SAM2AutomaticMaskGenerator(model, **settings)
+        _sized(generator.predictor, model)
+        return generator
+
+
+def _sized(predictor, model):
+    """SAM2ImagePredictor with the feature grids of `model`'s image size: upstream writes 1024 px's
+    (256, 128, 64) into it, which only the official sizes have."""
+    grid = model.image_size // Sam2Config.backbone_stride
+    predictor._bb_feat_sizes = [(4 * grid, 4 * grid), (2 * grid, 2 * grid), (grid, grid)]
+    return predictor
+
+
+SAM2 = register(Sam2Family())

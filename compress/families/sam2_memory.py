@@ -1,0 +1,235 @@
+"""SAM 2.1's per-frame memory pieces as ONNX-exportable modules: memory encoder, memory attention.
+
+A numpy runtime tracks a video by calling these every frame (docs in shared/reference/sam2.md):
+`MemoryEncoderPiece` turns the frame's features and predicted mask into the memory it stores,
+`MemoryAttentionPiece` conditions the next frame's features on the stored memories.
+
+Why a rewrite of the memory attention: sam2's RoPEAttention rotates queries and keys with
+complex tensors (torch.view_as_complex, torch.polar), and neither torch exporter takes them
+(the TorchScript one stops with "ComplexFloat is an unexpected tensor scalar type", and so
+does the dynamo one). Here the rotation is real-valued on pairs of channels (2i, 2i+1), which
+is what the complex product computes:
+    out0 = x0*cos - x1*sin,   out1 = x0*sin + x1*cos
+with cos/sin precomputed once as buffers shared by every attention of every layer, so an
+exported file holds them once as initializers.
+
+The original also needs a Python int, num_obj_ptr_tokens, to keep the rotation off the
+object-pointer tokens at the end of the memory. Here spatial memory and pointer tokens are
+separate inputs: the split comes from their shapes, and both counts are dynamic axes.
+
+Both pieces reuse the model's own submodules (no copies): perturbing or loading weights into
+the SAM2Base after building a piece changes the piece too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from sam2.modeling.sam.transformer import RoPEAttention
+from torch import nn
+
+
+def feature_grid_side(sam2_base) -> int:
+    """Side of the level-2 (stride 16) feature grid: 64 at 1024 px."""
+    return sam2_base.image_size // sam2_base.backbone_stride
+
+
+class MemoryEncoderPiece(nn.Module):
+    """SAM2Base._encode_new_memory for one object, batch 1.
+
+    The caller passes `mask_probs`, the high-res mask in 0..1, not the scaled logits:
+      - sigmoid(high-res mask logits) for a tracked frame,
+      - (high-res mask logits > 0) as float for a frame whose mask came from clicks, because
+        the video predictor sets binarize_mask_from_pts_for_mem_enc.
+    The piece applies the model's sigmoid_scale_for_mem_enc and sigmoid_bias_for_mem_enc
+    (20 and -10 in SAM 2.1) itself, so the runtime needs no model constants.
+    non_overlap_masks_for_mem_enc (off in SAM 2.1 configs, and a no-op for one object) is not applied.
+    """
+
+    INPUT_NAMES = ("pix_feat", "mask_probs", "object_score_logits")
+    OUTPUT_NAMES = ("maskmem_features", "maskmem_pos_enc")
+    DYNAMIC_AXES: dict = {}  # every shape is fixed by the model (one object per call)
+
+    def __init__(self, sam2_base):
+        super().__init__()
+        self.memory_encoder = sam2_base.memory_encoder
+        self.no_obj_embed_spatial = sam2_base.no_obj_embed_spatial  # [1, mem_dim] or None
+        self.mask_scale = float(sam2_base.sigmoid_scale_for_mem_enc)
+        self.mask_bias = float(sam2_base.sigmoid_bias_for_mem_enc)
+        self.hidden_dim = sam2_base.hidden_dim
+        self.image_size = sam2_base.image_size
+        self.grid_side = feature_grid_side(sam2_base)
+
+    def forward(self, pix_feat, mask_probs, object_score_logits):
+        # pix_feat [1, 256, 64, 64]: raw level-2 features (no no_mem_embed added)
+        # mask_probs [1, 1, 1024, 1024] in 0..1; object_score_logits [1, 1]
+        mask_for_mem = mask_probs
+        # The same conditions as _encode_new_memory, so a model with scale 1 or bias 0 traces alike.
+        if self.mask_scale != 1.0:
+            mask_for_mem = mask_for_mem * self.mask_scale
+        if self.mask_bias != 0.0:
+            mask_for_mem = mask_for_mem + self.mask_bias
+        encoded = self.memory_encoder(pix_feat, mask_for_mem, skip_mask_sigmoid=True)
+        features = encoded["vision_features"]  # [1, 64, 64, 64]
+        pos_enc = encoded["vision_pos_enc"][0]  # [1, 64, 64, 64], the same every frame
+        if self.no_obj_embed_spatial is not None:
+            # An occluded object (score <= 0) marks its memory with the learned no-object embedding.
+            absent = 1.0 - (object_score_logits > 0).float()  # [1, 1]
+            features = features + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
+        return features, pos_enc
+
+    def dummy_inputs(self):
+        generator = torch.Generator().manual_seed(0)
+        pix_feat = torch.randn(1, self.hidden_dim, self.grid_side, self.grid_side, generator=generator)
+        mask_probs = torch.rand(1, 1, self.image_size, self.image_size, generator=generator)
+        object_score_logits = torch.ones(1, 1)
+        return pix_feat, mask_probs, object_score_logits
+
+
+def rotate_pairs(x, cos, sin):
+    """RoPE on channel pairs (2i, 2i+1) of x [B, heads, T*N, D], where the N-token grid repeats T
+    times (T = 1 for queries, one per memory frame for spatial keys); cos, sin [N, D/2]."""
+    batch, heads, _, dim = x.shape
+    pairs = x.reshape(batch, heads, -1, cos.shape[0], dim // 2, 2)  # [B, heads, T, N, D/2, 2]
+    x0, x1 = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return rotated.reshape(batch, heads, -1, dim)
+
+
+def split_heads(x, heads: int, head_dim: int):
+    # [B, L, heads*D] -> [B, heads, L, D]. No -1 in the shape and D a Python int: with L = 0
+    # (no pointer tokens) neither torch nor ONNX Reshape could infer a -1.
+    batch, length, _ = x.shape
+    return x.reshape(batch, length, heads, head_dim).transpose(1, 2)
+
+
+def merge_heads(x):
+    # [B, heads, L, D] -> [B, L, heads*D]
+    batch, heads, length, dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, heads * dim)
+
+
+def rope_attention(attn: RoPEAttention, q, k_rotated, k_plain, v, cos, sin):
+    """RoPEAttention.forward with real rotation. Keys come in two parts: `k_rotated` [B, T*N, C]
+    gets RoPE, `k_plain` [B, K, C] (object pointers, K may be 0; None in self-attention) does not;
+    v [B, T*N + K, C]; q [B, N, C]. Returns [B, N, C]."""
+    head_shape = (attn.num_heads, attn.internal_dim // attn.num_heads)  # (heads, D)
+    q = rotate_pairs(split_heads(attn.q_proj(q), *head_shape), cos, sin)
+    if k_plain is None:
+        k = rotate_pairs(split_heads(attn.k_proj(k_rotated), *head_shape), cos, sin)
+    else:
+        # One k_proj call on both parts, split by shape: a layer traced once (a Birkhoff HyperLinear
+        # cannot be traced twice in one graph), and the same rows either way.
+        spatial_count = k_rotated.shape[1]
+        keys = split_heads(attn.k_proj(torch.cat([k_rotated, k_plain], dim=1)), *head_shape)
+        k = torch.cat([rotate_pairs(keys[:, :, :spatial_count], cos, sin), keys[:, :, spatial_count:]], dim=2)
+    # k: [B, heads, T*N + K, D]
+    v = split_heads(attn.v_proj(v), *head_shape)
+    return attn.out_proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+def axial_rope_tables(attn: RoPEAttention, side: int):
+    """cos, sin [side*side, D/2] of the attention's own axial frequencies (its theta, head dim)."""
+    freqs = attn.compute_cis(end_x=side, end_y=side)  # complex [N, D/2]
+    return freqs.real.float().contiguous(), freqs.imag.float().contiguous()
+
+
+class MemoryAttentionPiece(nn.Module):
+    """sam2's MemoryAttention with real-valued RoPE and the memory split into spatial and pointer tokens.
+
+    Equal to memory_attention(curr, cat(spatial, pointers), curr_pos, cat(spatial_pos, pointer_pos),
+    num_obj_ptr_tokens=K). Token layouts are seq-first, as sam2 passes them:
+      curr, curr_pos            [N, 1, 256]    N = (image_size / 16)^2 = 4096
+      spatial_mem(_pos)         [S*N, 1, 64]   S memory frames, frame after frame
+      ptr_mem(_pos)             [K, 1, 64]     K object-pointer tokens (4 per pointer in SAM 2.1)
+      -> pix_feat_with_mem      [N, 1, 256]
+    """
+
+    INPUT_NAMES = ("curr", "curr_pos", "spatial_mem", "spatial_mem_pos", "ptr_mem", "ptr_mem_pos")
+    OUTPUT_NAMES = ("pix_feat_with_mem",)
+    DYNAMIC_AXES = {
+        "spatial_mem": {0: "num_spatial_tokens"},
+        "spatial_mem_pos": {0: "num_spatial_tokens"},
+        "ptr_mem": {0: "num_ptr_tokens"},
+        "ptr_mem_pos": {0: "num_ptr_tokens"},
+    }
+
+    def __init__(self, sam2_base):
+        super().__init__()
+        memory_attention = sam2_base.memory_attention
+        if not memory_attention.batch_first:
+            raise NotImplementedError("memory attention layers that expect seq-first tokens")
+        self.layers = memory_attention.layers
+        self.final_norm = memory_attention.norm
+        self.pos_enc_at_input = memory_attention.pos_enc_at_input
+        self.hidden_dim = memory_attention.d_model
+        self.grid_side = feature_grid_side(sam2_base)
+        cos, sin = self._shared_rope_tables()
+        # [N, D/2] each. Persistent on purpose: the TorchScript exporter turns a non-persistent
+        # buffer into a Constant node at every use (64 copies here), a persistent one into one initializer.
+        self.register_buffer("rope_cos", cos, persistent=True)
+        self.register_buffer("rope_sin", sin, persistent=True)
+
+    def _attentions(self):
+        for layer in self.layers:
+            yield layer.self_attn
+            yield layer.cross_attn_image
+
+    def _shared_rope_tables(self):
+        """One cos/sin pair for all attentions; refuse a model whose attentions would need several."""
+        tables = []
+        for attn in self._attentions():
+            if not isinstance(attn, RoPEAttention):
+                raise NotImplementedError(f"memory attention without RoPE: {type(attn).__name__}")
+            tables.append(axial_rope_tables(attn, self.grid_side))
+        cos, sin = tables[0]
+        if any(not (torch.equal(cos, c) and torch.equal(sin, s)) for c, s in tables[1:]):
+            raise NotImplementedError("memory attentions with different RoPE frequencies")
+        return cos, sin
+
+    @property
+    def memory_dim(self) -> int:
+        return self.layers[0].cross_attn_image.kv_in_dim
+
+    def _layer(self, layer, x, x_pos, spatial, spatial_pos, ptr, ptr_pos):
+        """MemoryAttentionLayer.forward (eval: dropouts are identities); tokens batch-first."""
+        cos, sin = self.rope_cos, self.rope_sin
+        # Self-attention over the current frame, RoPE on q and k.
+        normed = layer.norm1(x)
+        qk = normed + x_pos if layer.pos_enc_at_attn else normed
+        x = x + rope_attention(layer.self_attn, qk, qk, None, normed, cos, sin)
+        # Cross-attention to memory: RoPE on queries and spatial keys, never on the pointer tokens.
+        normed = layer.norm2(x)
+        q = normed + x_pos if layer.pos_enc_at_cross_attn_queries else normed
+        if layer.pos_enc_at_cross_attn_keys:
+            spatial_keys, ptr_keys = spatial + spatial_pos, ptr + ptr_pos
+        else:
+            spatial_keys, ptr_keys = spatial, ptr
+        values = torch.cat((spatial, ptr), dim=1)
+        x = x + rope_attention(layer.cross_attn_image, q, spatial_keys, ptr_keys, values, cos, sin)
+        # Feed-forward.
+        return x + layer.linear2(layer.activation(layer.linear1(layer.norm3(x))))
+
+    def forward(self, curr, curr_pos, spatial_mem, spatial_mem_pos, ptr_mem, ptr_mem_pos):
+        # curr, curr_pos [N, 1, 256]; spatial_mem(_pos) [S*N, 1, 64]; ptr_mem(_pos) [K, 1, 64]
+        x = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr
+        # seq-first -> batch-first, as MemoryAttention does before its layers
+        x, x_pos = x.transpose(0, 1), curr_pos.transpose(0, 1)  # [1, N, 256]
+        spatial, spatial_pos = spatial_mem.transpose(0, 1), spatial_mem_pos.transpose(0, 1)  # [1, S*N, 64]
+        ptr, ptr_pos = ptr_mem.transpose(0, 1), ptr_mem_pos.transpose(0, 1)  # [1, K, 64]
+        for layer in self.layers:
+            x = self._layer(layer, x, x_pos, spatial, spatial_pos, ptr, ptr_pos)
+        return self.final_norm(x).transpose(0, 1)  # [N, 1, 256]
+
+    def dummy_inputs(self, num_frames: int = 2, num_ptr_tokens: int = 8):
+        # Distinct S and K (and neither 1) so the tracer cannot mistake one dynamic size for another.
+        generator = torch.Generator().manual_seed(0)
+        tokens = self.grid_side**2
+
+        def tokens_of(length, dim):
+            return torch.randn(length, 1, dim, generator=generator)
+
+        spatial_length = num_frames * tokens
+        return (tokens_of(tokens, self.hidden_dim), tokens_of(tokens, self.hidden_dim),
+                tokens_of(spatial_length, self.memory_dim), tokens_of(spatial_length, self.memory_dim),
+                tokens_of(num_ptr_tokens, self.memory_dim), tokens_of(num_ptr_tokens, self.memory_dim))
