@@ -37,6 +37,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from compress.families import family_of
 from runtime.bundle import ANYLABELING_CONFIG_FILE, DECODER_FILE, ENCODER_FILE, PREPROCESS_ENCODER_FILE
 
 from .onnx_export import save_checked
@@ -91,13 +92,17 @@ def write_preprocess_encoder(encoder: Path, out: Path, pixel_mean, pixel_std) ->
         return save_checked(model, Path(out), Path(work) / "staged")
 
 
-def write_client_files(root: Path, name: str, config) -> dict:
-    """The clients' files beside root's encoder.onnx and decoder.onnx (what each family's clients
-    need); returns the manifest's `clients` section. `config`: the model's (its family's) config."""
+def write_client_files(root: Path, name: str, config) -> dict | None:
+    """The clients' files beside root's encoder.onnx and decoder.onnx, in the client format the model's
+    family names (ModelFamily.client_format); returns the manifest's `clients` section (None: the family
+    has no clients' format)."""
+    client_format = family_of(config).client_format
+    if client_format is None:
+        return None
     try:
-        writer = CLIENT_FILES[config.family]
+        writer = CLIENT_FILES[client_format]
     except KeyError:
-        raise ValueError(f"no client files for model family {config.family!r}; export/clients.py knows "
+        raise ValueError(f"no client files of format {client_format!r}; export/clients.py writes "
                          f"{sorted(CLIENT_FILES)} (build with --no-clients)") from None
     return writer(root, name, config)
 
@@ -155,7 +160,7 @@ def _sam2_client_files(root: Path, name: str, config) -> dict:
     }
 
 
-CLIENT_FILES = {"sam": _sam_client_files, "sam2": _sam2_client_files}  # config.family -> its clients' files
+CLIENT_FILES = {"sam": _sam_client_files, "sam2": _sam2_client_files}  # ModelFamily.client_format -> writer
 
 
 def _write_anylabeling_config(path: Path, name: str, encoder: str, sizes: dict) -> None:

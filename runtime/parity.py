@@ -235,6 +235,8 @@ def _everything_report(session: Session, model, images: dict, thresholds: Thresh
     image = load_image(images[name])
     settings = EVERYTHING_SETTINGS
     reference = reference_records(model, image, **settings)
+    if reference is None:
+        return {"skipped": "the model's family has no upstream automatic mask generator to compare with"}
     if not reference:
         settings = WEAK_LOGIT_SETTINGS
         reference = reference_records(model, image, **settings)

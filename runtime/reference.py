@@ -61,9 +61,10 @@ class ReferencePredictor:
                                       multimask_output=multimask_output)
 
 
-def reference_records(model, image: np.ndarray, **settings) -> list[dict]:
+def reference_records(model, image: np.ndarray, **settings) -> list[dict] | None:
     """The family's upstream automatic mask generator's records for `image` (uint8 RGB) with `settings`
-    (MaskGenerator's names). Imports torch: call it only where the compress extra is installed."""
+    (MaskGenerator's names); None where the family has none. Imports torch: call it only where the
+    compress extra is installed."""
     if settings.get("min_mask_region_area", 0) > 0:
         try:
             import cv2  # noqa: F401 (upstream's small-region removal imports it when it runs)
@@ -71,6 +72,4 @@ def reference_records(model, image: np.ndarray, **settings) -> list[dict]:
             raise ImportError("the reference's small-region removal needs OpenCV: pip install opencv-python-headless, "
                               "or compare with min_mask_region_area=0") from None
     generator = family_of(model.config).reference_mask_generator(model, **settings)
-    if generator is None:
-        raise ValueError(f"the {family_of(model.config).name} family has no automatic mask generator to compare with")
-    return generator.generate(image)
+    return None if generator is None else generator.generate(image)

@@ -9,6 +9,9 @@ PYTHON=${PYTHON:-python3}
 # (segment-anything needs torchvision); pin them so pip does not look for newer ones.
 .venv/bin/pip install --quiet --disable-pip-version-check torch==2.14.1 torchvision==0.29.1
 .venv/bin/pip install --quiet --disable-pip-version-check -e ".[compress,cpu,dev]"
+# SAM 2 / 2.1 (compress/families/sam2.py): sam2's own package, without its CUDA extension (hole filling,
+# which the CPU reference skips with a warning) and without build isolation, which would install torch again.
+SAM2_BUILD_CUDA=0 .venv/bin/pip install --quiet --disable-pip-version-check --no-build-isolation "sam2==1.1.0"
 # AnyLabeling and samexporter, for the tests that run them (Python >= 3.11; see the file).
 if .venv/bin/python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r scripts/clients-requirements.txt

@@ -59,6 +59,17 @@ def demo_birkhoff_bundle(tmp_path_factory) -> Path:
     return _bundle(tmp_path_factory, "demo-birkhoff", DEMO_CHECKPOINT, parse_recipe("birkhoff"))
 
 
+@pytest.fixture(scope="session")
+def sam2_checkpoint(tmp_path_factory) -> Path:
+    """SAM 2.1 Hiera-t at 256 px (the real architecture, 0.2 s per image), seeded and perturbed weights."""
+    return _seeded_checkpoint(tmp_path_factory, "sam2.1_hiera_t_256")
+
+
+@pytest.fixture(scope="session")
+def sam2_bundle(tmp_path_factory, sam2_checkpoint) -> Path:
+    return _bundle(tmp_path_factory, "sam2.1_hiera_t_256", sam2_checkpoint)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def openvino_model_cache(tmp_path_factory):
     """OpenVINO's model cache in the test session's temporary folder, not the user's ~/.cache."""

@@ -52,8 +52,8 @@ def _build(tmp_path_factory, model_type: str):
 
 
 @pytest.fixture(scope="module")
-def bundle_256(tmp_path_factory):
-    return _build(tmp_path_factory, "sam2.1_hiera_t_256")
+def bundle_256(sam2_bundle):
+    return sam2_bundle
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,8 @@ class ModelFamily:
     config_class: type
     model_types: dict  # {model type: config}
     compressions: tuple[str, ...] = ()  # --compress names it takes (compress/recipe.py)
+    # The files AnyLabeling and samexporter open (export/clients.py: "sam", "sam2"); None: no clients' files.
+    client_format: str | None = None
 
     def build(self, config, seed: int | None = None):
         raise NotImplementedError

@@ -103,6 +103,7 @@ class SamFamily(ModelFamily):
     config_class = SamConfig
     model_types = ARCHITECTURES
     compressions = COMPRESSIONS
+    client_format = "sam"
 
     def build(self, config, seed=None):
         return build_sam(config, seed)

@@ -202,6 +202,7 @@ class Sam2Family(ModelFamily):
     config_class = Sam2Config
     model_types = MODEL_TYPES
     compressions = ("birkhoff",)
+    client_format = "sam2"
 
     def build(self, config, seed=None):
         from sam2.build_sam import build_sam2
