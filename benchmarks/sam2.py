@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib
 import json
 import os
 import re
@@ -186,8 +187,8 @@ def torch_child(checkpoint: Path | None, photo: str) -> int:
     """In this process: the checkpoint into SAM2ImagePredictor, set_image, one point (None: imports only)."""
     from compress import load_checkpoint
     from compress.families import get_family
-    from sam2.sam2_image_predictor import SAM2ImagePredictor  # noqa: F401 - imported in the floor too
 
+    importlib.import_module("sam2.sam2_image_predictor")  # what reference() imports: in the floor too
     image = getattr(data, photo)()
     if checkpoint is not None:
         predictor = get_family("sam2").reference(load_checkpoint(checkpoint))
@@ -277,7 +278,8 @@ def _measured_line(page: Path) -> str:
 
 
 def _ratio(value, base, spec: str = ".2f") -> str:
-    return fmt(None if value is None or not base else value / base, spec) + "x"
+    """value / base as "1.23x"; "-" where either is missing."""
+    return "-" if value is None or not base else format(value / base, spec) + "x"
 
 
 def _size_rows(model_type: str, row: dict) -> list[list]:
@@ -313,8 +315,8 @@ def _memory_rows(model_type: str, row: dict, floors: dict) -> list[list]:
     rows = []
     for key, label in PEAKS.items():
         peak, floor = row["peaks"][key], floors[key.split()[0]]
-        rows.append([model_type, label, fmt(floor / GIB, ".2f"), fmt(peak / GIB, ".2f"), fmt((peak - floor) / GIB, ".2f"),
-                     _ratio(peak, base)])
+        rows.append([model_type, label, fmt(floor / GIB, ".2f"), fmt(peak / GIB, ".2f"),
+                     fmt((peak - floor) / GIB, ".2f"), _ratio(peak, base)])
     return rows
 
 

@@ -187,3 +187,22 @@ def test_birkhoff_compresses_hiera_and_passes_parity(sam2_checkpoint, tmp_path):
     with Session(tmp_path / "b", backend="openvino") as session:  # decodes the samedge nodes itself
         answer = session.predict(data.astronaut(), points=[[200, 150]], labels=[1])
     assert answer.masks.shape == (3, 512, 512)
+
+
+def test_tensorrt_inputs_answer_as_the_bundle_within_fp16(sam2_checkpoint, photo, tmp_path):
+    """tensorrt/ of a jetson bundle (no TensorRT here: its ONNX files, checked with ONNX Runtime): the
+    fp16 encoder within fp16 rounding of encoder.onnx, the decoder the bundle's batch decoder."""
+    import onnxruntime as ort
+
+    build_bundle(tmp_path / "j", "jetson", sam2_checkpoint, run_parity=False)
+    folder = tmp_path / "j" / "tensorrt"
+    assert (folder / "build_engines.sh").is_file()
+    pixels = Square.pixels(photo, 256, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
+    fp32 = ort.InferenceSession(str(tmp_path / "j" / "encoder.onnx")).run(None, {"image": pixels})
+    fp16 = ort.InferenceSession(str(folder / "encoder.onnx")).run(None, {"image": pixels})
+    for full, half in zip(fp32, fp16):
+        assert _relative(half, full) < 5e-3
+    decoder = ort.InferenceSession(str(folder / "decoder.onnx"))
+    assert [i.name for i in decoder.get_inputs()] == ["image_embed", "high_res_feats_0", "high_res_feats_1",
+                                                     "point_coords", "point_labels", "mask_input", "has_mask_input"]
+    assert [o.name for o in decoder.get_outputs()][:2] == ["iou_predictions", "low_res_masks"]

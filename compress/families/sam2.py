@@ -26,6 +26,7 @@ and the "sam2" prompt layout.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -106,6 +107,22 @@ def perturb(model: nn.Module, seed: int) -> None:
             parameter.add_(noise * (0.1 * spread if spread > 0 else 0.02))
 
 
+@contextlib.contextmanager
+def constant_position_embedding(model, img_size: int):
+    """While open, Hiera's position embedding is the constant it is for `img_size` px: upstream resizes
+    its table (bicubic) on every call, which the exporter writes as If nodes on shapes that TensorRT's
+    fp16 conversion cannot pass (export/tensorrt_onnx.py) and every runtime would recompute."""
+    trunk = model.image_encoder.trunk
+    side = img_size // trunk.patch_embed.proj.stride[0]
+    with torch.no_grad():
+        table = trunk._get_pos_embed((side, side))  # [1, h, w, C]
+    trunk._get_pos_embed = lambda hw: table
+    try:
+        yield
+    finally:
+        del trunk._get_pos_embed  # the class's method again
+
+
 class ImageEncoderPiece(nn.Module):
     """image [1, 3, S, S] -> the three features the decoders take (SAM2ImagePredictor.set_image's)."""
 
@@ -115,10 +132,11 @@ class ImageEncoderPiece(nn.Module):
 
     def forward(self, image):
         backbone = self.model.forward_image(image)  # conv_s0 / conv_s1 applied to the two high-res levels
-        _, features, _, sizes = self.model._prepare_backbone_features(backbone)  # [HW, 1, C] each
-        features[-1] = features[-1] + self.model.no_mem_embed
-        maps = [feature.permute(1, 2, 0).reshape(1, -1, *size) for feature, size in zip(features, sizes)]
-        return tuple(maps)  # high_res_feats_0, high_res_feats_1, image_embed
+        levels = backbone["backbone_fpn"][-self.model.num_feature_levels:]  # [1, C_i, H_i, W_i]
+        # no_mem_embed [1, 1, C] is added per channel to the lowest-resolution level (as the predictor
+        # does on its [HW, 1, C] layout); the position encodings are not needed (and not exported).
+        embed = levels[-1] + self.model.no_mem_embed.reshape(1, -1, 1, 1)
+        return (*levels[:-1], embed)  # high_res_feats_0, high_res_feats_1, image_embed
 
 
 def predict_masks(decoder, image_embed, image_pe, sparse, dense, high_res_feats_0, high_res_feats_1):
@@ -257,7 +275,8 @@ class Sam2Family(ModelFamily):
                         "object_score_logits": (prompts, 1), "obj_ptr": (prompts, 4, channels)}
         return [
             Piece("encoder.onnx", ImageEncoderPiece(model).eval(), (torch.zeros(1, 3, size, size),), ("image",),
-                  FEATURES, output_shapes=feature_shapes, role="encoder"),
+                  FEATURES, output_shapes=feature_shapes, role="encoder",
+                  tracing=lambda: constant_position_embedding(model, size)),
             Piece("decoder.onnx", ClientDecoderPiece(model).eval(), prompt_example, DECODER_FEATURES + PROMPT_INPUTS,
                   CLIENT_OUTPUTS, image_axes, output_shapes=client_shapes, role="client"),
             Piece("decoder_batch.onnx", BatchDecoderPiece(model).eval(), prompt_example,
