@@ -1,11 +1,11 @@
 """SAM 2.1 on the CPU: hiera-t and hiera-b+ on torch, ONNX Runtime and OpenVINO, and their bundles' sizes.
 
-    python -m benchmarks.run sam2 [--models sam2.1_hiera_t sam2.1_hiera_b+] [--repeats 3]
+    python -m benchmarks.run sam2 [--models sam2.1_hiera_t sam2.1_hiera_b+] [--repeats 3] [--fresh]
     python -m benchmarks.run sam2 --from-json docs/benchmarks/sam2.json   # the text again, nothing measured
 
 Per model type (seeded weights, compress.seeded_checkpoint; built on first use and cached in
 .cache/benchmarks/<model type>/ as the results page's bundles are, rebuilt when export's
-GRAPH_REVISION changes): the dense bundle, its Birkhoff bundle (recipe "birkhoff", reference
+GRAPH_REVISION changes, or with --fresh): the dense bundle, its Birkhoff bundle (recipe "birkhoff", reference
 variant) and its int8 quantisation (export.quantize), all with the project's own entry points.
 Speed: upstream's SAM2ImagePredictor on the checkpoint (torch CPU, the family's reference), and
 runtime.Session on the dense bundle with ONNX Runtime (CPU provider) and with OpenVINO, open at
@@ -30,6 +30,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 from importlib import metadata
@@ -62,6 +63,9 @@ def add_arguments(parser) -> None:
                         help="SAM 2 model types, seeded (sam2.1_hiera_t_256: a smoke run of about a minute)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds after one warm-up")
     parser.add_argument("--decoder-calls", type=int, default=3, help="predict calls per engine and round")
+    parser.add_argument("--fresh", action="store_true",
+                        help="rebuild the models' bundles (and seeded checkpoints) instead of reusing the cache: "
+                             "after a change to the SAM 2 export that did not raise GRAPH_REVISION")
     parser.add_argument("--from-json", type=Path, metavar="JSON",
                         help="render the page again from the measurements a run saved (its .json), measuring "
                              "nothing: for when only what the page says of them changed")
@@ -111,7 +115,8 @@ def _bundle_sizes(bundle: Path) -> dict:
 def _sizes(built: dict, failed: dict) -> dict:
     sizes = {variant: {"not_built": why} for variant, why in failed.items()}
     for variant, result in built.items():
-        sizes[variant] = _bundle_sizes(result.bundle)
+        sizes[variant] = {**_bundle_sizes(result.bundle), "built_at": result.built_at,
+                          "build_seconds": result.build_seconds}
         compression = result.manifest.get("compression")
         if compression:
             sizes[variant]["compression"] = {key: compression.get(key) for key in
@@ -242,9 +247,11 @@ def measure(args) -> Page:
     ov_cache = args.work / "sam2-openvino-cache"
     results = {"settings": {"repeats": args.repeats, "decoder_calls": args.decoder_calls, "photo": PHOTO,
                             "photo_hw": list(image.shape[:2]), "sam2": _version("sam2"),
-                            "torch_threads": _torch_threads()},
+                            "torch_threads": _torch_threads(), "birkhoff_settings": _birkhoff_settings()},
                "floors": _floors(), "models": {}}
     for model_type in args.models:
+        if args.fresh:
+            shutil.rmtree(args.work / model_type, ignore_errors=True)
         built, failed = _build(model_type, args.work)
         dense = built[ORIGINAL]
         manifest = dense.manifest
@@ -261,6 +268,22 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
+
+
+def _birkhoff_settings() -> dict:
+    """The codec's settings the "birkhoff" recipe codes with (its defaults: the authors' configuration)."""
+    import dataclasses
+
+    from compress.birkhoff.codec import Settings
+
+    return dataclasses.asdict(Settings())
+
+
+def _settings_text(settings: dict | None) -> str:
+    if not settings:
+        return "samedge's default settings"
+    return (f"L {settings['side']}, U {' or '.join(map(str, settings['codebook_sizes']))}, K_max "
+            f"{settings['max_rings']}, target MAE {settings['target_mae']}")
 
 
 def _torch_threads() -> int:
@@ -332,14 +355,14 @@ def _findings(results: dict) -> list[str]:
         memory = "; ".join(f"{PEAKS[k].removeprefix('Session, ')} {_ratio(peaks[k], peaks['torch'])}"
                            for k in ("onnxruntime", "openvino compiling", "openvino cached"))
         lines.append(f"- {model_type} ({row['img_size']} px): {speed}. Peak RSS against torch's: {memory}.")
-        birkhoff = row["sizes"].get(BIRKHOFF, {})
+        birkhoff, settings = row["sizes"].get(BIRKHOFF, {}), results["settings"].get("birkhoff_settings")
         if "compression" in birkhoff:
             compressed = birkhoff["checkpoint_inside_bytes"]
             ours = row["checkpoint_bytes"] / compressed
-            comparable = ("the paper's SAM2-B is SAM 2's Hiera base+, the same architecture"
-                          if "hiera_b+" in model_type else "a different size from the paper's SAM2-B (Hiera base+)")
+            comparable = ("the same architecture: SAM2-B is SAM 2's Hiera base+" if "hiera_b+" in model_type
+                          else "not the paper's model: SAM2-B is SAM 2's Hiera base+")
             lines.append(
-                f"- {model_type}, Birkhoff ({birkhoff['compression']['variant']} variant, samedge's default settings, "
+                f"- {model_type}, Birkhoff ({birkhoff['compression']['variant']} variant, {_settings_text(settings)}; "
                 f"seeded weights): checkpoint {row['checkpoint_bytes'] / MB:.1f} MB -> compressed checkpoint "
                 f"{compressed / MB:.1f} MB, {ours:.2f}x, against the Birkhoff paper's {PUBLISHED_SAM2_B:.2f}x for "
                 f"SAM2-B on trained weights ({comparable}); its bundle's ONNX files and weights: "

@@ -29,6 +29,9 @@ CPU_CHOICE = {
                          "the activations per group on the fly)"),
 }
 
+# The same for the other model families (a manifest's model.family), each from its own page.
+FAMILY_CPU_CHOICE: dict[str, dict[str, tuple[str, str]]] = {}
+
 
 class Choice(NamedTuple):
     name: str  # a registered backend's name (runtime/backends/registry.py)
@@ -64,7 +67,10 @@ def choose(bundle: Bundle, providers=None, low_memory: bool = False) -> Choice:
     if onnxruntime_cuda():
         return Choice("onnxruntime", "onnxruntime-gpu is installed and an NVIDIA GPU is present: ONNX Runtime on CUDA")
     kind = bundle_kind(bundle)
-    name, measured = CPU_CHOICE.get(kind, ("onnxruntime", "not measured: ONNX Runtime, which runs every bundle"))
+    family = bundle.manifest.get("model", {}).get("family", "sam") if bundle.manifest else "sam"
+    table = CPU_CHOICE if family == "sam" else FAMILY_CPU_CHOICE.get(family, {})
+    name, measured = table.get(kind, ("onnxruntime", "not measured: ONNX Runtime, which runs every bundle"))
+    kind = kind if family == "sam" else f"{family} {kind}"
     if name == "openvino":
         try:
             importlib.import_module("openvino")
