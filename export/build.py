@@ -20,7 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from compress import load_checkpoint, parameter_count, seeded_checkpoint
-from compress.families import config_to_dict, family_of, family_of_type, model_types
+from compress.families import config_to_dict, family_of, model_types
 from compress.birkhoff.hyper_linear import HyperLinear
 from compress.demo import DEFAULT_CHECKPOINT
 from compress.birkhoff.model import VARIANTS
@@ -28,8 +28,8 @@ from compress.recipe import COMPRESSIONS, Recipe, parse_recipe
 from compress.slimsam.images import load_folder, synthetic_images
 from compress.slimsam.settings import SlimSettings
 from compress.stages import apply
-from runtime.bundle import (BATCH_DECODER_FILE, DECODER_FILE, ENCODER_FILE, GPU_PARITY_FILE, MANIFEST, PARITY_FILE,
-                            SINGLE_MASK_DECODER_FILE, TENSORRT_FOLDER, sha256_file)
+from runtime.bundle import (BATCH_DECODER_FILE, ENCODER_FILE, GPU_PARITY_FILE, MANIFEST, PARITY_FILE, TENSORRT_FOLDER,
+                            sha256_file)
 from runtime.bundle_writer import BundleWriter
 from runtime.parity import Thresholds, failed_rows, run_parity, summary
 
@@ -100,9 +100,10 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
                  recipe: Recipe | None = None, with_clients: bool = True, checkpoint_outside: bool = False) -> dict | None:
     """Write a bundle to `out`; returns its parity report (None when skipped).
 
-    `recipe` (compress.recipe.parse_recipe) compresses the model first; its SlimSAM stages
-    carry the images they distil on. `with_clients`: encoder_preprocess.onnx and AnyLabeling's
-    config for the clients (a device that only runs samedge needs neither). `checkpoint_outside`:
+    `recipe` (compress.recipe.parse_recipe) compresses the model first (the model's family refuses
+    what it does not take); its SlimSAM stages carry the images they distil on. `with_clients`: the
+    files AnyLabeling and samexporter open, in the family's format (export/clients.py; a device that
+    only runs samedge needs none). `checkpoint_outside`:
     a compressed build's checkpoint (parity's reference) is kept beside the bundle, as
     `<out>.<checkpoint name>`, not in it."""
     if target not in TARGETS:

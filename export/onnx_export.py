@@ -19,7 +19,6 @@ import torch
 
 from compress.birkhoff.model import CODED_TENSORS
 from compress.families import Piece, family_of, sam_pieces
-from compress.families.sam_pieces import ENCODER_INPUT, ENCODER_OUTPUT  # noqa: F401 (export's names for them)
 from runtime.atomic import default_mode
 
 from . import hyper_linear

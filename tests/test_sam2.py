@@ -206,3 +206,22 @@ def test_tensorrt_inputs_answer_as_the_bundle_within_fp16(sam2_checkpoint, photo
     assert [i.name for i in decoder.get_inputs()] == ["image_embed", "high_res_feats_0", "high_res_feats_1",
                                                      "point_coords", "point_labels", "mask_input", "has_mask_input"]
     assert [o.name for o in decoder.get_outputs()][:2] == ["iou_predictions", "low_res_masks"]
+
+
+@pytest.mark.parametrize("extra", [{"use_m2m": True}, {"multimask_output": False, "mask_threshold": 0.02}],
+                         ids=["m2m", "single mask, threshold"])  # the defaults: every build's parity
+def test_segment_everything_gives_sam2s_records(sam2_bundle, sam2_model, extra):
+    """MaskGenerator with SAM2AutomaticMaskGenerator's own parameters, against it (settings that keep
+    masks of a seeded SAM 2's weak logits: runtime.parity's WEAK_LOGIT_SETTINGS)."""
+    from runtime.everything import MaskGenerator
+    from runtime.everything_parity import compare_records
+    from runtime.parity import WEAK_LOGIT_SETTINGS
+    from runtime.reference import parity_shapes, reference_records
+
+    image = parity_shapes(1)["shapes-0"]
+    settings = {**WEAK_LOGIT_SETTINGS, "points_per_side": 8, **extra}
+    reference = reference_records(sam2_model, image, **settings)
+    with Session(sam2_bundle) as session:
+        ours = MaskGenerator(session, **settings, show_progress=False).generate(image)
+    agreement = compare_records(ours, reference, settings["pred_iou_thresh"], settings["stability_score_thresh"])
+    assert reference and agreement.passed, agreement

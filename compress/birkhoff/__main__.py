@@ -25,7 +25,7 @@ from safetensors import safe_open
 from runtime.atomic import OutputError, check_output_file
 from runtime.bundle import sha256_file
 
-from ..architectures import ARCHITECTURES
+from ..families import model_types
 from ..checkpoint import load_checkpoint
 from ..checkpoint_file import CheckpointError, sniff_format
 from .codec import DEFAULT_SETTINGS, CodecError, Settings
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="compressed checkpoint (samedge format)")
     parser.add_argument("--variant", choices=VARIANTS, default="reference",
                         help="reference: the authors' codec; scaled: the same lattice in units of each row's scale")
-    parser.add_argument("--model-type", choices=sorted(ARCHITECTURES),
+    parser.add_argument("--model-type", choices=model_types(),
                         help="architecture, when the file does not say (official or imported files)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     add_settings_arguments(parser)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config_data import ConfigData
@@ -107,16 +108,37 @@ def perturb(model: nn.Module, seed: int) -> None:
             parameter.add_(noise * (0.1 * spread if spread > 0 else 0.02))
 
 
+def _bicubic_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """[size_out, size_in]: torch's bicubic resize (align_corners=False) along one axis, as a matrix."""
+    identity = torch.eye(size_in)[:, None, :, None]  # [in, 1, in, 1]: one unit impulse per row
+    with torch.no_grad():
+        resized = F.interpolate(identity, size=(size_out, 1), mode="bicubic")  # [in, 1, out, 1]
+    return resized[:, 0, :, 0].T.contiguous()
+
+
 @contextlib.contextmanager
-def constant_position_embedding(model, img_size: int):
-    """While open, Hiera's position embedding is the constant it is for `img_size` px: upstream resizes
-    its table (bicubic) on every call, which the exporter writes as If nodes on shapes that TensorRT's
-    fp16 conversion cannot pass (export/tensorrt_onnx.py) and every runtime would recompute."""
+def static_position_embedding(model, img_size: int):
+    """While open, Hiera's position embedding is computed for `img_size` px with sizes known at trace
+    time: upstream resizes and tiles its tables to traced shapes, which the exporter writes with If nodes
+    that TensorRT's fp16 conversion cannot pass (export/tensorrt_onnx.py). Bicubic resizing is
+    separable and linear, so here it is two products with fixed [S/4, 7] matrices (torch's own bicubic
+    of the identity) on the same small table; storing the resized table instead would add
+    [1, S/4, S/4, C] floats to the bundle (hiera-t at 1024 px: 25 MB)."""
     trunk = model.image_encoder.trunk
     side = img_size // trunk.patch_embed.proj.stride[0]
-    with torch.no_grad():
-        table = trunk._get_pos_embed((side, side))  # [1, h, w, C]
-    trunk._get_pos_embed = lambda hw: table
+    _, _, table_h, table_w = trunk.pos_embed.shape
+    window_h, window_w = trunk.pos_embed_window.shape[-2:]
+    rows, columns = _bicubic_matrix(table_h, side), _bicubic_matrix(table_w, side)  # [side, 7]
+
+    def position_embedding(hw):
+        table = rows @ trunk.pos_embed @ columns.T  # [1, C, side, side]
+        channels = table.shape[1]
+        # The window table tiled over the grid (tile's export takes an If on the repeats' rank).
+        window = trunk.pos_embed_window.reshape(1, channels, 1, window_h, 1, window_w)
+        tiled = window.expand(1, channels, side // window_h, window_h, side // window_w, window_w)
+        return (table + tiled.reshape(1, channels, side, side)).permute(0, 2, 3, 1)  # [1, h, w, C]
+
+    trunk._get_pos_embed = position_embedding
     try:
         yield
     finally:
@@ -276,7 +298,7 @@ class Sam2Family(ModelFamily):
         return [
             Piece("encoder.onnx", ImageEncoderPiece(model).eval(), (torch.zeros(1, 3, size, size),), ("image",),
                   FEATURES, output_shapes=feature_shapes, role="encoder",
-                  tracing=lambda: constant_position_embedding(model, size)),
+                  tracing=lambda: static_position_embedding(model, size)),
             Piece("decoder.onnx", ClientDecoderPiece(model).eval(), prompt_example, DECODER_FEATURES + PROMPT_INPUTS,
                   CLIENT_OUTPUTS, image_axes, output_shapes=client_shapes, role="client"),
             Piece("decoder_batch.onnx", BatchDecoderPiece(model).eval(), prompt_example,

@@ -24,6 +24,7 @@ from runtime.atomic import atomic_write, check_output_file
 
 from ..architectures import ARCHITECTURES
 from ..checkpoint import load_checkpoint, save_checkpoint
+from ..families import family_of
 from ..checkpoint_file import CheckpointError
 from ..demo import DEFAULT_CHECKPOINT
 from .distill import distributed
@@ -108,6 +109,9 @@ def main(argv=None) -> int:
     try:
         check_output_file(args.out)  # before hours of distillation, not after
         sam = load_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, args.model_type)
+        refusal = family_of(sam.config).refusal("slimsam-50")
+        if refusal:
+            raise ValueError(refusal)
         arrays = synthetic_images(args.synthetic) if args.synthetic else load_folder(args.images)
         if len(arrays) <= args.val_count:
             raise ValueError(f"{len(arrays)} images leave none for training after {args.val_count} for validation")
