@@ -4,7 +4,8 @@
 
 `MaskGenerator(session).generate(image)` gives the records segment_anything's
 `SamAutomaticMaskGenerator` gives (same settings, same meaning, same filters in the same
-order) on any backend, without torch: the grid's points go through the session's batch
+order; on a SAM 2 bundle sam2's `SAM2AutomaticMaskGenerator`'s, with its mask_threshold,
+multimask_output and use_m2m) on any backend, without torch: the grid's points go through the session's batch
 decoder, and runtime/amg.py holds the pieces. The JSON holds the records under "masks";
 JSON cannot hold arrays, so --output-mode binary_mask writes uncompressed RLE there
 (runtime.amg.rle_to_mask turns it back into a mask).

@@ -29,8 +29,12 @@ CPU_CHOICE = {
                          "the activations per group on the fly)"),
 }
 
-# The same for the other model families (a manifest's model.family), each from its own page.
-FAMILY_CPU_CHOICE: dict[str, dict[str, tuple[str, str]]] = {}
+# The same for the other model families (a manifest's model.family), each from its own page; a kind not
+# measured for its family gets ONNX Runtime, which runs every bundle.
+FAMILY_CPU_CHOICE: dict[str, dict[str, tuple[str, str]]] = {
+    "sam2": {"fp32": ("openvino", "OpenVINO's encoder took 0.88x ONNX Runtime's time on SAM 2.1 hiera-t and "
+                                  "hiera-b+ (docs/benchmarks/sam2.md), at no more peak memory")},
+}
 
 
 class Choice(NamedTuple):
