@@ -27,7 +27,7 @@ from benchmarks.tensorrt_files import compare_tensorrt_files
 from compress import build_sam, load_checkpoint
 from compress.birkhoff.model import compress_model
 from export import tensorrt_build, tensorrt_onnx
-from export.onnx_export import decoder_dummy_inputs
+from compress.families.sam_pieces import decoder_dummy_inputs
 from export.tensorrt_build import MAX_POINTS, MAX_PROMPTS, PROFILE, build_script, find_nvcc, prepare_folder
 from runtime import Session
 from runtime.backends import engines_file, tensorrt_backend
