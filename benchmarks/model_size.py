@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from compress import SamConfig, build_sam
+from compress.families import config_from_dict
 from runtime.bundle import DECODER_FILE, ENCODER_FILE, WEIGHTS_FILE
 
 # The deployable pair; decoder_single.onnx is an optional alternative to decoder.onnx.
@@ -99,7 +100,7 @@ def decoder_macs(model) -> int:
 
 def encoder_counts(architecture: dict | SamConfig) -> dict:
     """{'params', 'macs_linear_conv', 'macs_all'} of one [1, 3, S, S] encoder forward pass."""
-    config = architecture if isinstance(architecture, SamConfig) else SamConfig.from_dict(architecture)
+    config = architecture if isinstance(architecture, SamConfig) else config_from_dict(architecture)
     with torch.device("meta"):
         encoder = build_sam(config).image_encoder
         layer_macs, all_macs = encoder_macs(encoder)

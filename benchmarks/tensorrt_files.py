@@ -45,7 +45,7 @@ class OnnxRuntimeOnTensorRTFiles(Closable):
         self.embedding_size = self.encoder.get_outputs()[0].shape[-1]
 
     def encode(self, pixels):
-        return self._held(self.encoder).run(None, {"image": pixels})[0]
+        return {"image_embeddings": self._held(self.encoder).run(None, {"image": pixels})[0]}
 
     def decode(self, inputs):
         decoder = self._held(self.decoder)

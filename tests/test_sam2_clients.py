@@ -30,6 +30,7 @@ import pytest
 from PIL import Image
 
 from compress import seeded_checkpoint
+from compress.families import config_for
 from export.build import build_bundle
 from export.clients import write_client_files
 from runtime import Session
@@ -293,6 +294,15 @@ def test_the_manifest_describes_the_clients_files(bundle):
     assert ANYLABELING_CONFIG_FILE not in manifest["files"]
 
 
-def test_a_family_without_client_files_is_refused_with_the_way_out(tmp_path):
-    with pytest.raises(ValueError, match=r"family 'sam3'.*\['sam', 'sam2'\].*--no-clients"):
-        write_client_files(tmp_path, "x", SimpleNamespace(family="sam3"))
+def test_client_formats_come_from_the_family(tmp_path, monkeypatch):
+    """A family with no clients' format gets no client files; one naming a format export/clients.py
+    does not write is refused with the way out."""
+    from compress.architectures import SamConfig
+    from compress.families.sam import SamFamily
+
+    config = SamConfig.from_dict(config_for("tiny").to_dict())
+    monkeypatch.setattr(SamFamily, "client_format", None)
+    assert write_client_files(tmp_path, "x", config) is None and not any(tmp_path.iterdir())
+    monkeypatch.setattr(SamFamily, "client_format", "sam3")
+    with pytest.raises(ValueError, match=r"format 'sam3'.*\['sam', 'sam2'\].*--no-clients"):
+        write_client_files(tmp_path, "x", config)

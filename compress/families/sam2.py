@@ -1,8 +1,8 @@
 """The SAM 2 / 2.1 family (sam2 1.1.0's models: Hiera tiny, small, base+ and large).
 
 Built with sam2's own configs (they ship inside the package), so the reference is upstream's
-`SAM2ImagePredictor` on the same module. A bundle holds four pieces, the same the video tracker
-(next) runs every frame:
+`SAM2ImagePredictor` on the same module. A bundle holds the four pieces the video tracker (next)
+runs every frame, the prompt decoder in two files:
 
     encoder.onnx          image [1, 3, S, S] -> high_res_feats_0 [1, 32, 4g, 4g], high_res_feats_1
                           [1, 64, 2g, 2g], image_embed [1, 256, g, g] (g = S / 16; no_mem_embed added,
