@@ -60,7 +60,11 @@ class Square:
 
     @staticmethod
     def resized(rgb: np.ndarray, img_size: int) -> np.ndarray:
-        raise NotImplementedError("no encoder of a 'square' family takes the resized image")
+        from .bundle import BundleError
+
+        raise BundleError("an encoder that takes the resized image (SAM 1's encoder_preprocess.onnx) does not "
+                          "belong to a bundle whose images are stretched to a square (SAM 2's): open the bundle "
+                          "directory, or its encoder.onnx")
 
     @staticmethod
     def coords(coords: np.ndarray, image_hw, img_size: int) -> np.ndarray:

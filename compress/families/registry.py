@@ -21,6 +21,7 @@ models) and compress/families/sam2.py (SAM 2.1); tests/test_families.py register
 from __future__ import annotations
 
 import contextlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager
 
@@ -46,8 +47,8 @@ class Piece:
     role: str = "decoder"  # "encoder", "decoder" (the runtime's), "memory" (video), "client"
 
 
-class ModelFamily:
-    """Subclass, fill in the class attributes and methods, and `register()` an instance."""
+class ModelFamily(ABC):
+    """Subclass, fill in the class attributes and the abstract methods, and `register()` an instance."""
 
     name: str
     config_class: type
@@ -56,27 +57,29 @@ class ModelFamily:
     # The files AnyLabeling and samexporter open (export/clients.py: "sam", "sam2"); None: no clients' files.
     client_format: str | None = None
 
+    @abstractmethod
     def build(self, config, seed: int | None = None):
-        raise NotImplementedError
+        """The model of `config` (eval mode, `.config` set); seeded random weights with `seed`."""
 
+    @abstractmethod
     def detect(self, state: dict, model_type: str | None = None, name: str = "checkpoint"):
         """The config of `state` (a state dict of this family's kind), None when it is another kind's.
         `model_type`: the architecture the user named (checked against the shapes); `name`: for a config
         read from the shapes alone. Raises compress.CheckpointError for a state dict of this kind that
         fits none of its sizes, or not `model_type`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def pieces(self, model) -> list[Piece]:
-        raise NotImplementedError
+        """Every ONNX file of a bundle of `model`, as the module it is traced from."""
 
+    @abstractmethod
     def manifest(self, config) -> dict:
         """{"preprocessing": {...}, "decoder": {...}}: what the runtime reads (docs/formats.md)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def reference(self, model):
         """An upstream predictor with set_image(rgb) and predict(points, labels, box, mask_input,
         multimask_output) -> (masks, scores, low_res_logits), as segment_anything's SamPredictor."""
-        raise NotImplementedError
 
     def reference_mask_generator(self, model, **settings):
         """Upstream's automatic mask generator with `settings`, or None where it has none."""

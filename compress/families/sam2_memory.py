@@ -158,7 +158,8 @@ class MemoryAttentionPiece(nn.Module):
         super().__init__()
         memory_attention = sam2_base.memory_attention
         if not memory_attention.batch_first:
-            raise NotImplementedError("memory attention layers that expect seq-first tokens")
+            raise ValueError("this SAM 2 memory attention takes seq-first tokens; samedge exports the batch-first "
+                             "layout of sam2 1.1.0's released configs (configs/sam2*/): build from one of them")
         self.layers = memory_attention.layers
         self.final_norm = memory_attention.norm
         self.pos_enc_at_input = memory_attention.pos_enc_at_input
@@ -180,11 +181,13 @@ class MemoryAttentionPiece(nn.Module):
         tables = []
         for attn in self._attentions():
             if not isinstance(attn, RoPEAttention):
-                raise NotImplementedError(f"memory attention without RoPE: {type(attn).__name__}")
+                raise ValueError(f"this SAM 2 memory attention uses {type(attn).__name__}, not RoPEAttention as sam2 "
+                                 "1.1.0's released configs do; samedge exports only those: build from one of them")
             tables.append(axial_rope_tables(attn, self.grid_side))
         cos, sin = tables[0]
         if any(not (torch.equal(cos, c) and torch.equal(sin, s)) for c, s in tables[1:]):
-            raise NotImplementedError("memory attentions with different RoPE frequencies")
+            raise ValueError("this SAM 2 memory attention's layers use different RoPE frequencies; samedge stores one "
+                             "cos/sin table for all of them, as sam2 1.1.0's released configs need")
         return cos, sin
 
     @property

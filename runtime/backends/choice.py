@@ -29,9 +29,10 @@ CPU_CHOICE = {
                          "the activations per group on the fly)"),
 }
 
-# The same for the other model families (a manifest's model.family), each from its own page; a kind not
-# measured for its family gets ONNX Runtime, which runs every bundle.
+# Every model family's table (a manifest's model.family), each from its own page; a kind not measured
+# for its family gets ONNX Runtime, which runs every bundle.
 FAMILY_CPU_CHOICE: dict[str, dict[str, tuple[str, str]]] = {
+    "sam": CPU_CHOICE,
     "sam2": {"fp32": ("openvino", "OpenVINO's encoder took 0.88x ONNX Runtime's time on SAM 2.1 hiera-t and "
                                   "hiera-b+ (docs/benchmarks/sam2.md), at no more peak memory")},
 }
@@ -72,8 +73,7 @@ def choose(bundle: Bundle, providers=None, low_memory: bool = False) -> Choice:
         return Choice("onnxruntime", "onnxruntime-gpu is installed and an NVIDIA GPU is present: ONNX Runtime on CUDA")
     kind = bundle_kind(bundle)
     family = bundle.manifest.get("model", {}).get("family", "sam") if bundle.manifest else "sam"
-    table = CPU_CHOICE if family == "sam" else FAMILY_CPU_CHOICE.get(family, {})
-    name, measured = table.get(kind, ("onnxruntime", "not measured: ONNX Runtime, which runs every bundle"))
+    name, measured = FAMILY_CPU_CHOICE.get(family, {}).get(kind, ("onnxruntime", "not measured: ONNX Runtime, which runs every bundle"))
     kind = kind if family == "sam" else f"{family} {kind}"
     if name == "openvino":
         try:
