@@ -34,7 +34,7 @@ from runtime.bundle_writer import BundleWriter
 from runtime.parity import Thresholds, failed_rows, run_parity, summary
 
 from .clients import write_client_files
-from .onnx_export import coded_tensors, export_pieces
+from .onnx_export import coded_tensors, export_pieces, export_tensors
 from .bundle_size import size_report, summary as size_summary
 from .provenance import model_digest, preprocessing_of, stamp_all
 from .shared_weights import share_weights
@@ -139,6 +139,7 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
         digest = model_digest(model)  # the weights exported: every ONNX file and engine names them
         step("export")
         export_pieces(model, bundle.root)  # the family's pieces (compress/families): encoder, decoders, ...
+        export_tensors(model, bundle.root)  # and its constants (SAM 2: tracking.safetensors)
         bar.update()
         tensorrt = None
         if target != "cpu":

@@ -14,6 +14,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 
@@ -135,6 +136,19 @@ def export_pieces(model, folder) -> list[Path]:
     """Every piece of `model`'s family into `folder` (a bundle being written)."""
     return [export_piece(piece, Path(folder) / piece.file, coded_tensors(model))
             for piece in family_of(model.config).pieces(model)]
+
+
+def export_tensors(model, folder) -> list[Path]:
+    """The family's constants (`ModelFamily.tensors`) into `folder` as safetensors files: plain
+    tensors the numpy runtime loads without running code from the file."""
+    from safetensors.numpy import save_file
+
+    written = []
+    for name, tensors in family_of(model.config).tensors(model).items():
+        path = Path(folder) / name
+        save_file({key: np.ascontiguousarray(value, dtype=np.float32) for key, value in tensors.items()}, str(path))
+        written.append(path)
+    return written
 
 
 def export_encoder(model, path) -> Path:

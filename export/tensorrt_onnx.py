@@ -12,12 +12,19 @@ They differ from the ONNX Runtime files in three ways, each forced by TensorRT:
   `low_res_masks`: the official decoder's `orig_im_size` is a float shape tensor and its
   `repeat_interleave` exports a OneHot, both of which TensorRT rejects (docs/design.md).
   The runtime upsamples on the host (runtime/masks.py).
+
+Bundles that track video (a manifest `tracking` section: SAM 2) also get the two memory
+pieces, memory_encoder.onnx and memory_attention.onnx, in float32 as the decoder, with the
+sizes their engines' profiles are computed from in memory_attention.onnx's metadata
+(`MemoryPieces`, read back by export/tensorrt_build.py).
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import onnx
@@ -25,8 +32,10 @@ import torch
 from onnxruntime.transformers.float16 import convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
+from compress.families import family_of
 from plugins.hyperlinear import spec
 from runtime.decoded_graph import decode_tensors
+from runtime.provenance import read_metadata
 from runtime.signature import BATCH_DECODER_INPUTS, BATCH_DECODER_OUTPUTS
 
 from . import hyper_linear
@@ -35,6 +44,11 @@ from .onnx_export import OPSET, export_encoder, export_module, needs_external_da
 
 ENCODER = "encoder.onnx"
 DECODER = "decoder.onnx"
+# The tracking pieces (compress/families/sam2_memory.py), under these names in the tensorrt/ folder.
+MEMORY_ENCODER = "memory_encoder.onnx"
+MEMORY_ATTENTION = "memory_attention.onnx"
+MEMORY_PIECES = {"memory_encoder": MEMORY_ENCODER, "memory_attention": MEMORY_ATTENTION}  # manifest key -> file
+MEMORY_PROFILE_KEY = "samedge.memory_profile"  # memory_attention.onnx's metadata_props: MemoryPieces as JSON
 # Kept in fp32 in the fp16 encoder. ReduceMean/Sub/Pow/Sqrt/Div make up LayerNorm2d.
 FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt", "Div")
 PRECISIONS = ("fp16", "fp32")
@@ -144,6 +158,63 @@ def _cast_to(node: onnx.NodeProto) -> int:
     return next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "to")
 
 
+@dataclass(frozen=True)
+class MemoryPieces:
+    """The sizes memory_attention.onnx's engine profile is computed from (export/tensorrt_build.py).
+
+    `tokens_per_frame`: g*g, one memory frame's spatial tokens; `memory_dim`: their channels (64);
+    `pointer_tokens`: tokens per object pointer (256 / 64 = 4); `num_maskmem`, `max_obj_ptrs`: the
+    manifest's tracking settings (compress/families/sam2.py tracking_manifest)."""
+
+    tokens_per_frame: int
+    memory_dim: int
+    pointer_tokens: int
+    num_maskmem: int
+    max_obj_ptrs: int
+
+
+def _static_dims(model: onnx.ModelProto, name: str) -> list[int | None]:
+    value = next(v for v in model.graph.input if v.name == name)
+    return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+
+def memory_pieces_of(attention: onnx.ModelProto, tracking: dict) -> MemoryPieces:
+    """MemoryPieces of a memory_attention graph (its curr [g*g, 1, C] and spatial_mem [S, 1, c] inputs)."""
+    tokens, _, channels = _static_dims(attention, "curr")
+    memory_dim = _static_dims(attention, "spatial_mem")[2]
+    return MemoryPieces(tokens_per_frame=tokens, memory_dim=memory_dim, pointer_tokens=channels // memory_dim,
+                        num_maskmem=int(tracking["num_maskmem"]), max_obj_ptrs=int(tracking["max_obj_ptrs"]))
+
+
+def read_memory_pieces(folder) -> MemoryPieces | None:
+    """The memory pieces' sizes recorded in `folder`/memory_attention.onnx; None where the folder has
+    no memory pieces (SAM 1, or a bundle that does not track)."""
+    folder = Path(folder)
+    if not all((folder / name).is_file() for name in MEMORY_PIECES.values()):
+        return None
+    recorded = read_metadata(folder / MEMORY_ATTENTION).get(MEMORY_PROFILE_KEY)
+    if recorded is None:
+        raise ValueError(f"{folder / MEMORY_ATTENTION} does not record its sizes ({MEMORY_PROFILE_KEY}): it was not "
+                         "written by export.tensorrt_onnx; rebuild the bundle with python -m export.build")
+    return MemoryPieces(**json.loads(recorded))
+
+
+def _tracking_section(model) -> dict | None:
+    """The manifest's tracking section for `model`'s family (compress/families), None where it does not track."""
+    section = family_of(model.config).manifest(model.config).get("tracking")
+    return section if isinstance(section, dict) else None
+
+
+def _memory_sources(tracking: dict, beside: Path | None) -> dict[str, Path]:
+    """{tensorrt/ name: the bundle's own piece}, found beside its encoder.onnx by the manifest's names."""
+    sources = {name: beside / tracking.get(key, name) if beside else None for key, name in MEMORY_PIECES.items()}
+    missing = [name for name, path in sources.items() if path is None or not path.is_file()]
+    if missing:
+        raise ValueError(f"this model tracks video, and its TensorRT files start from the bundle's memory pieces: "
+                         f"pass encoder_onnx, with {', '.join(missing)} beside it (export.build does)")
+    return sources
+
+
 def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_functions: bool = False,
                            encoder_onnx=None, decoder_onnx=None) -> dict:
     """Write tensorrt/encoder.onnx and tensorrt/decoder.onnx for `model` into `directory`.
@@ -152,6 +223,9 @@ def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_funct
     or, without it, from a fresh export; the decoder from `decoder_onnx` (the bundle's
     decoder_batch.onnx, any family's) or a fresh SAM 1 batch decoder. `keep_functions` keeps the HyperLinear bodies, for
     checking the files with ONNX Runtime (tests); files for TensorRT never have them.
+    A model that tracks video (its family's manifest has a tracking section) also gets
+    memory_encoder.onnx and memory_attention.onnx, float32, from the bundle's files beside
+    `encoder_onnx` (the manifest's names).
     Returns {name: path}.
     """
     if precision not in PRECISIONS:
@@ -166,7 +240,14 @@ def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_funct
         if not decoder_onnx:
             export_module(BatchDecoder(model).eval(), dummy_inputs(model), decoder, BATCH_DECODER_INPUTS,
                           BATCH_DECODER_OUTPUTS, DYNAMIC_AXES)
-        for staged, name, convert in ((encoder, ENCODER, precision == "fp16"), (decoder, DECODER, False)):
+        staged_files = [(encoder, ENCODER, precision == "fp16"), (decoder, DECODER, False)]
+        tracking = _tracking_section(model)
+        if tracking:
+            beside = Path(encoder_onnx).parent if encoder_onnx else None
+            # fp32 as the decoder: what they compute is fed back frame after frame (memories, pointers),
+            # and the tracker's parity thresholds are float32's.
+            staged_files += [(source, name, False) for name, source in _memory_sources(tracking, beside).items()]
+        for staged, name, convert in staged_files:
             # The decoder stays fp32 (as nanosam's): it is small, and its masks are thresholded logits.
             # A large encoder's weights are in its `.data` file, found beside it.
             onnx_model = onnx.load(str(staged), load_external_data=True)
@@ -177,5 +258,9 @@ def export_tensorrt_inputs(model, directory, precision: str = "fp16", keep_funct
                 onnx_model = to_fp16(onnx_model, scratch=work)
             if not keep_functions:
                 onnx_model = hyper_linear.without_functions(onnx_model)
+            if name == MEMORY_ATTENTION:
+                sizes = memory_pieces_of(onnx_model, tracking)
+                onnx.helper.set_model_props(onnx_model, {**{e.key: e.value for e in onnx_model.metadata_props},
+                                                         MEMORY_PROFILE_KEY: json.dumps(asdict(sizes))})
             paths[name] = save_checked(onnx_model, directory / name, work / name)
     return paths

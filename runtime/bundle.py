@@ -92,6 +92,18 @@ class Bundle:
         return (preprocessing or {}).get("resize_rule") or "longest_side"
 
     @property
+    def logit_clamp(self) -> float | None:
+        """Session clamps the batch decoder's low-res logits to +-this (SAM 2's image predictor: 32); None: not."""
+        return self._decoder_section.get("logit_clamp")
+
+    @property
+    def tracking(self) -> dict | None:
+        """The manifest's tracking section (SAM 2's video settings, runtime/tracker.py); None: the bundle's
+        models do not track."""
+        section = self.manifest.get("tracking") if self.manifest else None
+        return section if isinstance(section, dict) else None
+
+    @property
     def batch_decoder(self) -> Path | None:
         """decoder_batch.onnx, None where the bundle has none (built before it existed)."""
         path = self.root / BATCH_DECODER_FILE

@@ -380,7 +380,12 @@ def main(argv=None) -> int:
                         help="predict_batch against single predict calls on the same backend")
     parser.add_argument("--skip-everything", action="store_true",
                         help="leave out the segment-everything comparison (vit_b: 5 minutes on 2 CPU cores)")
+    parser.add_argument("--video", type=Path,
+                        help="SAM 2 bundles: track this folder of JPEG frames against SAM2VideoPredictor instead "
+                             "(runtime/video_parity.py; report: BUNDLE/video_parity.json unless --out)")
     args = parser.parse_args(argv)
+    if args.video is not None:
+        return _video_main(args)
     try:
         thresholds = Thresholds(args.min_iou, args.max_relative_logit_error, args.min_batch_iou,
                                 max_score_error=args.max_score_error)
@@ -392,6 +397,20 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(summary(report))
+    return 0 if report["passed"] else 1
+
+
+def _video_main(args) -> int:
+    from .video_parity import run_video_parity, video_summary
+
+    try:
+        report = run_video_parity(args.bundle, args.video, args.checkpoint, backend=args.backend)
+    except ValueError as err:  # BundleError, VideoError, CheckpointError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = args.out or args.bundle / "video_parity.json"
+    atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=1)))
+    print(video_summary(report))
     return 0 if report["passed"] else 1
 
 

@@ -37,8 +37,8 @@ def family_manifest(config) -> dict:
 
 
 def family_pieces(model) -> dict:
-    """{bundle file name: torch module} of what the bundle's ONNX files were traced from."""
-    return {piece.file: piece.module for piece in family_of(model.config).pieces(model)}
+    """{bundle file name: Piece} of what the bundle's ONNX files were traced from (module, input names)."""
+    return {piece.file: piece for piece in family_of(model.config).pieces(model)}
 
 
 def parity_shapes(count: int = 2) -> dict[str, np.ndarray]:

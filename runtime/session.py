@@ -206,7 +206,9 @@ class Session(Closable):
         if self.abilities.batch_decoding == "missing":
             required_batch_decoder(None)  # refused, with the fix
         if self.abilities.batch_decoding == "native":
-            return self.backend.decode_batch({**image.features, **prompts})
+            scores, low_res = self.backend.decode_batch({**image.features, **prompts})
+            clamp = self.bundle.logit_clamp  # SAM 2's image predictor clamps; its decoder graph does not
+            return scores, (low_res if clamp is None else np.clip(low_res, -clamp, clamp))
         # A backend without a batch decoder (SAM 1's torch reference, a user's object): one call per set.
         answers = [self.backend.decode({**image.features,
                                         **{name: value[n:n + 1] for name, value in prompts.items()},

@@ -70,6 +70,23 @@ def sam2_bundle(tmp_path_factory, sam2_checkpoint) -> Path:
     return _bundle(tmp_path_factory, "sam2.1_hiera_t_256", sam2_checkpoint)
 
 
+@pytest.fixture(scope="session")
+def sam2_video_bundle(tmp_path_factory) -> Path:
+    """SAM 2.1 hiera-t at 256 px whose tracking depends on its memory (tests/video_model.py)."""
+    from tests.video_model import memory_sensitive_checkpoint
+
+    checkpoint = memory_sensitive_checkpoint(tmp_path_factory.mktemp("sam2-video"))
+    return _bundle(tmp_path_factory, "sam2-video", checkpoint)
+
+
+@pytest.fixture(scope="session")
+def video_clip(tmp_path_factory) -> Path:
+    """18 JPEG frames (96 x 128) of moving shapes: enough to fill SAM 2's memory bank (6 frames, 15 pointers)."""
+    from compress.demo.clips import moving_shapes, write_jpeg_folder
+
+    return write_jpeg_folder(moving_shapes(18, 96, 128), tmp_path_factory.mktemp("clip"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def openvino_model_cache(tmp_path_factory):
     """OpenVINO's model cache in the test session's temporary folder, not the user's ~/.cache."""

@@ -8,6 +8,7 @@ instead of knowing SAM 1 from SAM 2:
 - `build(config, seed)`: the model (eval mode, `.config` set), seeded random weights if `seed`;
 - `detect(state, model_type)`: the config of a state dict of its kind from the tensors' shapes (None: not its kind);
 - `pieces(model)`: what each exported ONNX file computes (export/ traces them, nothing else);
+- `tensors(model)`: small constants beside the ONNX files (SAM 2's tracking constants);
 - `manifest(config)`: the pre-processing and the decoder's signature the numpy runtime follows
   (runtime/geometry.py names the resize rules; the runtime never imports a family);
 - `compressions` / `refusal(name)`: the --compress recipes it takes, and why others are refused;
@@ -71,6 +72,11 @@ class ModelFamily(ABC):
     @abstractmethod
     def pieces(self, model) -> list[Piece]:
         """Every ONNX file of a bundle of `model`, as the module it is traced from."""
+
+    def tensors(self, model) -> dict:
+        """{file name: {tensor name: float32 numpy array}}: constants the runtime reads beside the ONNX
+        files, written as safetensors (SAM 2's tracking constants); none by default."""
+        return {}
 
     @abstractmethod
     def manifest(self, config) -> dict:

@@ -13,10 +13,12 @@ runs every frame, the prompt decoder in two files:
                           iou_predictions [N, 3]
     decoder_batch.onnx    the same inputs -> iou_predictions [N, 4], low_res_masks [N, 4, 4g, 4g] (mask 0:
                           the single-mask answer after sam2's dynamic fall-back to the most stable
-                          multimask one; 1..3 the multimask ones; clamped to +-32 as the image predictor
-                          does), object_score_logits [N, 1], obj_ptr [N, 4, 256] (each mask token's
+                          multimask one; 1..3 the multimask ones; not clamped: Session clamps to +-32
+                          as the image predictor does, the tracker does not, as the video predictor),
+                          object_score_logits [N, 1], obj_ptr [N, 4, 256] (each mask token's
                           object pointer, for tracking)
     memory_encoder.onnx, memory_attention.onnx   (compress/families/sam2_memory.py)
+    tracking.safetensors  the constants the tracker (runtime/tracker.py) adds in numpy: see `tracking_tensors`
 
 The image predictor resizes the image to S x S (the aspect ratio is not kept) with torchvision's
 antialiased bilinear resize on 0..1 floats, and its prompts put a box's two corners before the points
@@ -220,7 +222,9 @@ class BatchDecoderPiece(_Prompted):
         masks, scores, mask_tokens, object_scores = self.decode(*inputs)
         decoder = self.model.sam_mask_decoder
         single_mask, single_score = decoder._dynamic_multimask_via_stability(masks, scores)
-        masks = torch.cat([single_mask, masks[:, 1:]], dim=1).clamp(-LOGIT_CLAMP, LOGIT_CLAMP)
+        # Not clamped here: the video predictor uses the logits as they are (the image predictor's
+        # +-32 clamp is the manifest's decoder.logit_clamp, applied by runtime.Session).
+        masks = torch.cat([single_mask, masks[:, 1:]], dim=1)
         scores = torch.cat([single_score, scores[:, 1:]], dim=1)
         return scores, masks, object_scores, self.model.obj_ptr_proj(mask_tokens)
 
@@ -321,9 +325,23 @@ class Sam2Family(ModelFamily):
                         "masks": {"decoder.onnx": 3, "decoder_batch.onnx": 4}, "batch": "decoder_batch.onnx",
                         "low_res_size": config.low_res_size, "features": list(FEATURES),
                         "decoder_inputs": list(DECODER_FEATURES + PROMPT_INPUTS), "prompt_layout": "sam2",
-                        "official": False},
-            "memory": {"encoder": "memory_encoder.onnx", "attention": "memory_attention.onnx"},
+                        "official": False, "logit_clamp": LOGIT_CLAMP},
+            "tracking": tracking_manifest(config),
         }
+
+    def tensors(self, model) -> dict:
+        return {TRACKING_TENSORS: tracking_tensors(model)}
+
+    def video_reference(self, model):
+        """sam2's SAM2VideoPredictor on `model`'s weights (as build_sam2_video_predictor builds it)."""
+        from sam2.build_sam import build_sam2_video_predictor
+
+        config = model.config
+        predictor = build_sam2_video_predictor(config.config_file, None, device="cpu",
+                                               hydra_overrides_extra=list(config.overrides))
+        predictor.load_state_dict(model.state_dict())
+        _memory_in_float32(predictor.memory_attention)
+        return predictor.eval()
 
     def reference(self, model):
         from sam2.sam2_image_predictor import SAM2ImagePredictor
@@ -336,6 +354,79 @@ class Sam2Family(ModelFamily):
         generator = SAM2AutomaticMaskGenerator(model, **settings)
         _sized(generator.predictor, model)
         return generator
+
+
+TRACKING_TENSORS = "tracking.safetensors"
+
+
+def _linear_as_matrix(linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight [out, in], bias [out]) of any linear module, read from what it computes: a Birkhoff
+    HyperLinear answers like the Linear it compresses, so the runtime gets the weights it decodes to."""
+    with torch.no_grad():
+        bias = linear(torch.zeros(1, linear.in_features))[0]
+        weight = (linear(torch.eye(linear.in_features)) - bias).T
+    return weight, bias
+
+
+def tracking_tensors(model) -> dict:
+    """What SAM2Base adds to the pieces' outputs while tracking, as float32 arrays (hiera-t at 1024 px: 4 MB,
+    nearly all of it the image position encoding)."""
+    grid = model.image_size // Sam2Config.backbone_stride
+    with torch.no_grad():
+        # The neck's sine encoding of the stride-16 level: the memory attention's query positions.
+        image_pos = model.image_encoder.neck.position_encoding(torch.zeros(1, model.hidden_dim, grid, grid))
+        # The memory encoder's (maskmem_pos_enc): the same for every memory, so a resumed state needs no run.
+        memory_pos = model.memory_encoder.position_encoding(torch.zeros(1, model.mem_dim, grid, grid))
+    tensors = {
+        "no_mem_embed": model.no_mem_embed.reshape(-1),  # [256]: added to the features of a frame with no memory
+        "image_pos_enc": image_pos[0],  # [256, g, g]
+        "memory_pos_enc": memory_pos[0],  # [64, g, g]
+        "maskmem_tpos_enc": model.maskmem_tpos_enc.reshape(model.num_maskmem, -1),  # [7, 64]
+        "no_obj_ptr": model.no_obj_ptr.reshape(-1),  # [256]: the pointer of a frame where the object is absent
+        # add_new_mask: a 1024 px mask to the decoder's 256 px mask input (a 4 x 4, stride 4 convolution)
+        "mask_downsample.weight": model.mask_downsample.weight.reshape(model.mask_downsample.kernel_size),
+        "mask_downsample.bias": model.mask_downsample.bias.reshape(-1),
+    }
+    if model.add_tpos_enc_to_obj_ptrs:  # SAM 2.1: the pointers' temporal encoding, projected 256 -> 64
+        tensors["obj_ptr_tpos_proj.weight"], tensors["obj_ptr_tpos_proj.bias"] = \
+            _linear_as_matrix(model.obj_ptr_tpos_proj)  # [64, 256], [64]
+    return {name: tensor.detach().float().numpy() for name, tensor in tensors.items()}
+
+
+def tracking_manifest(config) -> dict:
+    """The tracking loop's settings: SAM2VideoPredictor's (sam2 1.1.0's SAM2Base defaults and the
+    released configs' values), which runtime/tracker.py follows."""
+    return {
+        "tensors": TRACKING_TENSORS,
+        "memory_encoder": "memory_encoder.onnx",
+        "memory_attention": "memory_attention.onnx",
+        "num_maskmem": 7,  # the current frame's memory slot + 6 earlier frames
+        "max_obj_ptrs": 16,
+        "memory_stride": 1,  # memory_temporal_stride_for_eval
+        "max_cond_frames": -1,  # every conditioning frame (max_cond_frames_in_attn)
+        "multimask_points": [0, 1],  # multimask answers for 0..1 clicks (a box counts as 2)
+        "binarize_clicked_masks": True,  # binarize_mask_from_pts_for_mem_enc (the video predictor's)
+        # How far each object pointer is from the current frame: SAM 2.1 encodes the signed distance
+        # (obj_ptr_tpos_proj of a sine encoding); SAM 2 adds no temporal encoding to the pointers.
+        "pointer_time": "signed" if config.config_file.startswith("configs/sam2.1/") else "none",
+        "frame_resize": "square_bicubic",  # sam2's video loader: PIL's bicubic on uint8 to S x S
+        "no_object_logit": -1024.0,  # NO_OBJ_SCORE
+        "mask_input_logits": [20.0, -10.0],  # add_new_mask: a mask as logits, scale and bias
+    }
+
+
+def _memory_in_float32(memory_attention) -> None:
+    """The video predictor stores memories in bfloat16 and relies on torch.cat with the float32 object
+    pointers to promote them; a frame that reads no pointer (tracked before its object's first prompt,
+    or in reverse from the last frame) passes bfloat16 to float32 layers, which only CUDA's autocast
+    runs. As float32 here: the same values (the bfloat16 rounding stays), as every other frame gets."""
+    forward = memory_attention.forward
+
+    def float_memory(*args, memory, memory_pos=None, **kwargs):
+        return forward(*args, memory=memory.float(), memory_pos=None if memory_pos is None else memory_pos.float(),
+                       **kwargs)
+
+    memory_attention.forward = float_memory
 
 
 def _sized(predictor, model):

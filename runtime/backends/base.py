@@ -20,7 +20,9 @@ class Backend(Protocol):
     Optional: `decode_batch(inputs) -> (iou_predictions [N, 4], low_res_masks [N, 4, L, L])`, the batch
     decoder (export/batch_decoder.py), for `Session.predict_batch`; a backend without it gets a loop
     of `decode` calls there. `takes_resized_image = True`: `encode` takes the image resized, not
-    normalised nor padded, [h, w, 3] float32 0..255 (encoder_preprocess.onnx, export/clients.py)."""
+    normalised nor padded, [h, w, 3] float32 0..255 (encoder_preprocess.onnx, export/clients.py).
+    `run_piece(file, feeds) -> {output name: array}`: any other ONNX file of the bundle by its file name
+    (SAM 2's memory pieces, its batch decoder's every output), for video tracking (runtime/tracker.py)."""
 
     name: str
     img_size: int  # side S of the encoder's square input

@@ -26,7 +26,15 @@ from ..bundle import ENGINE_FILES, MANIFEST, BundleError, sha256_file
 
 ENGINES_INFO = "engines.json"
 REBUILD = "rebuild the engines on this machine (bash tensorrt/build_engines.sh in the bundle)"
-ENGINE_SOURCES = {"encoder.engine": "encoder.onnx", "decoder.engine": "decoder.onnx"}  # in the tensorrt/ folder
+# The tracking pieces' engines (SAM 2 bundles), built beside the two above where tensorrt/ has their ONNX files.
+PIECE_ENGINES = ("memory_encoder.engine", "memory_attention.engine")
+ENGINE_SOURCES = {"encoder.engine": "encoder.onnx", "decoder.engine": "decoder.onnx",  # in the tensorrt/ folder
+                  "memory_encoder.engine": "memory_encoder.onnx", "memory_attention.engine": "memory_attention.onnx"}
+
+
+def piece_engines(folder: Path) -> tuple[Path, ...]:
+    """The tracking pieces' engines that `folder` holds."""
+    return tuple(path for path in (Path(folder) / name for name in PIECE_ENGINES) if path.is_file())
 
 
 def plugin_library(folder: Path) -> Path | None:
@@ -36,8 +44,9 @@ def plugin_library(folder: Path) -> Path | None:
 
 
 def file_hashes(folder: Path) -> dict:
-    """{name relative to `folder`: {bytes, sha256}} of the engines and the plugin library."""
-    paths = [folder / name for name in ENGINE_FILES]
+    """{name relative to `folder`: {bytes, sha256}} of the engines (the tracking pieces' too, where built)
+    and the plugin library."""
+    paths = [folder / name for name in ENGINE_FILES] + list(piece_engines(folder))
     library = plugin_library(folder)
     paths += [library] if library is not None else []
     return {path.relative_to(folder).as_posix(): {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
@@ -60,10 +69,11 @@ def record(folder, info: dict) -> dict:
     folder = Path(folder)
     entry = {**info, "model_digest": model_digest(folder), "files": file_hashes(folder)}
     atomic_write(folder / ENGINES_INFO, lambda tmp: Path(tmp).write_text(json.dumps(entry, indent=2)))
-    if (folder.parent / MANIFEST).is_file():
+    bundle = folder.resolve().parent  # resolved: build_engines.sh passes "." (whose .parent is "." again)
+    if (bundle / MANIFEST).is_file():
         def built(manifest):
             manifest["tensorrt"] = {**(manifest.get("tensorrt") or {}), "status": "built", "engines": entry}
-        update_manifest(folder.parent, built)
+        update_manifest(bundle, built)
     return entry
 
 
@@ -86,7 +96,7 @@ def read(folder: Path, manifest: dict | None) -> dict:
     return info
 
 
-def check(folder: Path, engines: tuple[Path, Path], manifest: dict | None, verify: bool) -> dict:
+def check(folder: Path, engines: tuple[Path, ...], manifest: dict | None, verify: bool) -> dict:
     """The record of the engines in `folder`, after checking that they are the ones recorded (sizes
     and SHA-256, when `verify`) and were built from the bundle's model. Returns the record."""
     info = read(folder, manifest)
@@ -108,18 +118,24 @@ def check(folder: Path, engines: tuple[Path, Path], manifest: dict | None, verif
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path, help="the folder holding encoder.engine and decoder.engine")
+    parser.add_argument("folder", type=Path, help="the folder holding encoder.engine and decoder.engine (and the "
+                                                  "memory pieces' engines, where built)")
     parser.add_argument("--tensorrt", default="unknown")
     parser.add_argument("--gpu", default="unknown")
     parser.add_argument("--compute-capability", default="unknown")
     parser.add_argument("--max-points", type=int)
     parser.add_argument("--max-prompts", type=int)
+    parser.add_argument("--max-memory-frames", type=int, help="memory_attention.engine's profile maximum, in frames")
+    parser.add_argument("--max-pointers", type=int,
+                        help="memory_attention.engine's profile maximum, in object pointers")
     parser.add_argument("--built-by", default="build_engines.sh")
     args = parser.parse_args(argv)
+    info = {"tensorrt": args.tensorrt, "gpu": args.gpu, "compute_capability": args.compute_capability,
+            "max_points": args.max_points, "max_prompts": args.max_prompts, "built_by": args.built_by}
+    if args.max_memory_frames is not None:  # the tracking engines' bounds, recorded where they were built
+        info.update(max_memory_frames=args.max_memory_frames, max_pointers=args.max_pointers)
     try:
-        entry = record(args.folder, {"tensorrt": args.tensorrt, "gpu": args.gpu,
-                                     "compute_capability": args.compute_capability, "max_points": args.max_points,
-                                     "max_prompts": args.max_prompts, "built_by": args.built_by})
+        entry = record(args.folder, info)
     except (ValueError, OSError) as err:  # BundleError: a manifest edited by hand is not sealed in
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ import hashlib
 import importlib.metadata
 import os
 import queue
+import threading
 import warnings
 from pathlib import Path
 
@@ -138,6 +139,14 @@ def _name(port, known: frozenset) -> str:
     return min((names & known) or names)
 
 
+def _io_names(path: Path) -> frozenset:
+    """The ONNX file's input and output names (its graph only: no weights read)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return frozenset(value.name for value in [*graph.input, *graph.output])
+
+
 def _shapes(ports, known: frozenset) -> dict:
     return {_name(port, known): _shape(port) for port in ports}
 
@@ -202,6 +211,9 @@ class OpenVINOBackend(BaseBackend):
         self.precision = precision
         self.features = tuple(features)
         self._known = frozenset(DECODER_INPUTS + DECODER_OUTPUTS + self.features)
+        self.root = Path(encoder).parent
+        self._pieces: dict = {}  # the bundle's other ONNX files (SAM 2's memory pieces), compiled when first run
+        self._pieces_lock = threading.Lock()
         self.encoder = self._compile(encoder)
         self.decoder = None if decoder is None else self._compile(decoder)
         embedding = check_encoder(self.encoder.inputs, self.encoder.outputs, encoder, img_size, self.features)
@@ -246,7 +258,8 @@ class OpenVINOBackend(BaseBackend):
             return None
         return folder
 
-    def _compile(self, path: Path) -> _Model:
+    def _compile(self, path: Path, names: frozenset = frozenset()) -> _Model:
+        """`names`: tensor names of this file beside the decoders' (a tensor may carry several)."""
         config = dict(self.config)
         folder = self._cache_folder(path)
         if folder is not None:
@@ -254,7 +267,7 @@ class OpenVINOBackend(BaseBackend):
         del self._failures[:]
         try:
             # From the path, not a read model: with CACHE_DIR set, a cached model skips reading the file.
-            return _Model(self.core.compile_model(str(path), "CPU", config), self._known)
+            return _Model(self.core.compile_model(str(path), "CPU", config), self._known | names)
         except Exception as err:  # OpenVINO raises RuntimeError and its own types
             ours = next((failure for failure in self._failures if isinstance(failure, BundleError)), None)
             if ours is not None:
@@ -281,6 +294,18 @@ class OpenVINOBackend(BaseBackend):
         iou_predictions, low_res_masks = model.run(inputs, BATCH_DECODER_OUTPUTS)
         return iou_predictions, low_res_masks
 
+    def run_piece(self, file: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The bundle's ONNX file `file` (beside encoder.onnx) on `feeds` -> its outputs by name."""
+        pieces = self._held(self._pieces)
+        with self._pieces_lock:
+            if file not in pieces:
+                path = self.root / file
+                if not path.is_file():
+                    raise BundleError(f"{self.root} has no {file}; rebuild the bundle with python -m export.build")
+                pieces[file] = self._compile(path, _io_names(path))
+            model = pieces[file]
+        return dict(zip(model.output_names, model.run(feeds)))
+
     def _release(self) -> None:
         # Runs in flight keep their own reference to the compiled model.
-        self.encoder = self.decoder = self.batch_decoder = None
+        self.encoder = self.decoder = self.batch_decoder = self._pieces = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import platform
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,7 @@ class OnnxRuntimeBackend(BaseBackend):
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.providers = list(providers)
         self.features = tuple(features)
+        self.root = Path(encoder).parent
         self.encoder = _session(encoder, self.providers, low_memory, coded, cpu_arena)
         self.decoder = None if decoder is None else _session(decoder, self.providers, low_memory, coded, cpu_arena)
         self.encoder_input = self.encoder.get_inputs()[0].name
@@ -141,6 +143,9 @@ class OnnxRuntimeBackend(BaseBackend):
             self.batch_decoder = _session(batch_decoder, self.providers, low_memory, coded, cpu_arena)
             check_decoder(_shapes(self.batch_decoder.get_inputs()), _shapes(self.batch_decoder.get_outputs()),
                           batch_decoder, embedding, batch=True, features=self.features)
+        self._piece_options = (self.providers, low_memory, coded, cpu_arena)
+        self._pieces: dict = {}  # the bundle's other ONNX files (SAM 2's memory pieces), opened when first run
+        self._pieces_lock = threading.Lock()
         image_shape = self.encoder.get_inputs()[0].shape
         # encoder_preprocess.onnx (export/clients.py) takes the resized image: its size is the manifest's.
         self.takes_resized_image = len(image_shape) == 3
@@ -164,6 +169,19 @@ class OnnxRuntimeBackend(BaseBackend):
         iou_predictions, low_res_masks = model.run(list(BATCH_DECODER_OUTPUTS), inputs)
         return iou_predictions, low_res_masks
 
+    def run_piece(self, file: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The bundle's ONNX file `file` (beside encoder.onnx) on `feeds` -> its outputs by name."""
+        pieces = self._held(self._pieces)
+        with self._pieces_lock:  # one session per file, whichever thread asks first
+            if file not in pieces:
+                path = self.root / file
+                if not path.is_file():
+                    raise BundleError(f"{self.root} has no {file}; rebuild the bundle with python -m export.build")
+                pieces[file] = _session(path, *self._piece_options)
+            session = pieces[file]
+        names = [output.name for output in session.get_outputs()]
+        return dict(zip(names, session.run(names, feeds)))
+
     def _release(self) -> None:
         # The InferenceSessions own the weights and arenas; runs in flight keep their own reference.
-        self.encoder = self.decoder = self.batch_decoder = None
+        self.encoder = self.decoder = self.batch_decoder = self._pieces = None

@@ -1,4 +1,5 @@
-"""TensorRT backend: the bundle's encoder.engine and decoder.engine, with cuda-python buffers.
+"""TensorRT backend: the bundle's encoder.engine and decoder.engine, with cuda-python buffers;
+for video tracking (`run_piece`), its memory_encoder.engine and memory_attention.engine too.
 
 No torch: TensorRT's Python API runs the engines, cuda-python (`cuda.bindings.runtime`,
 or `cuda.cudart` before 12.6) owns the device memory and the stream. The HyperLinear
@@ -16,12 +17,19 @@ import numpy as np
 
 from plugins.hyperlinear.spec import PLUGIN_KEY, PLUGIN_LIBRARY
 
-from ..bundle import BundleError, sha256_file
+from ..bundle import BATCH_DECODER_FILE, BundleError, sha256_file
 from ..masks import upscale_masks
 from ..signature import SAM_FEATURES, check_decoder, check_encoder
 from . import engines_file
 from .base import BackendOptions, BaseBackend
-from .engines_file import REBUILD, plugin_library
+from .engines_file import PIECE_ENGINES, REBUILD, plugin_library
+
+# The manifest's tracking section (compress/families/sam2.py tracking_manifest): key -> its default file, engine.
+_TRACKING_PIECES = {"memory_encoder": ("memory_encoder.onnx", PIECE_ENGINES[0]),
+                    "memory_attention": ("memory_attention.onnx", PIECE_ENGINES[1])}
+TRACKING_ENGINES_FIX = ("rebuild the bundle with python -m export.build --target desktop (or --target jetson, then "
+                        "bash tensorrt/build_engines.sh on the Jetson), which builds the memory pieces' engines too; "
+                        "or track with backend='onnxruntime'")
 # cuda-python 13 needs driver r580+, which JetPack 6 (CUDA 12.6) does not have.
 CUDA_PYTHON_PIN = "cuda-python>=12.6,<13"
 CUDA_PYTHON_FIX = (f'on a Jetson with JetPack 6, pip install "{CUDA_PYTHON_PIN}" (or the cuda-python matching the '
@@ -153,6 +161,80 @@ def check_engine_info(folder: Path, info: dict, tensorrt_version: str) -> None:
                                 f"{REBUILD}")
 
 
+def piece_engines(tracking: dict | None) -> dict[str, str]:
+    """{bundle ONNX file: engine in tensorrt/} that run_piece runs: the batch decoder's engine, and the
+    memory pieces' under the file names the manifest's tracking section gives (their defaults without one)."""
+    engines = {BATCH_DECODER_FILE: "decoder.engine"}  # tensorrt/decoder.onnx is the bundle's decoder_batch.onnx
+    for key, (default, engine) in _TRACKING_PIECES.items():
+        engines[str((tracking or {}).get(key, default))] = engine
+    return engines
+
+
+def piece_engine_path(folder: Path, file: str, tracking: dict | None, info: dict) -> Path:
+    """The engine in `folder` that runs the bundle's `file`, refused with the fix where there is none, or
+    where the engines' record (engines_file) does not list it."""
+    engines = piece_engines(tracking)
+    if file not in engines:
+        runs = ", ".join(sorted(engines))
+        raise BundleError(f"the TensorRT backend has no engine for {file}: run_piece runs {runs} (the encoder runs "
+                          "through encode)")
+    path = Path(folder) / engines[file]
+    if not path.is_file():
+        if (Path(folder) / _source_of(engines[file])).is_file():
+            raise BundleError(f"{folder} has the ONNX file for {path.name} but not the engine: build it on this "
+                              f"machine with bash {folder}/build_engines.sh (or {TRACKING_ENGINES_FIX})")
+        raise BundleError(f"{folder} has no {path.name}, which video tracking runs {file} with: these engines were "
+                          f"built by a samedge that built no tracking engines. To track: {TRACKING_ENGINES_FIX}")
+    if path.name not in (info.get("files") or {}):
+        raise TensorRTError(f"{path} is not in the engines' record (engines.json / the manifest): it was built by "
+                            f"hand or copied in, so nothing says what it was built from; {REBUILD}")
+    return path
+
+
+def _source_of(engine: str) -> str:
+    return engines_file.ENGINE_SOURCES[engine]
+
+
+def check_piece_feeds(file: str, engine, feeds: dict, tracking: dict | None) -> None:
+    """Refuse what `engine` (built from `file`) cannot take, before TensorRT sees it: a missing input, or a
+    shape outside the engine's profile; memory_attention's token counts are said in memory frames and
+    object pointers, with the fix."""
+    missing = [name for name in engine.inputs if name not in feeds]
+    if missing:
+        raise ValueError(f"{file} needs {', '.join(missing)} (its inputs: {', '.join(engine.inputs)})")
+    for name in engine.inputs:
+        shape = tuple(np.shape(feeds[name]))
+        smallest, largest = engine.shape_range(name)
+        if len(shape) == len(largest) and all(lo <= d <= hi for d, lo, hi in zip(shape, smallest, largest)):
+            if name in ("spatial_mem", "spatial_mem_pos") and shape[0] % engine.shape("curr")[0]:
+                raise ValueError(f"{file}: {name} has {shape[0]} tokens, not a whole number of memory frames of "
+                                 f"{engine.shape('curr')[0]} tokens")
+            continue
+        if (len(shape) == len(largest) and shape[0] > largest[0] and shape[1:] == largest[1:]
+                and name in ("spatial_mem", "spatial_mem_pos", "ptr_mem", "ptr_mem_pos")):
+            _refuse_memory(file, engine, name, shape[0], largest[0], tracking)
+        raise ValueError(f"{file}: {name} of shape {shape} is outside what {engine.path.name} takes "
+                         f"({smallest} to {largest})")
+
+
+def _refuse_memory(file: str, engine, name: str, tokens: int, most: int, tracking: dict | None) -> None:
+    """memory_attention's memory too large for its engine's profile (export/tensorrt_build.py memory_bounds)."""
+    tokens_per_frame, channels = engine.shape("curr")[0], engine.shape("curr")[2]
+    num_maskmem = int((tracking or {}).get("num_maskmem", 7))
+    fix = ("prompt this object on fewer frames (clear_all_prompts_in_frame), track it with backend='onnxruntime', "
+           "or rebuild the engines with a larger MAX_CONDITIONING_FRAMES (export/tensorrt_build.py)")
+    if name.startswith("spatial"):
+        frames, largest = tokens // tokens_per_frame, most // tokens_per_frame
+        raise ValueError(f"this frame reads {frames} memory frames ({tokens} tokens in {name}) but {engine.path.name} "
+                         f"takes at most {largest}: every prompted frame of the object and up to {num_maskmem - 1} "
+                         f"tracked ones, so at most {largest - num_maskmem + 1} prompted frames per object. To track "
+                         f"it: {fix}")
+    per_pointer = channels // engine.shape(name)[2]
+    raise ValueError(f"this frame reads {tokens // per_pointer} object pointers ({tokens} tokens in {name}) but "
+                     f"{engine.path.name} takes at most {most // per_pointer}; the pointers of every prompted frame "
+                     f"count. To track it: {fix}")
+
+
 def make_logger(trt):
     """A TensorRT logger that keeps error messages, so a failed deserialisation can say why."""
 
@@ -173,6 +255,7 @@ class _Engine:
 
     def __init__(self, path: Path, runtime, logger, trt, cudart, stream):
         self.trt, self.cudart, self.stream = trt, cudart, stream
+        self.path = path
         logger.errors.clear()
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
@@ -198,6 +281,26 @@ class _Engine:
     def max_shape(self, name: str) -> tuple:
         return tuple(self.engine.get_tensor_profile_shape(name, 0)[2])
 
+    def shape_range(self, name: str) -> tuple[tuple, tuple]:
+        """(smallest, largest) shape an input takes: its profile's min and max, or its fixed shape."""
+        shape = self.shape(name)
+        if -1 not in shape:
+            return shape, shape
+        smallest, _, largest = self.engine.get_tensor_profile_shape(name, 0)
+        return tuple(smallest), tuple(largest)
+
+    def reserve(self) -> None:
+        """Device buffers for the largest shapes the profile allows, allocated once: a memory that grows
+        frame after frame then never reallocates. An output whose size depends on the data grows in run."""
+        for name in self.inputs:
+            if not self.context.set_input_shape(name, self.shape_range(name)[1]):
+                raise TensorRTError(f"TensorRT refused {name}'s largest profile shape {self.shape_range(name)[1]}")
+        for name in self.names:
+            shape = tuple(self.context.get_tensor_shape(name))
+            if -1 not in shape:
+                itemsize = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name))).itemsize
+                self._buffer(name, int(np.prod(shape, dtype=np.int64)) * itemsize)
+
     def _buffer(self, name: str, nbytes: int) -> int:
         pointer, size = self.buffers.get(name, (0, 0))
         if size < nbytes:
@@ -213,7 +316,11 @@ class _Engine:
         kind = self.cudart.cudaMemcpyKind
         for name in self.inputs:
             array = np.ascontiguousarray(feeds[name], dtype=self.trt.nptype(self.engine.get_tensor_dtype(name)))
-            self.context.set_input_shape(name, array.shape)
+            if not self.context.set_input_shape(name, array.shape):
+                smallest, largest = self.shape_range(name)
+                raise ValueError(f"{name} of shape {array.shape} is outside what the engine takes ({smallest} to "
+                                 f"{largest})")
+            # An empty input (no object pointer) still gets a non-null buffer: _buffer allocates at least a byte.
             pointer = self._buffer(name, array.nbytes)
             check_cuda(self.cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes,
                                                kind.cudaMemcpyHostToDevice, self.stream))
@@ -254,27 +361,35 @@ class TensorRTBackend(BaseBackend):
                               f"bash {bundle.root}/tensorrt/build_engines.sh, or build the bundle with "
                               "python -m export.build --target jetson|desktop where tensorrt is installed")
         info = engines_file.check(bundle.engines[0].parent, bundle.engines, bundle.manifest, verify=False)
-        return cls(*bundle.engines, img_size=bundle.img_size, info=info, features=bundle.features)
+        return cls(*bundle.engines, img_size=bundle.img_size, info=info, features=bundle.features,
+                   tracking=bundle.tracking)
 
     @classmethod
     def verify_files(cls, bundle) -> None:
         """The bundle's files, and the engines and plugin library against their recorded hashes."""
         bundle.verify()
         if bundle.engines:
-            engines_file.check(bundle.engines[0].parent, bundle.engines, bundle.manifest, verify=True)
+            folder = bundle.engines[0].parent
+            engines_file.check(folder, bundle.engines + engines_file.piece_engines(folder), bundle.manifest,
+                               verify=True)
 
     def __init__(self, encoder_engine: Path, decoder_engine: Path, img_size: int | None = None,
-                 info: dict | None = None, features: tuple = SAM_FEATURES):
+                 info: dict | None = None, features: tuple = SAM_FEATURES, tracking: dict | None = None):
         """`img_size`: what the bundle's manifest says the encoder takes (checked); `info`: the engines'
         record (engines_file.check; None: read and checked here, engines.json required); `features`: the
-        encoder's outputs the decoder takes (the bundle's)."""
+        encoder's outputs the decoder takes (the bundle's); `tracking`: the manifest's tracking section
+        (the memory pieces' file names, for run_piece)."""
         self.features = tuple(features)
+        self.tracking = tracking
+        self._pieces: dict[str, _Engine] = {}  # memory pieces' engines, opened by run_piece when first asked
         folder = Path(encoder_engine).parent
+        self.folder = folder
         if info is None:
             info = engines_file.check(folder, (Path(encoder_engine), Path(decoder_engine)), None, verify=False)
         trt = import_tensorrt()
         self.cudart = import_cudart()
         check_engine_info(folder, info, trt.__version__)
+        self.trt, self.info = trt, info
         # One execution context, stream and set of buffers per engine: runs from several
         # threads must take turns (ONNX Runtime sessions need no such lock).
         self._lock = threading.Lock()
@@ -308,6 +423,45 @@ class TensorRTBackend(BaseBackend):
 
     def decode_batch(self, inputs):
         """The batch decoder's inputs (N prompt sets) -> iou_predictions [N, 4], low_res_masks [N, 4, L, L]."""
+        self._check_prompts(inputs)
+        with self._lock:
+            self._ensure_open()
+            outputs = self.decoder.run({name: inputs[name] for name in self.decoder.inputs})
+        return outputs["iou_predictions"].astype(np.float32), outputs["low_res_masks"].astype(np.float32)
+
+    def run_piece(self, file: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The engine built from the bundle's ONNX file `file` on `feeds` -> its outputs by name, for video
+        tracking (runtime/tracker.py): decoder_batch.onnx runs decoder.engine (all its outputs, SAM 2's
+        object score and pointer included); the manifest's memory_encoder and memory_attention files run
+        memory_encoder.engine and memory_attention.engine, opened on first use with device buffers for
+        their profile's largest shapes. Refused with the fix where the bundle has no such engine
+        (built before samedge built them) or a frame's memory exceeds memory_attention.engine's
+        profile (export/tensorrt_build.py: 1..15 memory frames, 0..24 object pointers for SAM 2.1).
+
+        Precision: the memory pieces and the decoder are float32 engines, but the encoder engine is fp16
+        (export/tensorrt_onnx.py), and a tracker feeds each frame's result into the next frames' memory.
+        The tracker's parity thresholds (runtime/video_parity.py, VideoThresholds) are float32's; tracking through these
+        engines is expected to agree less closely, by an amount not measured here (no GPU)."""
+        path = piece_engine_path(self.folder, file, self.tracking, self._held(self.info))
+        with self._lock:
+            self._ensure_open()
+            if path.name == "decoder.engine":
+                engine = self.decoder
+                self._check_prompts(feeds)
+            else:
+                engine = self._pieces.get(path.name)
+                if engine is None:
+                    engine = _Engine(path, self.runtime, self.logger, self.trt, self.cudart, self.stream)
+                    try:
+                        engine.reserve()
+                    except BaseException:
+                        engine.close()
+                        raise
+                    self._pieces[path.name] = engine
+            check_piece_feeds(file, engine, feeds, self.tracking)
+            return engine.run({name: feeds[name] for name in engine.inputs})
+
+    def _check_prompts(self, inputs) -> None:
         prompts, points = inputs["point_coords"].shape[:2]
         if points > self.max_points:
             raise ValueError(f"{points} prompt points (padding included) but the decoder engine takes at most "
@@ -316,17 +470,14 @@ class TensorRTBackend(BaseBackend):
             raise ValueError(f"{prompts} prompts in one call but the decoder engine takes at most "
                              f"{self.max_prompts}; pass them in batches of {self.max_prompts}, or rebuild the "
                              "engine with a larger profile")
-        with self._lock:
-            self._ensure_open()
-            outputs = self.decoder.run({name: inputs[name] for name in self.decoder.inputs})
-        return outputs["iou_predictions"].astype(np.float32), outputs["low_res_masks"].astype(np.float32)
 
     def _release(self) -> None:
         """Engines (contexts, buffers) first, then the runtime, its logger and the stream. The plugin
         library stays registered: TensorRT's registry holds one creator per name for the process."""
         with self._lock:  # a run in another thread finishes before its buffers go
-            errors = [error for engine in (self.encoder, self.decoder) if engine is not None
-                      for error in engine.close()]
+            engines = [self.encoder, self.decoder, *getattr(self, "_pieces", {}).values()]
+            errors = [error for engine in engines if engine is not None for error in engine.close()]
+            self._pieces = {}
             self.encoder = self.decoder = self.runtime = self.logger = None
             if self.stream is not None:
                 errors.append(_error_name(self.cudart.cudaStreamDestroy(self.stream)[0]))

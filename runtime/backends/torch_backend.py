@@ -35,13 +35,13 @@ class TorchBackend(BaseBackend):
         decoder = family_manifest(model.config)["decoder"]
         self.features = tuple(decoder.get("features", ("image_embeddings",)))
         self.decoder_inputs = tuple(decoder.get("decoder_inputs") or (*self.features, *PROMPT_INPUTS))
-        pieces = family_pieces(self.model)
-        self.encoder = pieces["encoder.onnx"]
+        self.pieces = family_pieces(self.model)
+        self.encoder = self.pieces["encoder.onnx"].module
         if decoder.get("official", True):
             self.decoder = SamOnnxModel(self.model, return_single_mask=False).eval()
             self.batch_decoder = None
         else:  # the family's own batch decoder (SAM 2): the module decoder_batch.onnx was traced from
-            self.decoder, self.batch_decoder = None, pieces["decoder_batch.onnx"]
+            self.decoder, self.batch_decoder = None, self.pieces["decoder_batch.onnx"].module
             self.batch_decoding = "native"
         self.img_size = int(model.config.img_size)
         self.embedding_size = int(model.config.embedding_size)
@@ -73,6 +73,16 @@ class TorchBackend(BaseBackend):
             outputs = decoder(*self._tensors(inputs, self.decoder_inputs))
         return outputs[0].cpu().numpy(), outputs[1].cpu().numpy()
 
+    def run_piece(self, file: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The module the bundle's `file` was traced from, on `feeds` by input name -> outputs by name."""
+        piece = self._held(self.pieces).get(file)
+        if piece is None:
+            raise BundleError(f"this model has no piece {file} (it has {sorted(self.pieces)})")
+        with torch.no_grad():
+            outputs = piece.module(*self._tensors(feeds, piece.input_names))
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        return {name: output.cpu().numpy() for name, output in zip(piece.output_names, outputs)}
+
     def _release(self) -> None:
         # The decoders wrap the model: every reference goes, so the weights are freed with them.
-        self.model = self.decoder = self.encoder = self.batch_decoder = None
+        self.model = self.decoder = self.encoder = self.batch_decoder = self.pieces = None
