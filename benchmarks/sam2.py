@@ -104,9 +104,12 @@ def _build(model_type: str, work: Path) -> tuple[dict, dict]:
 
 
 def _bundle_sizes(bundle: Path) -> dict:
+    from compress.families.sam2 import TRACKING_TENSORS
+
     files = [path for path in bundle.rglob("*") if path.is_file()]
-    model_files = [path for path in files if path.suffix in (".onnx", ".bin", ".data")]
-    checkpoints = [path for path in files if path.suffix == ".safetensors"]
+    # The tracking constants are the runtime's (float32, 4 MB at 1024 px), not a checkpoint.
+    model_files = [path for path in files if path.suffix in (".onnx", ".bin", ".data") or path.name == TRACKING_TENSORS]
+    checkpoints = [path for path in files if path.suffix == ".safetensors" and path.name != TRACKING_TENSORS]
     return {"bundle_bytes": sum(path.stat().st_size for path in files),
             "model_files_bytes": sum(path.stat().st_size for path in model_files),
             "checkpoint_inside_bytes": sum(path.stat().st_size for path in checkpoints) or None}

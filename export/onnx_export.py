@@ -29,8 +29,9 @@ OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 # Raised whenever the graphs exported for the same model change (2: global attention in
 # bands, compress/families/sam_attention.py; 3: decoder_batch.onnx; 4: shared weights.bin, provenance stamps, sealed
-# manifest): the benchmarks' bundle cache rebuilds older bundles.
-GRAPH_REVISION = 4
+# manifest; 5: SAM 2's decoder_batch.onnx unclamped and its tracking.safetensors): the benchmarks' bundle cache
+# rebuilds older bundles.
+GRAPH_REVISION = 5
 
 
 def export_module(module, args, path: Path, input_names, output_names, dynamic_axes=None):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -58,6 +59,15 @@ def _dense_constants(path) -> onnx.ModelProto:
     return decode_tensors(onnx.load(str(path)))
 
 
+def _batched_weight_matmuls(model) -> list[str]:
+    """MatMul nodes whose constant operand is not a 2-D weight (Hiera's position table, [1, C, 7, 7], in the
+    product that resizes it: compress/families/sam2.py): per-channel int8 gives them a zero point ONNX
+    Runtime's MatMulInteger refuses ("B zero point is not valid"), so they stay float."""
+    ranks = {init.name: len(init.dims) for init in model.graph.initializer}
+    return [node.name for node in model.graph.node if node.op_type == "MatMul"
+            and any(ranks.get(name, 2) != 2 for name in node.input)]
+
+
 def quantize_onnx(src, dst, method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
@@ -66,7 +76,8 @@ def quantize_onnx(src, dst, method: str) -> None:
         with tempfile.TemporaryDirectory(dir=Path(dst).parent) as work:  # quantize_dynamic reads a path
             source = Path(work) / "model.onnx"
             onnx.save_model(model, str(source))
-            quantize_dynamic(str(source), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+            quantize_dynamic(str(source), str(dst), per_channel=True, weight_type=QuantType.QInt8,
+                             nodes_to_exclude=_batched_weight_matmuls(model))
     elif method == "int4":
         logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)  # one INFO line per node
         quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=INT4_BLOCK, is_symmetric=False)
@@ -150,6 +161,9 @@ def quantize_bundle(bundle, out, method: str, overwrite: bool = False) -> Path:
         for name in model_files(manifest):
             if (bundle / name).is_file():  # a bundle from before decoder_batch.onnx has none
                 quantize_onnx(bundle / name, writer.path(name), method)
+        tracking = manifest.get("tracking") or {}
+        if tracking.get("tensors"):  # SAM 2's tracking constants: float32 as the source's (a few MB)
+            shutil.copy2(bundle / tracking["tensors"], writer.path(tracking["tensors"]))
         if manifest.get("clients"):  # bundles from before export/clients.py have none
             config = config_from_dict(manifest["model"]["architecture"])
             manifest["clients"] = write_client_files(writer.root, Path(out).name, config)

@@ -36,7 +36,8 @@ from .bundle import PREPROCESS_ENCODER_FILE, open_bundle
 from .everything import MaskGenerator
 from .everything_parity import DEFAULT_SCORE_MARGIN, compare_records
 from .images import load_image
-from .reference import ReferencePredictor, architecture_of, load_reference_model, parity_shapes, reference_records
+from .reference import (ReferencePredictor, bundle_reference_model, parity_shapes,
+                        reference_records)
 from .session import Session
 
 DEFAULT_MIN_IOU = 0.99
@@ -252,11 +253,12 @@ def _everything_report(session: Session, model, images: dict, thresholds: Thresh
 
 def run_parity(bundle, checkpoint=None, images: dict | None = None,
                thresholds: Thresholds | None = None, out=None, show_progress: bool = True,
-               backend: str = "auto", everything: bool = True) -> dict:
+               backend: str = "auto", everything: bool = True, video: bool = True) -> dict:
     """Compare a bundle with the PyTorch reference; write the report to `out` if given.
 
     `everything`: also compare segment-everything with SamAutomaticMaskGenerator, the slowest
-    part on a full-size model (vit_b on 2 CPU cores: 5 of its 7 minutes)."""
+    part on a full-size model (vit_b on 2 CPU cores: 5 of its 7 minutes). `video`: a bundle that tracks
+    (SAM 2) also tracks a short synthetic clip against SAM2VideoPredictor (runtime/video_parity.py)."""
     thresholds = thresholds or Thresholds()
     if out is not None:
         check_output_file(out)
@@ -267,7 +269,7 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
         checkpoint = checkpoint or session.bundle.checkpoint
         if checkpoint is None:
             raise ValueError(f"parity needs the checkpoint {bundle} was built from; pass --checkpoint")
-        model = reference_model(session.bundle, checkpoint)
+        model = bundle_reference_model(session.bundle, checkpoint)
         images = images if images is not None else standard_images()
         with tqdm(total=len(images), desc="parity", unit="image", disable=not show_progress) as bar:
             results = compare(session, model, images, thresholds, bar)
@@ -276,13 +278,21 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
                       else {"skipped": "not asked for (runtime.parity --skip-everything)"})
     # After the bundle's session is closed: its models and this one's would add up (vit_h: 2.5 GB).
     preprocess_encoder = _preprocess_encoder_report(session, model, images, thresholds)
+    video_section = {}
+    if session.bundle.tracking is not None:
+        if video:
+            from .video_parity import build_check
+
+            video_section = build_check(bundle, checkpoint, backend)
+        else:
+            video_section = {"skipped": "not asked for (runtime.parity --skip-video)"}
     report = {
         "bundle": str(bundle),
         "checkpoint": str(checkpoint),
         "backend": session.backend.name,
         "thresholds": asdict(thresholds),
         "passed": all(r.passed for r in results) and all(section.get("passed", True) for section in
-                                                          (batch, preprocess_encoder, everything)),
+                                                          (batch, preprocess_encoder, everything, video_section)),
         "worst": {
             "mask_iou": min(r.mask_iou for r in results),
             "max_abs_logit_diff": max(r.max_abs_logit_diff for r in results),
@@ -294,6 +304,8 @@ def run_parity(bundle, checkpoint=None, images: dict | None = None,
         "preprocess_encoder": preprocess_encoder,
         "everything": everything,
     }
+    if video_section:
+        report["video"] = video_section
     if out is not None:
         atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     return report
@@ -308,23 +320,10 @@ def failed_rows(report: dict) -> list[str]:
         failed = [f"{name}: {case['image']} / {case['prompt']}" for case in section.get("cases", [])
                   if not case["passed"]]
         rows += failed or ([name] if section.get("passed") is False else [])
+    video = report.get("video", {})
+    if video.get("passed") is False:
+        rows += [f"video: {row}" for row in video.get("failed", [])] or ["video"]
     return rows
-
-
-def reference_model(bundle, checkpoint):
-    """The checkpoint's model, as the checkpoint itself (or the architecture named at build
-    time) says, refused before any work when it is not the bundle's architecture."""
-    model = load_reference_model(checkpoint, bundle.manifest.get("model", {}).get("model_type"))
-    built_from = bundle.manifest.get("model", {}).get("architecture")
-    if isinstance(built_from, dict):
-        built_from = {"family": "sam", **built_from}  # SAM 1 bundles from before families say none
-    architecture = json.loads(json.dumps(architecture_of(model)))  # tuples as the manifest's lists
-    differences = [f"{key}: bundle {built_from.get(key)!r}, checkpoint {value!r}" for key, value in architecture.items()
-                   if isinstance(built_from, dict) and key != "name" and built_from.get(key) != value]
-    if differences:
-        raise ValueError(f"{checkpoint} holds another architecture than {bundle.root} was built from "
-                         f"({'; '.join(differences[:4])}); pass the checkpoint the bundle was built from")
-    return model
 
 
 def _section_line(section: dict, name: str, describe) -> list[str]:
@@ -355,6 +354,11 @@ def summary(report: dict) -> str:
     lines += _section_line(everything, "segment-everything vs the upstream automatic mask generator", lambda e: (
         f"{'PASS' if e['passed'] else 'FAIL'} on {e['image']}, {e['masks']} masks vs {e['reference_masks']}, "
         f"median IoU {e['median_iou']:.5f}, {e['unexplained']} unmatched away from the thresholds"))
+    video = report.get("video", {})
+    lines += _section_line(video, "video tracking vs SAM2VideoPredictor", lambda v: (
+        f"{'PASS' if v['passed'] else 'FAIL'} on {v['frames']} frames, objects {v['objects']}, worst mask IoU "
+        f"{v['worst']['mask_iou']:.5f}, relative logit diff {v['worst']['logit_error']:.2e}, pointer diff "
+        f"{v['worst']['pointer_error']:.2e}"))
     for case in report["cases"] + batch.get("cases", []) + preprocess_encoder.get("cases", []):
         if not case["passed"]:
             lines.append(f"  failed: {case['image']} / {case['prompt']}: IoU {case['mask_iou']:.4f}, "
@@ -380,6 +384,8 @@ def main(argv=None) -> int:
                         help="predict_batch against single predict calls on the same backend")
     parser.add_argument("--skip-everything", action="store_true",
                         help="leave out the segment-everything comparison (vit_b: 5 minutes on 2 CPU cores)")
+    parser.add_argument("--skip-video", action="store_true",
+                        help="SAM 2 bundles: leave out the short tracking check against SAM2VideoPredictor")
     parser.add_argument("--video", type=Path,
                         help="SAM 2 bundles: track this folder of JPEG frames against SAM2VideoPredictor instead "
                              "(runtime/video_parity.py; report: BUNDLE/video_parity.json unless --out)")
@@ -392,7 +398,7 @@ def main(argv=None) -> int:
         images = None if args.images is None else {str(p): load_image(p) for p in args.images}
         report = run_parity(args.bundle, args.checkpoint, images, thresholds,
                             out=args.out or args.bundle / "parity.json", backend=args.backend,
-                            everything=not args.skip_everything)
+                            everything=not args.skip_everything, video=not args.skip_video)
     except ValueError as err:  # BundleError, CheckpointError, ImageError
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -5,13 +5,16 @@ dependency. A bundle is only as good as its agreement with the model it was buil
 that model comes from compress (model families, checkpoint formats), as do the synthetic
 images parity checks on. So the reference model, its upstream predictor (segment_anything's
 SamPredictor, sam2's SAM2ImagePredictor: the family says), the synthetic parity images and
-the pieces the torch backend runs live here, for runtime.parity and the torch backend; no other
+the pieces the torch backend runs (and the video predictor and clip of runtime/video_parity.py) live here,
+for runtime.parity and the torch backend; no other
 runtime module imports compress (tests/test_layers.py). Importing this module imports
 torch and compress: nothing on the path of `runtime.Session` with ONNX Runtime or TensorRT
 imports it (tests/test_runtime_without_torch.py, test_light_install.py).
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -24,6 +27,22 @@ def load_reference_model(checkpoint, model_type: str | None = None):
     """The model (eval mode, `.config` set) from a samedge or official checkpoint; `model_type` names
     the architecture where the file's shapes do not (compress.load_checkpoint)."""
     return load_checkpoint(checkpoint, model_type)
+
+
+def bundle_reference_model(bundle, checkpoint):
+    """The checkpoint's model, as the checkpoint itself (or the architecture named at build
+    time) says, refused before any work when it is not the bundle's architecture."""
+    model = load_reference_model(checkpoint, bundle.manifest.get("model", {}).get("model_type"))
+    built_from = bundle.manifest.get("model", {}).get("architecture")
+    if isinstance(built_from, dict):
+        built_from = {"family": "sam", **built_from}  # SAM 1 bundles from before families say none
+    architecture = json.loads(json.dumps(architecture_of(model)))  # tuples as the manifest's lists
+    differences = [f"{key}: bundle {built_from.get(key)!r}, checkpoint {value!r}" for key, value in architecture.items()
+                   if isinstance(built_from, dict) and key != "name" and built_from.get(key) != value]
+    if differences:
+        raise ValueError(f"{checkpoint} holds another architecture than {bundle.root} was built from "
+                         f"({'; '.join(differences[:4])}); pass the checkpoint the bundle was built from")
+    return model
 
 
 def architecture_of(model) -> dict:
@@ -39,6 +58,18 @@ def family_manifest(config) -> dict:
 def family_pieces(model) -> dict:
     """{bundle file name: Piece} of what the bundle's ONNX files were traced from (module, input names)."""
     return {piece.file: piece for piece in family_of(model.config).pieces(model)}
+
+
+def video_reference(model):
+    """The family's upstream video predictor (SAM2VideoPredictor) on `model`'s weights."""
+    return family_of(model.config).video_reference(model)
+
+
+def parity_clip(folder, frames: int, height: int = 96, width: int = 128):
+    """Synthetic moving shapes (compress/demo/clips.py) written into `folder` as SAM2VideoPredictor's JPEG frames."""
+    from compress.demo.clips import moving_shapes, write_jpeg_folder
+
+    return write_jpeg_folder(moving_shapes(frames, height, width), folder)
 
 
 def parity_shapes(count: int = 2) -> dict[str, np.ndarray]:

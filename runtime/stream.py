@@ -30,8 +30,9 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from .video import VideoPredictor, VideoState
+from .video import VideoPredictor
 from .video_frames import StreamFrame, VideoError, open_stream
+from .video_state import VideoState
 
 LAG_ACTIONS = ("drop", "reuse")
 

@@ -35,6 +35,9 @@ from .video_frames import frame_resize_square
 NO_CLICK = (np.zeros((1, 1, 2), np.float32), -np.ones((1, 1), np.float32))
 POINTER_TOKENS = 4  # a 256-d object pointer enters memory attention as 4 tokens of 64
 SINE_TEMPERATURE = 10000.0  # get_1d_sine_pe's
+REQUIRED_TENSORS = ("no_mem_embed", "image_pos_enc", "memory_pos_enc", "maskmem_tpos_enc", "no_obj_ptr",
+                    "mask_downsample.weight", "mask_downsample.bias")
+POINTER_TIME_TENSORS = ("obj_ptr_tpos_proj.weight", "obj_ptr_tpos_proj.bias")  # SAM 2.1's
 
 
 def to_bfloat16(values: np.ndarray) -> np.ndarray:
@@ -104,6 +107,12 @@ class TrackerModel:
             raise BundleError(f"{bundle.root} has no {settings['tensors']}, which its manifest names: rebuild the "
                               "bundle with python -m export.build")
         self.constants = load_file(str(tensors_file))
+        missing = sorted(set(REQUIRED_TENSORS) - set(self.constants))
+        if settings.get("pointer_time") == "signed":
+            missing += [name for name in POINTER_TIME_TENSORS if name not in self.constants]
+        if missing:
+            raise BundleError(f"{tensors_file} lacks {', '.join(missing)} (written by an older samedge): rebuild the "
+                              "bundle with python -m export.build")
         self.settings = settings
         self.session = session
         self.img_size = session.img_size

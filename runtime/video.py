@@ -20,57 +20,12 @@ prompted yet where one is needed, prompts after the state was reset are fine (a 
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from .session import Session
-from .tracker import FrameFeatures, FrameOutput, TrackerModel, resize_float
+from .tracker import FrameFeatures, TrackerModel, resize_float
 from .video_frames import VideoError, open_video
-from .video_state import load_state, save_state
-
-
-@dataclass
-class ObjectState:
-    """One object's prompts and outputs (SAM2VideoPredictor's per-object slices of its state)."""
-
-    points: dict = field(default_factory=dict)  # frame -> (coords [1, P, 2] in the S x S frame, labels [1, P])
-    masks: dict = field(default_factory=dict)  # frame -> 0/1 mask [S, S]
-    cond: dict = field(default_factory=dict)  # frame -> FrameOutput of a prompted frame (memory)
-    non_cond: dict = field(default_factory=dict)  # frame -> FrameOutput of a tracked (or corrected) frame
-    temp_cond: dict = field(default_factory=dict)  # prompted since the last propagation, memory not encoded yet
-    temp_non_cond: dict = field(default_factory=dict)
-    tracked: dict = field(default_factory=dict)  # frame -> whether it was tracked in reverse
-
-
-@dataclass
-class VideoState:
-    """What init_state returns and every other call takes (SAM2VideoPredictor's inference_state)."""
-
-    frames: object  # runtime.video_frames.VideoFrames
-    objects: "OrderedDict[object, ObjectState]" = field(default_factory=OrderedDict)
-    cached: tuple[int, FrameFeatures] | None = None  # the last frame encoded
-    last_tracked: int | None = None  # the frame propagation answered last (a saved state keeps memory around it)
-
-    live: bool = False  # a stream (runtime/stream.py): frames arrive one by one, their count is unknown
-
-    @property
-    def num_frames(self) -> int:
-        return len(self.frames)
-
-    @property
-    def frame_limit(self) -> int | None:
-        """The frame count tracking may assume (pointers from up to min(it, 16) frames); None: a stream's."""
-        return None if self.live else len(self.frames)
-
-    @property
-    def video_hw(self) -> tuple[int, int]:
-        return self.frames.height, self.frames.width
-
-    @property
-    def obj_ids(self) -> list:
-        return list(self.objects)
+from .video_state import ObjectState, VideoState, load_state, save_state
 
 
 class VideoPredictor:
@@ -157,10 +112,10 @@ class VideoPredictor:
         features = self._features(state, frame_idx)
         if is_init:
             pix_feat = features.embed
-            mask_input = None
         else:
             pix_feat = self.model.conditioned(features, frame_idx, obj.cond, obj.non_cond, state.frame_limit, reverse)
-            mask_input = None if previous is None else np.clip(previous.low_res, -32.0, 32.0)
+        # The frame's last logits for this object go in with the new clicks (upstream clamps them to +-32).
+        mask_input = None if previous is None else np.clip(previous.low_res, -32.0, 32.0)
         multimask = self._multimask(point_labels.shape[1])
         temp[frame_idx] = self.model.decode(features, pix_feat, coords, point_labels, mask_input, multimask)
         return frame_idx, state.obj_ids, self._frame_masks(state, frame_idx, is_cond)

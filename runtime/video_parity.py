@@ -43,13 +43,14 @@ class VideoThresholds:
 
 
 def default_script(num_frames: int, height: int, width: int) -> list[tuple]:
-    """Three objects (a click, a box, a mask), forward, a correction click on a tracked frame, forward
-    again, then reverse from the last frame. Positions are fractions of the frame."""
+    """Three objects (two clicks, a box, a mask on the next frame), forward, a correction click on a tracked
+    frame, forward again, then reverse from the last frame. Positions are fractions of the frame."""
     mask = np.zeros((height, width), bool)
     mask[int(0.55 * height):int(0.85 * height), int(0.1 * width):int(0.4 * width)] = True
     middle = num_frames // 2
     return [
-        ("points", 0, 1, [[0.5 * width, 0.5 * height]], [1]),
+        # two clicks at once: more than one point, so the decoder's single-mask answer (and token 0's pointer)
+        ("points", 0, 1, [[0.5 * width, 0.5 * height], [0.9 * width, 0.1 * height]], [1, 0]),
         ("box", 0, 2, [0.15 * width, 0.1 * height, 0.55 * width, 0.5 * height]),
         ("mask", min(1, num_frames - 1), 3, mask),  # tracked on frame 0 from its future memory alone
         ("propagate", None, None, False),
@@ -59,14 +60,40 @@ def default_script(num_frames: int, height: int, width: int) -> list[tuple]:
     ]
 
 
+def short_script(height: int, width: int) -> list[tuple]:
+    """What every build checks (runtime.parity's video section): two objects (a click, a box), forward."""
+    return [("points", 0, 1, [[0.5 * width, 0.5 * height]], [1]),
+            ("box", 0, 2, [0.15 * width, 0.1 * height, 0.55 * width, 0.5 * height]),
+            ("propagate", None, None, False)]
+
+
+def build_check(bundle, checkpoint, backend: str, frames: int = 8) -> dict:
+    """The video section of a SAM 2 bundle's parity report: a synthetic clip of `frames` frames (8: the memory
+    bank's 7 frames fill), short_script, the report without its per-frame rows (the failed ones kept)."""
+    import tempfile
+
+    from .reference import parity_clip
+
+    with tempfile.TemporaryDirectory(prefix="samedge-video-parity-") as folder:
+        clip = parity_clip(folder, frames)
+        report = run_video_parity(bundle, clip, checkpoint, backend, script=short_script(96, 128))
+    report["video"] = f"compress.demo.clips.moving_shapes({frames}, 96, 128)"
+    failed = [row for row in report.pop("answers") if row["mask_iou"] < report["thresholds"]["min_mask_iou"]
+              or row["logit_error"] > report["thresholds"]["max_logit_error"]]
+    report.pop("memory")
+    report["failed"] = [f"frame {row['frame']} object {row['object']}" for row in failed][:20]
+    return report
+
+
 def _run(predictor, state, script, to_numpy) -> list[tuple]:
     """Every answer of the script as (call number, frame, obj_ids, logits [objects, 1, H, W])."""
     answers = []
     for number, (kind, *args) in enumerate(script):
-        if kind == "points":
-            frame, obj, points, labels = args
+        if kind == "points":  # ("points", frame, obj, points, labels[, box]): a box with them, in one call
+            frame, obj, points, labels, *box = args
             answer = predictor.add_new_points_or_box(state, frame, obj, points=np.asarray(points, np.float32),
-                                                     labels=np.asarray(labels, np.int32))
+                                                     labels=np.asarray(labels, np.int32),
+                                                     box=np.asarray(box[0], np.float32) if box else None)
             answers.append((number, answer[0], list(answer[1]), to_numpy(answer[2])))
         elif kind == "box":
             frame, obj, box = args
@@ -93,9 +120,9 @@ def reference_answers(model, video_dir: Path, script) -> tuple[list, dict]:
     """SAM2VideoPredictor's answers to `script` and its memory: {(obj_id, frame): (pointer, score, memory)}."""
     import torch
 
-    from compress.families import family_of
+    from .reference import video_reference
 
-    predictor = family_of(model.config).video_reference(model)
+    predictor = video_reference(model)
     with torch.inference_mode():
         state = predictor.init_state(str(video_dir))
         answers = _run(predictor, state, script, _torch_numpy)
@@ -174,7 +201,7 @@ def run_video_parity(bundle, video_dir, checkpoint=None, backend: str = "auto", 
     """Track `video_dir` (a folder of JPEG frames: what SAM2VideoPredictor reads) with the bundle and with
     the checkpoint's SAM2VideoPredictor, and compare (see the module's docstring)."""
     from .bundle import open_bundle
-    from .parity import reference_model
+    from .reference import bundle_reference_model
 
     video_dir = Path(video_dir)
     opened = open_bundle(bundle, verify=False)
@@ -186,7 +213,7 @@ def run_video_parity(bundle, video_dir, checkpoint=None, backend: str = "auto", 
         script = script or default_script(len(frames), frames.height, frames.width)
         answers, memory = bundle_answers(predictor, video_dir, script)
         backend_name = predictor.session.backend.name
-    reference, reference_memory = reference_answers(reference_model(opened, checkpoint), video_dir, script)
+    reference, reference_memory = reference_answers(bundle_reference_model(opened, checkpoint), video_dir, script)
     report = compare_answers(answers, reference, memory, reference_memory, thresholds)
     report.update(backend=backend_name, video=str(video_dir), frames=len(frames), objects=sorted(
         {row["object"] for row in report["answers"]}, key=str))

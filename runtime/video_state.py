@@ -1,10 +1,11 @@
-"""A tracking state on disk, so a long run can stop and resume exactly (runtime.track --resume).
+"""A tracking state (SAM2VideoPredictor's inference_state: VideoState, ObjectState), and the state on disk,
+so a long run can stop and resume exactly (runtime.track --resume).
 
-What is kept is what tracking can still read: every object's prompts and conditioning frames, and
-its tracked frames within `window` frames of the frame tracked last (the highest forward, the lowest in reverse) (the 6 memory frames and 15
-pointers a next frame reads, either direction). Tracking on from the saved frame then answers as the
-uninterrupted run; a correction click far back in the video would read less memory than upstream
-keeps (SAM2VideoPredictor keeps every frame), which the docstring of `save_state` says.
+What a saved state keeps is what tracking can still read: every object's prompts and conditioning frames,
+and its tracked frames within `window` frames of the frame tracked last (the 6 memory frames and 15
+pointers a next frame reads, forward or in reverse). Tracking on from the saved frame then answers as the
+uninterrupted run; a correction click far back in the video would read less memory than upstream keeps
+(SAM2VideoPredictor keeps every frame).
 
 One .npz file (numpy's own format, read with allow_pickle=False: no code runs from the file),
 written under a temporary name and renamed. Object ids are stored as JSON (int or str).
@@ -14,15 +15,58 @@ from __future__ import annotations
 
 import io
 import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .atomic import atomic_write
-from .tracker import FrameOutput
+from .tracker import FrameFeatures, FrameOutput
 
 FORMAT = "samedge-video-state/1"
 OUTPUT_FIELDS = ("low_res", "obj_ptr", "object_score", "memory")
+
+
+@dataclass
+class ObjectState:
+    """One object's prompts and outputs (SAM2VideoPredictor's per-object slices of its state)."""
+
+    points: dict = field(default_factory=dict)  # frame -> (coords [1, P, 2] in the S x S frame, labels [1, P])
+    masks: dict = field(default_factory=dict)  # frame -> 0/1 mask [S, S]
+    cond: dict = field(default_factory=dict)  # frame -> FrameOutput of a prompted frame (memory)
+    non_cond: dict = field(default_factory=dict)  # frame -> FrameOutput of a tracked (or corrected) frame
+    temp_cond: dict = field(default_factory=dict)  # prompted since the last propagation, memory not encoded yet
+    temp_non_cond: dict = field(default_factory=dict)
+    tracked: dict = field(default_factory=dict)  # frame -> whether it was tracked in reverse
+
+
+@dataclass
+class VideoState:
+    """What init_state returns and every other call takes (SAM2VideoPredictor's inference_state)."""
+
+    frames: object  # runtime.video_frames.VideoFrames
+    objects: "OrderedDict[object, ObjectState]" = field(default_factory=OrderedDict)
+    cached: tuple[int, FrameFeatures] | None = None  # the last frame encoded
+    last_tracked: int | None = None  # the frame propagation answered last (a saved state keeps memory around it)
+    live: bool = False  # a stream (runtime/stream.py): frames arrive one by one, their count is unknown
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames)
+
+    @property
+    def frame_limit(self) -> int | None:
+        """The frame count tracking may assume (pointers from up to min(it, 16) frames); None: a stream's."""
+        return None if self.live else len(self.frames)
+
+    @property
+    def video_hw(self) -> tuple[int, int]:
+        return self.frames.height, self.frames.width
+
+    @property
+    def obj_ids(self) -> list:
+        return list(self.objects)
 
 
 def _put_output(arrays: dict, prefix: str, output: FrameOutput) -> None:
@@ -75,8 +119,6 @@ def save_state(state, path, window: int = 16) -> Path:
 
 def load_state(path, frames, image_size: int):
     """The state saved at `path`, on `frames` (runtime.video_frames.VideoFrames: the same video)."""
-    from .video import ObjectState, VideoState
-
     path = Path(path)
     try:
         arrays = dict(np.load(path, allow_pickle=False))

@@ -18,9 +18,10 @@ from PIL import Image
 
 from tests.test_plugin_build import build_wheel
 
-# What the extras bring; none may come with the base install.
-EXTRAS_ONLY = ("torch", "torchvision", "segment_anything", "tqdm", "safetensors", "skimage", "matplotlib",
-               "torch_pruning")
+# What the extras bring; none may come with the base install. (safetensors is the base's since SAM 2
+# tracking: runtime/tracker.py reads a bundle's tracking.safetensors with its numpy loader.)
+EXTRAS_ONLY = ("torch", "torchvision", "segment_anything", "tqdm", "skimage", "matplotlib", "torch_pruning",
+               "av", "openvino")
 
 
 @pytest.fixture(scope="module")
@@ -74,3 +75,21 @@ def test_predict_cli_in_base_install(base_venv, tiny_bundle, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     with Image.open(tmp_path / "o.png") as overlay:
         assert (overlay.format, overlay.size) == ("PNG", (40, 30))
+
+
+def test_tracking_in_base_install(base_venv, sam2_bundle, tmp_path):
+    """A SAM 2 bundle tracks a folder of frames with the base install: no torch, no PyAV."""
+    from compress.demo.clips import moving_shapes, write_jpeg_folder
+
+    clip = write_jpeg_folder(moving_shapes(3, 48, 64), tmp_path / "clip")
+    script = textwrap.dedent(f"""
+        import sys
+        from runtime.video import VideoPredictor
+        predictor = VideoPredictor({str(sam2_bundle)!r}, backend="onnxruntime")
+        state = predictor.init_state({str(clip)!r})
+        predictor.add_new_points_or_box(state, 0, 1, points=[[32, 24]], labels=[1])
+        print([masks.shape for _, _, masks in predictor.propagate_in_video(state)], "torch" in sys.modules)
+    """)
+    result = run(base_venv, "-c", script, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "[(1, 1, 48, 64), (1, 1, 48, 64), (1, 1, 48, 64)] False"

@@ -37,22 +37,22 @@ def _held_bytes(stream) -> int:
 
 
 def test_memory_stays_flat_over_a_long_stream(sam2_bundle):
-    frames = moving_shapes(64, 48, 64, seed=5)
+    frames = moving_shapes(44, 48, 64, seed=5)
     held, sizes = [], []
     with StreamTracker(sam2_bundle, backend="onnxruntime") as stream:
         for index, frame in enumerate(frames):
             stream.step(frame)
             if index == 0:
                 stream.add_new_points_or_box("a", points=[[32, 24]], labels=[1])
-            if index == 30:  # a new object mid-stream, and a correction of the first
+            if index == 20:  # a new object mid-stream, and a correction of the first
                 stream.add_new_points_or_box("b", box=[5, 5, 30, 30])
                 stream.add_new_points_or_box("a", points=[[40, 30]], labels=[0])
             held.append(stream.held_outputs())
             sizes.append(_held_bytes(stream))
     # 1 conditioning frame + the 15 tracked frames a next frame can read, per object; corrections add one each.
-    assert max(held[16:30]) == 16 and held[29] == held[16]
-    assert max(held[47:]) == held[-1] == 16 + 1 + 16
-    assert sizes[-1] == sizes[47] and sizes[29] == sizes[16]
+    assert max(held[15:20]) == 16 and held[19] == held[15]
+    assert max(held[36:]) == held[-1] == 16 + 1 + 16
+    assert sizes[-1] == sizes[36] and sizes[19] == sizes[15]
     assert all(len(obj.tracked) <= 17 for obj in stream.state.objects.values())
 
 

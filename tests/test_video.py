@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from runtime.bundle import BundleError, open_bundle
-from runtime.parity import reference_model
+from runtime.reference import bundle_reference_model
 from runtime.video import VideoPredictor
 from runtime.video_frames import VideoError
 from runtime.video_parity import VideoThresholds, bundle_answers, compare_answers, reference_answers
@@ -20,7 +20,7 @@ H, W = 96, 128
 @pytest.fixture(scope="module")
 def model(sam2_video_bundle):
     bundle = open_bundle(sam2_video_bundle, verify=False)
-    return reference_model(bundle, bundle.checkpoint)
+    return bundle_reference_model(bundle, bundle.checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +40,15 @@ def _agrees(predictor, model, clip, script):
 MASK = np.zeros((H, W), bool)
 MASK[30:70, 20:60] = True
 
+# What tests/test_video_parity.py's long script (clicks, a box, a mask, a correction, reverse) leaves out.
 SCRIPTS = {
-    # several clicks, one at a time (clear_old_points=False is the default of neither side: passed here)
-    "points then more points": [("points", 0, 1, [[64, 48], [30, 20]], [1, 0]), ("propagate", None, 6, False)],
-    "box with a click": [("box", 2, 5, [20, 10, 90, 60]), ("propagate", 2, 5, False)],
-    "mask": [("mask", 0, 7, MASK), ("propagate", None, 5, False)],
-    # a correction click on a tracked frame: decoded with memory and the frame's last logits
-    "correction click": [("points", 0, 1, [[64, 48]], [1]), ("propagate", None, 7, False),
-                         ("points", 4, 1, [[100, 80]], [0]), ("propagate", None, 7, False)],
-    # reverse from a later prompt
-    "reverse": [("points", 6, 1, [[64, 48]], [1]), ("propagate", 6, None, True)],
-    # two objects on different frames: each tracked from its own first frame on
-    "objects on different frames": [("points", 0, 1, [[64, 48]], [1]), ("points", 3, 2, [[30, 70]], [1]),
-                                    ("propagate", None, 7, False)],
+    # a box and a click together, on a later frame, tracked from there
+    # then one more click on the same frame: decoded with the frame's last logits as the mask input
+    "box with a click": [("points", 2, 5, [[50, 40]], [1], [20, 10, 90, 60]), ("points", 2, 5, [[70, 30]], [0]),
+                         ("propagate", 2, 4, False)],
+    # two objects first prompted on different frames, and a reverse pass from the later one
+    "objects on different frames, reverse": [("points", 0, 1, [[64, 48]], [1]), ("points", 3, 2, [[30, 70]], [1]),
+                                             ("propagate", 3, None, True)],
 }
 
 
@@ -65,7 +61,7 @@ def test_save_and_resume_equals_one_run(predictor, video_clip, tmp_path):
     state = predictor.init_state(video_clip)
     predictor.add_new_points_or_box(state, 0, 1, points=[[64, 48]], labels=[1])
     predictor.add_new_points_or_box(state, 0, 2, box=[20, 10, 90, 60])
-    whole = {t: masks for t, _, masks in predictor.propagate_in_video(state)}
+    whole = {t: masks for t, _, masks in predictor.propagate_in_video(state, max_frame_num_to_track=12)}
 
     state = predictor.init_state(video_clip)
     predictor.add_new_points_or_box(state, 0, 1, points=[[64, 48]], labels=[1])
@@ -74,7 +70,8 @@ def test_save_and_resume_equals_one_run(predictor, video_clip, tmp_path):
     predictor.save_state(state, tmp_path / "state.npz")
     assert list(tmp_path.iterdir()) == [tmp_path / "state.npz"]  # nothing half-written beside it
     resumed = predictor.load_state(tmp_path / "state.npz", video_clip)
-    rest = {t: masks for t, _, masks in predictor.propagate_in_video(resumed, start_frame_idx=9)}
+    rest = {t: masks for t, _, masks in predictor.propagate_in_video(resumed, start_frame_idx=9,
+                                                                      max_frame_num_to_track=3)}
     assert sorted({**first, **rest}) == sorted(whole)
     for t, masks in {**first, **rest}.items():
         np.testing.assert_array_equal(masks, whole[t])
@@ -166,7 +163,7 @@ def test_a_bundle_that_cannot_track(tiny_checkpoint, tmp_path):
 def test_a_saved_state_keeps_memory_around_the_last_tracked_frame(tmp_path):
     """Reverse runs go down: the frames kept are those around the frame tracked last, not the highest."""
     from runtime.tracker import FrameOutput
-    from runtime.video import ObjectState, VideoState
+    from runtime.video_state import ObjectState, VideoState
     from runtime.video_frames import open_video
     from runtime.video_state import load_state, save_state
 
@@ -181,3 +178,19 @@ def test_a_saved_state_keeps_memory_around_the_last_tracked_frame(tmp_path):
     loaded = load_state(tmp_path / "state.npz", frames, 16)
     assert sorted(loaded.objects[1].non_cond) == list(range(0, 22)) and loaded.last_tracked == 5
     assert sorted(loaded.objects[1].cond) == [40] and len(loaded.objects[1].tracked) == 41
+
+
+def test_an_int8_bundle_tracks(sam2_bundle, video_clip, tmp_path):
+    """export.quantize's copy keeps the tracking constants; its answers stay near the dense bundle's."""
+    from export.quantize import quantize_bundle
+
+    quantized = quantize_bundle(sam2_bundle, tmp_path / "int8", "int8")
+    answers = {}
+    for name, bundle in (("dense", sam2_bundle), ("int8", quantized)):
+        with VideoPredictor(bundle, backend="onnxruntime") as predictor:
+            state = predictor.init_state(video_clip)
+            predictor.add_new_points_or_box(state, 0, 1, points=[[64, 48]], labels=[1])
+            answers[name] = [masks[0, 0] > 0 for _, _, masks in predictor.propagate_in_video(
+                state, max_frame_num_to_track=3)]
+    ious = [(a & b).sum() / max((a | b).sum(), 1) for a, b in zip(answers["dense"], answers["int8"])]
+    assert len(ious) == 4 and min(ious) > 0.8, ious

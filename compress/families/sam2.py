@@ -29,6 +29,7 @@ and the "sam2" prompt layout.
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -333,13 +334,20 @@ class Sam2Family(ModelFamily):
         return {TRACKING_TENSORS: tracking_tensors(model)}
 
     def video_reference(self, model):
-        """sam2's SAM2VideoPredictor on `model`'s weights (as build_sam2_video_predictor builds it)."""
-        from sam2.build_sam import build_sam2_video_predictor
+        """sam2's SAM2VideoPredictor on `model`'s own modules (a copy): what build_sam2_video_predictor
+        builds, the same SAM2Base with the video predictor's four attributes and its settings. From the
+        modules, not a state dict, so a Birkhoff model's HyperLinear layers are the reference as they are."""
+        from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-        config = model.config
-        predictor = build_sam2_video_predictor(config.config_file, None, device="cpu",
-                                               hydra_overrides_extra=list(config.overrides))
-        predictor.load_state_dict(model.state_dict())
+        predictor = copy.deepcopy(model)
+        predictor.__class__ = SAM2VideoPredictor
+        # SAM2VideoPredictor.__init__'s attributes at their defaults, and build_sam2_video_predictor's
+        # post-processing overrides (the image builder already set the decoder's dynamic multimask).
+        predictor.non_overlap_masks = False
+        predictor.clear_non_cond_mem_around_input = False
+        predictor.add_all_frames_to_correct_as_cond = False
+        predictor.binarize_mask_from_pts_for_mem_enc = True
+        predictor.fill_hole_area = 8  # skipped on a CPU by sam2 itself (no CUDA extension)
         _memory_in_float32(predictor.memory_attention)
         return predictor.eval()
 
