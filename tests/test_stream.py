@@ -37,7 +37,7 @@ def _held_bytes(stream) -> int:
 
 
 def test_memory_stays_flat_over_a_long_stream(sam2_bundle):
-    frames = moving_shapes(44, 48, 64, seed=5)
+    frames = moving_shapes(38, 48, 64, seed=5)
     held, sizes = [], []
     with StreamTracker(sam2_bundle, backend="onnxruntime") as stream:
         for index, frame in enumerate(frames):

@@ -102,10 +102,10 @@ def test_short_script_passes_unbroken(sam2_video_bundle, video_clip, short_refer
 def test_parity_cli_video(sam2_video_bundle, tmp_path, capsys):
     from compress.demo.clips import moving_shapes, write_jpeg_folder
 
-    clip = write_jpeg_folder(moving_shapes(6, 64, 80, seed=3), tmp_path / "clip")
+    clip = write_jpeg_folder(moving_shapes(4, 64, 80, seed=3), tmp_path / "clip")
     out = tmp_path / "video_parity.json"
     assert parity_main([str(sam2_video_bundle), "--video", str(clip), "--backend", "onnxruntime",
                         "--out", str(out)]) == 0
-    assert "video parity PASS: 6 frames" in capsys.readouterr().out
+    assert "video parity PASS: 4 frames" in capsys.readouterr().out
     report = json.loads(out.read_text())
-    assert report["passed"] and report["frames"] == 6
+    assert report["passed"] and report["frames"] == 4
