@@ -50,6 +50,7 @@ import stat
 import struct
 import threading
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -135,7 +136,7 @@ def _frame_rgb(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
-class VideoFrames:
+class VideoFrames(ABC):
     """The frames of a video, each read when asked: video[i] is uint8 RGB [H, W, 3].
 
     Each read gives a new array the caller may change. `names` holds one name per frame (a
@@ -180,8 +181,9 @@ class VideoFrames:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @abstractmethod
     def _read(self, index: int) -> np.ndarray:
-        raise NotImplementedError
+        """Frame `index` (already checked to be in range) as uint8 RGB [H, W, 3]."""
 
     def _time(self, index: int) -> float | None:
         """Frame `index`'s time in seconds, where the source has timestamps."""
