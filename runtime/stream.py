@@ -115,7 +115,7 @@ class StreamTracker:
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
             raise VideoError(f"a frame is uint8 RGB [H, W, 3], got {rgb.dtype} {rgb.shape}")
         if self.state.objects:
-            self.predictor._preflight(self.state)  # the memory of the prompts made on the last frame
+            self.predictor.propagate_in_video_preflight(self.state)  # the memory of the prompts made on the last frame
         self.frames.push(index, rgb)
         masks = self.predictor.track_frame(self.state, index) if self.state.objects else \
             np.zeros((0, 1, rgb.shape[0], rgb.shape[1]), np.float32)

@@ -161,7 +161,7 @@ class VideoPredictor:
         """Track every object from `start_frame_idx` (default: the first prompted frame), forward or in
         reverse, over `max_frame_num_to_track` frames (default: to the end). Yields (frame_idx, obj_ids,
         mask logits [objects, 1, H, W]) frame by frame."""
-        self._preflight(state)
+        self.propagate_in_video_preflight(state)
         if start_frame_idx is None:
             start_frame_idx = min(t for obj in state.objects.values() for t in obj.cond)
         self._check_frame(state, start_frame_idx, "start_frame_idx")
@@ -193,7 +193,7 @@ class VideoPredictor:
         state.last_tracked = frame_idx
         return self.model.upscale(np.concatenate(low_res), state.video_hw)
 
-    def _preflight(self, state: VideoState) -> None:
+    def propagate_in_video_preflight(self, state: VideoState) -> None:
         """SAM2VideoPredictor.propagate_in_video_preflight: encode the memory of every prompted frame and
         move it into the object's memory."""
         if not state.objects:
