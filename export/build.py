@@ -40,6 +40,7 @@ from .provenance import model_digest, preprocessing_of, stamp_all
 from .shared_weights import share_weights
 from .tensorrt_build import BUILD_SCRIPT, MAX_POINTS, MAX_PROMPTS, build_engines, prepare_folder, tensorrt_version
 from .tensorrt_onnx import export_tensorrt_inputs
+from .triton import build_repository
 
 TARGETS = ("cpu", "desktop", "jetson")
 # fp16 engines answer within fp16 rounding: looser than float32's defaults (runtime.parity).
@@ -227,7 +228,8 @@ def _tensorrt_into(folder: Path, model, target: str, encoder_onnx: Path, decoder
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", choices=TARGETS, default="cpu")
+    parser.add_argument("--target", choices=(*TARGETS, "triton"), default="cpu",
+                        help="triton: a cpu bundle served as a Triton model repository (export/triton.py)")
     parser.add_argument("--checkpoint", type=Path, help="default: the bundled demo model")
     parser.add_argument("--model-type", choices=model_types(),
                         help="architecture of a .pth checkpoint (checked against its shapes); needed when the "
@@ -269,10 +271,20 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as err:  # unreadable --images
         print(f"error: {err}", file=sys.stderr)
         return 2
+    options = dict(checkpoint=args.checkpoint, model_type=args.model_type, run_parity=not args.skip_parity,
+                   recipe=recipe, with_clients=not args.no_clients)
     try:
-        report = build_bundle(out, args.target, args.checkpoint, args.model_type,
-                              run_parity=not args.skip_parity, overwrite=args.overwrite, recipe=recipe,
-                              with_clients=not args.no_clients, checkpoint_outside=args.checkpoint_outside)
+        if args.target == "triton":
+            if args.checkpoint_outside:
+                parser.error("--checkpoint-outside is for bundles; a Triton repository holds its bundle whole")
+            report = build_repository(out, options, overwrite=args.overwrite)
+            print(f"Triton model repository written to {out}: serve it with python -m runtime.serving.server {out}")
+            if report is None:
+                return 0
+            print(summary(report))
+            return 0 if report["passed"] else 1
+        report = build_bundle(out, args.target, overwrite=args.overwrite, checkpoint_outside=args.checkpoint_outside,
+                              **options)
     except (ValueError, FileExistsError) as err:  # CheckpointError, BundleError, TensorRTError included
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -61,6 +61,7 @@ class Bundle:
     pixel_std: tuple = DEFAULT_PIXEL_STD
     manifest: dict = field(default_factory=dict)
     engines: tuple[Path, Path] | None = None  # TensorRT encoder and decoder engines, when built
+    url: str | None = None  # a model served by Triton (runtime/backends/triton_backend.py): no files here
 
 
     @property

@@ -12,6 +12,7 @@ import numpy as np
 
 from .backends import Backend, BackendOptions, Choice, Closable, abilities, registry
 from .backends.base import required_batch_decoder
+from .backends.triton_backend import is_remote, remote_bundle
 from .bundle import BundleError, open_bundle
 from .geometry import geometry
 from .images import load_image
@@ -75,7 +76,8 @@ class Session(Closable):
         `verify`: check the bundle's files (and TensorRT engines) against the SHA-256 hashes recorded
         for them (docs/benchmarks/session-open.md has the cost); False skips that. The manifest's seal
         and the files' provenance (which model each ONNX file comes from) are checked either way."""
-        self.bundle = open_bundle(source, verify=False)
+        # A Triton server's samedge model (grpc://host:8001/samedge) or a bundle here.
+        self.bundle = remote_bundle(source) if is_remote(source) else open_bundle(source, verify=False)
         if isinstance(backend, str):
             # What auto picked and why (runtime.backends.choice), or the name asked for.
             self.backend_choice = registry.resolve(self.bundle, backend, providers, low_memory)
@@ -135,12 +137,14 @@ class Session(Closable):
     @property
     def image_embedding(self) -> np.ndarray:
         """The embedding of this thread's current image, [1, C, h, w]."""
-        return self._current().features[self.bundle.features[-1]]
+        return self.image_features[self.bundle.features[-1]]
 
     @property
     def image_features(self) -> dict[str, np.ndarray]:
         """Every encoder output of this thread's current image, by name (SAM 2: two high-res levels too)."""
-        return dict(self._current().features)
+        features = self._current().features
+        fetch = getattr(self.backend, "fetch_features", None)  # a server's model keeps them (triton backend)
+        return dict(fetch(features) if fetch else features)
 
     def upscale(self, low_res: np.ndarray, image_hw) -> np.ndarray:
         """[B, M, L, L] low-res logits -> [B, M, H, W] logits for an H x W image, as the family's
@@ -230,7 +234,7 @@ def _warn_failed_parity(bundle) -> None:
     sections = [("", bundle.manifest.get("parity"))]
     sections.append(("tensorrt: ", (bundle.manifest.get("tensorrt") or {}).get("parity")))
     failed = [section for _, section in sections if isinstance(section, dict) and section.get("passed") is False]
-    key = str(bundle.root.resolve())
+    key = bundle.url or str(bundle.root.resolve())
     if not failed or key in _WARNED_PARITY:
         return
     _WARNED_PARITY.add(key)

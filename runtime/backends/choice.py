@@ -62,6 +62,8 @@ def choose(bundle: Bundle, providers=None, low_memory: bool = False) -> Choice:
     else ONNX Runtime where asked for its providers or low_memory, or where onnxruntime-gpu has a
     GPU; else CPU_CHOICE's engine for the bundle's kind, where it is installed and imports."""
     # Opened by its encoder_preprocess.onnx: the file named is the file run, not the engines.
+    if bundle.url is not None:
+        return Choice("triton", f"{bundle.url} is a model on a Triton server")
     named_onnx = bundle.encoder is not None and bundle.encoder.name == PREPROCESS_ENCODER_FILE
     if bundle.engines and not named_onnx and (bundle.encoder is None or importable("tensorrt")):
         return Choice("tensorrt", "the bundle has TensorRT engines and tensorrt is installed")

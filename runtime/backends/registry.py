@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from ..bundle import Bundle
+from ..bundle import Bundle, BundleError
 from .base import BackendOptions
 from .choice import Choice, choose
 
@@ -69,6 +69,8 @@ def resolve(bundle: Bundle, name: str, providers=None, low_memory: bool = False)
     """The backend `name` stands for on this bundle here, and why: auto's pick, or the name itself."""
     if name == AUTO:
         return choose(bundle, providers, low_memory)
+    if bundle.url is not None and name != "triton":
+        raise BundleError(f"{bundle.url} is a model on a Triton server: open it with backend triton (or auto), not {name}")
     backend_class(name)  # an unknown name is refused before any work
     return Choice(name, "asked for by name", named=True)
 
@@ -84,3 +86,5 @@ register("onnxruntime", "runtime.backends.ort_backend:OnnxRuntimeBackend", "ONNX
 register("openvino", "runtime.backends.openvino_backend:OpenVINOBackend", "OpenVINO on the CPU (the cpu extra)")
 register("tensorrt", "runtime.backends.tensorrt_backend:TensorRTBackend", "TensorRT engines built on the device")
 register("torch", "runtime.backends.torch_backend:TorchBackend", "the PyTorch reference (the checkpoint itself)")
+register("triton", "runtime.backends.triton_backend:TritonBackend",
+         "a samedge model on a Triton server (grpc://host:8001/samedge; the serve extra)")

@@ -1,0 +1,229 @@
+"""The samedge model inside Triton's Python backend: a bundle run by samedge's own backends
+(ONNX Runtime, OpenVINO or TensorRT, as `Session` opens them), speaking runtime/serving/protocol.py.
+
+A repository's `samedge/<version>/model.py` imports `TritonPythonModel` from here; the bundle it
+serves is `samedge/<version>/bundle/` (export/triton.py writes both). Triton's dynamic batcher hands
+`execute` several requests at once: encodes run first, then the prompt sets of all requests on the
+same image and of the same layout run as one batch-decoder call (up to MAX_PROMPTS sets), and each
+request gets its own rows back.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from ..backends import make_backend
+from ..bundle import open_bundle
+from ..signature import PROMPT_INPUTS
+from .protocol import (BATCH_OUTPUTS, HAS_MASK_INPUT, IMAGE_KEY, KEY_BYTES, MASKS, MAX_PROMPTS, ORIGINAL_SIZE, PIXELS,
+                       UNKNOWN_IMAGE, RequestError, image_key, request_kind)
+
+DEFAULT_CACHE_MEGABYTES = 1024  # vit_h's embedding is 4 MiB, SAM 2's three features 13 MiB at 1024 px
+
+
+class FeatureStore:
+    """Image features by key, the least recently used dropped past `limit_bytes`."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes = limit_bytes
+        self._held: OrderedDict[bytes, dict[str, np.ndarray]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, key: bytes, features: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            if key in self._held:
+                self._held.move_to_end(key)
+                return
+            self._held[key] = features
+            self._bytes += sum(array.nbytes for array in features.values())
+            while self._bytes > self.limit_bytes and len(self._held) > 1:
+                _, dropped = self._held.popitem(last=False)
+                self._bytes -= sum(array.nbytes for array in dropped.values())
+
+    def get(self, key: bytes) -> dict[str, np.ndarray]:
+        with self._lock:
+            features = self._held.get(key)
+            if features is None:
+                raise RequestError(f"{UNKNOWN_IMAGE} {key.hex()[:16]}...: this server does not hold that image (it "
+                                   "was evicted, or the server restarted): send the image again (an encode request)")
+            self._held.move_to_end(key)
+            return features
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+
+class SamedgeModel:
+    """Triton's Python-backend model interface: initialize, execute, finalize."""
+
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        parameters = {name: value.get("string_value", "") for name, value in config.get("parameters", {}).items()}
+        folder = Path(args["model_repository"]) / args["model_version"] / "bundle"
+        self.bundle = open_bundle(folder, verify=True)  # its files against the hashes in its manifest
+        self.backend = make_backend(self.bundle, parameters.get("backend") or "auto")
+        if getattr(self.backend, "takes_resized_image", False):
+            raise RuntimeError(f"the {self.backend.name} backend opened {folder} with encoder_preprocess.onnx; the "
+                               "samedge model takes normalised pixels: rewrite the repository with export.triton")
+        self.features = self.bundle.features
+        self.store = FeatureStore(int(parameters.get("cache_megabytes") or DEFAULT_CACHE_MEGABYTES) << 20)
+
+    def execute(self, requests) -> list:
+        import triton_python_backend_utils as pb_utils
+
+        answers: list = [None] * len(requests)
+        prompted: list[tuple[int, dict]] = []
+        for index, request in enumerate(requests):
+            try:
+                feeds = {tensor.name(): _array(tensor) for tensor in request.inputs()}
+                kind = request_kind(feeds)
+                if kind == "encode":
+                    answers[index] = self._encode(feeds[PIXELS])
+                elif kind == "features":
+                    answers[index] = self._held(feeds[IMAGE_KEY], rows=1)
+                elif kind == "decode":
+                    answers[index] = self._decode(feeds)
+                else:
+                    prompted.append((index, feeds))
+            except Exception as err:  # each request gets its own error; the others are answered
+                answers[index] = _refusal(err)
+        for group in _same_image_and_layout(prompted):
+            try:
+                for index, outputs in self._decode_batch(group):
+                    answers[index] = outputs
+            except Exception as err:
+                for index, _ in group:
+                    answers[index] = _refusal(err)
+        return [pb_utils.InferenceResponse(output_tensors=[_tensor(name, value) for name, value in answer.items()])
+                if isinstance(answer, dict) else answer for answer in answers]
+
+    def finalize(self) -> None:
+        self.backend.close()
+
+    def _encode(self, pixels: np.ndarray) -> dict:
+        if pixels.shape[0] != 1:
+            raise RequestError(f"{PIXELS} holds {pixels.shape[0]} images; send one image per request")
+        key = image_key(pixels)
+        self.store.put(key.tobytes(), self.backend.encode(pixels))
+        return {IMAGE_KEY: key}
+
+    def _key(self, keys: np.ndarray) -> bytes:
+        if keys.ndim != 2 or keys.shape[1] != KEY_BYTES or keys.dtype != np.uint8:
+            raise RequestError(f"{IMAGE_KEY} must be uint8 [N, {KEY_BYTES}] (an encode request's answer), got "
+                               f"{keys.dtype} {list(keys.shape)}")
+        if (keys != keys[:1]).any():
+            raise RequestError(f"the prompt sets of one request name different {IMAGE_KEY}s; send one request per image")
+        return keys[0].tobytes()
+
+    def _held(self, keys: np.ndarray, rows: int) -> dict:
+        if len(keys) != rows:
+            raise RequestError(f"a features request names one image; got {len(keys)} keys")
+        return dict(self.store.get(self._key(keys)))
+
+    def _decode(self, feeds: dict) -> dict:
+        """SAM 1's official decoder: one prompt set, masks upscaled to orig_im_size in the graph."""
+        if not self.bundle.official_decoder:
+            raise RequestError(f"this bundle's decoder does not take {ORIGINAL_SIZE} (SAM 2): send the prompts "
+                               "without it (a decode_batch request) and upscale low_res_masks")
+        features = self._held(feeds.pop(IMAGE_KEY), rows=1)
+        prompts = _prompts(feeds, extra=(ORIGINAL_SIZE,))
+        prompts[ORIGINAL_SIZE] = prompts[ORIGINAL_SIZE].reshape(2)
+        masks, scores, low_res = self.backend.decode({**features, **prompts})
+        return {MASKS: masks, BATCH_OUTPUTS[0]: scores, BATCH_OUTPUTS[1]: low_res}
+
+    def _decode_batch(self, group: list[tuple[int, dict]]):
+        """Every request of `group` (one image, one prompt layout) in decoder calls of up to MAX_PROMPTS sets."""
+        features = self.store.get(self._key(group[0][1][IMAGE_KEY]))
+        prompts = [_prompts({name: value for name, value in feeds.items() if name != IMAGE_KEY})
+                   for _, feeds in group]
+        merged = {name: np.concatenate([one[name] for one in prompts]) for name in prompts[0]}
+        count = len(merged[HAS_MASK_INPUT])
+        answers = [self.backend.decode_batch({**features, **{name: value[start:start + MAX_PROMPTS]
+                                                             for name, value in merged.items()}})
+                   for start in range(0, count, MAX_PROMPTS)]
+        scores, low_res = (np.concatenate([answer[part] for answer in answers]) for part in range(2))
+        start = 0
+        for (index, _), one in zip(group, prompts):
+            rows = slice(start, start + len(one[HAS_MASK_INPUT]))
+            start = rows.stop
+            yield index, {BATCH_OUTPUTS[0]: scores[rows], BATCH_OUTPUTS[1]: low_res[rows]}
+
+
+def _same_image_and_layout(prompted: list[tuple[int, dict]]) -> list[list[tuple[int, dict]]]:
+    """Requests that can share a decoder call: the same image key and the same prompt shapes."""
+    groups: dict[tuple, list] = {}
+    for index, feeds in prompted:
+        signature = (feeds[IMAGE_KEY][:1].tobytes() if IMAGE_KEY in feeds else b"",
+                     tuple(sorted((name, value.shape[1:], str(value.dtype)) for name, value in feeds.items())))
+        groups.setdefault(signature, []).append((index, feeds))
+    return list(groups.values())
+
+
+def _prompts(feeds: dict, extra: tuple = ()) -> dict:
+    """The decoder's prompt inputs from a request's, checked: all present, nothing else, one row count."""
+    expected = set(PROMPT_INPUTS) | set(extra)
+    if set(feeds) != expected:
+        missing, unknown = sorted(expected - set(feeds)), sorted(set(feeds) - expected)
+        raise RequestError(f"a prompt request takes {IMAGE_KEY} and {sorted(expected)}" +
+                           (f"; missing {missing}" if missing else "") + (f"; unknown {unknown}" if unknown else ""))
+    rows = {len(value) for value in feeds.values()}
+    if len(rows) != 1:
+        raise RequestError(f"the prompt inputs hold different numbers of prompt sets: "
+                           f"{ {name: len(value) for name, value in feeds.items()} }")
+    prompts = {name: np.ascontiguousarray(value, np.float32) for name, value in feeds.items()}
+    prompts[HAS_MASK_INPUT] = prompts[HAS_MASK_INPUT].reshape(-1)  # [N, 1] on the wire
+    return prompts
+
+
+def _refusal(err: Exception):
+    import triton_python_backend_utils as pb_utils
+
+    known = isinstance(err, RequestError)
+    text = str(err) if known else f"samedge could not answer the request ({type(err).__name__}: {err})"
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(text))
+
+
+# Tensors cross the Python backend's boundary by DLPack, not its numpy bridge: the stub in the
+# nvidia-pytriton wheel was built against numpy 1, and its numpy bridge reads numpy 2 arrays as zeros.
+class _Exported:
+    """A DLPack producer for a capsule the backend gives (numpy takes objects, not bare capsules)."""
+
+    def __init__(self, capsule):
+        self.capsule = capsule
+
+    def __dlpack__(self, *args, **kwargs):
+        return self.capsule
+
+    def __dlpack_device__(self):
+        return (1, 0)  # kDLCPU
+
+
+def _array(tensor) -> np.ndarray:
+    # Copied: the request's memory is the backend's once execute returns.
+    return np.array(np.from_dlpack(_Exported(tensor.to_dlpack())), copy=True)
+
+
+def _tensor(name: str, value: np.ndarray):
+    import triton_python_backend_utils as pb_utils
+
+    capsule = np.ascontiguousarray(value).__dlpack__()  # unversioned, the kind the backend reads
+    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
+    # The backend now owns the tensor (it calls its deleter) but marks the capsule "used_dlpack", not
+    # DLPack's "used_dltensor": so named, numpy's capsule destructor would log an error for every output.
+    _set_capsule_name(capsule, _USED_NAME)
+    return tensor
+
+
+_USED_NAME = ctypes.c_char_p(b"used_dltensor")  # kept alive: a capsule keeps a pointer to its name
+_set_capsule_name = ctypes.pythonapi.PyCapsule_SetName
+_set_capsule_name.argtypes = [ctypes.py_object, ctypes.c_char_p]
+
+
+TritonPythonModel = SamedgeModel
