@@ -37,15 +37,22 @@ from runtime.bundle import BATCH_DECODER_FILE, ENCODER_FILE, BundleError, open_b
 from runtime.bundle_writer import recover, swap_into_place
 from runtime.serving.protocol import (BATCH_OUTPUTS, HAS_MASK_INPUT, IMAGE_KEY, KEY_BYTES, MANIFEST_PARAMETER, MASKS,
                                       MAX_PROMPTS, MODEL, ORIGINAL_SIZE, PIXELS, PROTOCOL, PROTOCOL_PARAMETER)
+from runtime.serving.protocol import (END, FRAME, FRAME_INDEX, MASK_LOGITS, OBJECT_IDS, PROMPT_BOXES, PROMPT_LABELS,
+                                      PROMPT_OBJECT_IDS, PROMPT_POINTS, START, STREAM, TRACKER_SUFFIX)
+from runtime.serving.tracker_model import DEFAULT_IDLE_SECONDS
 from runtime.serving.triton_model import DEFAULT_CACHE_MEGABYTES
 
 RECORD = "samedge-repository.json"
 RECORD_FORMAT = "samedge.triton-repository"
 MODEL_FILE = "model.py"
-MODEL_SOURCE = ('"""samedge\'s Triton model: runtime/serving/triton_model.py (this version\'s bundle is ./bundle)."""\n\n'
-                "from runtime.serving.triton_model import TritonPythonModel  # noqa: F401 (Triton looks it up here)\n")
+
+
+def model_source(module: str) -> str:
+    return (f'"""samedge\'s Triton model: runtime/serving/{module}.py (this version\'s bundle is ./bundle)."""\n\n'
+            f"from runtime.serving.{module} import TritonPythonModel  # noqa: F401 (Triton looks it up here)\n")
 # Microseconds Triton waits to merge requests into one execute call: a decoder call on CPU takes milliseconds.
 QUEUE_DELAY_US = 2000
+MAX_STREAMS = 64  # video streams one tracker instance holds at once (Triton's max_candidate_sequences)
 
 
 def model_config(bundle, name: str = MODEL, backend: str = "auto", instances: int = 1, gpu: bool = False,
@@ -90,6 +97,35 @@ def model_config(bundle, name: str = MODEL, backend: str = "auto", instances: in
     return config
 
 
+def tracker_config(name: str, backend: str = "auto", gpu: bool = False, idle_seconds: float = DEFAULT_IDLE_SECONDS,
+                   streams: int = MAX_STREAMS):
+    """The `<name>_tracker` model's config: a stream per Triton sequence (runtime/serving/tracker_model.py)."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    config = pb.ModelConfig(name=name + TRACKER_SUFFIX, backend="python", max_batch_size=8)
+    tensors = [(FRAME, pb.TYPE_UINT8, [-1, -1, 3]), (PROMPT_OBJECT_IDS, pb.TYPE_INT32, [-1]),
+               (PROMPT_POINTS, pb.TYPE_FP32, [-1, -1, 2]), (PROMPT_LABELS, pb.TYPE_FP32, [-1, -1]),
+               (PROMPT_BOXES, pb.TYPE_FP32, [-1, 4])]
+    for tensor_name, data_type, dims in tensors:
+        config.input.add(name=tensor_name, data_type=data_type, dims=dims, optional=True)
+    for tensor_name, data_type, dims in ((OBJECT_IDS, pb.TYPE_INT32, [-1]), (MASK_LOGITS, pb.TYPE_FP32, [-1, 1, -1, -1]),
+                                         (FRAME_INDEX, pb.TYPE_INT64, [1])):
+        config.output.add(name=tensor_name, data_type=data_type, dims=dims)
+    batcher = config.sequence_batching
+    batcher.max_sequence_idle_microseconds = int(idle_seconds * 1e6)
+    batcher.oldest.max_candidate_sequences = streams  # streams open at once; more wait for one to end
+    for control_name, kind in ((START, pb.ModelSequenceBatching.Control.CONTROL_SEQUENCE_START),
+                               (END, pb.ModelSequenceBatching.Control.CONTROL_SEQUENCE_END)):
+        batcher.control_input.add(name=control_name).control.add(kind=kind, fp32_false_true=[0, 1])
+    batcher.control_input.add(name=STREAM).control.add(
+        kind=pb.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID, data_type=pb.TYPE_UINT64)
+    config.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU)
+    config.parameters["backend"].string_value = backend
+    config.parameters["stream_idle_seconds"].string_value = str(idle_seconds)
+    config.parameters[PROTOCOL_PARAMETER].string_value = PROTOCOL
+    return config
+
+
 def _signature(path: Path) -> dict:
     """{inputs|outputs: {name: dims}} of an ONNX file, dynamic dimensions as -1."""
     graph = onnx.load(path, load_external_data=False).graph
@@ -103,7 +139,8 @@ def _signature(path: Path) -> dict:
 
 
 def write_repository(bundle_dir, out, version: int = 1, name: str = MODEL, backend: str = "auto", instances: int = 1,
-                     gpu: bool = False, cache_megabytes: int = DEFAULT_CACHE_MEGABYTES, overwrite: bool = False) -> Path:
+                     gpu: bool = False, cache_megabytes: int = DEFAULT_CACHE_MEGABYTES, overwrite: bool = False,
+                     stream_idle_seconds: float = DEFAULT_IDLE_SECONDS) -> Path:
     """Write (or add `version` to) the model `name` of the repository `out`, serving the bundle `bundle_dir`
     (other models and versions already there stay); returns `out`."""
     if not name.replace("-", "_").isidentifier():
@@ -126,17 +163,20 @@ def write_repository(bundle_dir, out, version: int = 1, name: str = MODEL, backe
             shutil.copytree(out, staging, copy_function=os.link)  # the other versions, as they are (hard links)
         else:
             staging.mkdir(parents=True)
-        model = staging / name
-        model.mkdir(exist_ok=True)
-        folder = model / str(version)
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir()
-        _copy_bundle(bundle, folder / "bundle")
-        _write(folder / MODEL_FILE, MODEL_SOURCE)
-        config = model_config(bundle, name, backend, instances, gpu, cache_megabytes)
-        config.version_policy.all.SetInParent()  # every version written is served; clients name one or get the newest
-        _write(model / "config.pbtxt", text_format.MessageToString(config))
+        models_written = [(name, "triton_model", model_config(bundle, name, backend, instances, gpu, cache_megabytes))]
+        if bundle.tracking is not None:  # SAM 2: video streams too
+            models_written.append((name + TRACKER_SUFFIX, "tracker_model", tracker_config(name, backend, gpu, stream_idle_seconds)))
+        for model_name, module, config in models_written:
+            model = staging / model_name
+            model.mkdir(exist_ok=True)
+            folder = model / str(version)
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir()
+            _copy_bundle(bundle, folder / "bundle")
+            _write(folder / MODEL_FILE, model_source(module))
+            config.version_policy.all.SetInParent()  # every version written is served; clients name one or the newest
+            _write(model / "config.pbtxt", text_format.MessageToString(config))
         models = dict((record or {}).get("models", {}))
         versions = models[name] = dict(served)
         versions[str(version)] = {"bundle": str(Path(bundle_dir).resolve()),

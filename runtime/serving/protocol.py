@@ -67,3 +67,21 @@ def request_kind(names) -> str:
     if names == {IMAGE_KEY}:
         return "features"
     return "decode" if ORIGINAL_SIZE in names else "decode_batch"
+
+
+# ---- video: one stream per Triton sequence (the `<model>_tracker` model, runtime/serving/tracker_model.py) ----
+# Each request of a sequence (correlation id = the stream) holds a new frame, prompts on the current frame, or
+# both (the frame is tracked first, then the prompts apply to it); the answer is every object's mask logits
+# on the current frame, as runtime.stream.StreamTracker gives them. The first request carries Triton's START
+# flag (a new tracker), the last its END flag (the tracker freed); a stream idle for the idle limit is freed too.
+TRACKER_SUFFIX = "_tracker"
+FRAME = "frame"  # uint8 [1, H, W, 3]
+PROMPT_OBJECT_IDS = "prompt_object_ids"  # int32 [1, K]
+PROMPT_POINTS = "prompt_points"  # float32 [1, K, P, 2], pixels of the frame; rows of label -1 are padding
+PROMPT_LABELS = "prompt_labels"  # float32 [1, K, P]: 1 foreground, 0 background, -1 padding
+PROMPT_BOXES = "prompt_boxes"  # float32 [1, K, 4] XYXY; a row of NaN: no box for that object
+OBJECT_IDS = "object_ids"  # int32 [1, M]
+MASK_LOGITS = "mask_logits"  # float32 [1, M, 1, H, W], > 0 inside
+FRAME_INDEX = "frame_index"  # int64 [1, 1]: the current frame's number in the stream
+START, END, STREAM = "START", "END", "CORRID"  # the sequence batcher's control inputs
+UNKNOWN_STREAM = "samedge: unknown stream"

@@ -213,6 +213,8 @@ def _array(tensor) -> np.ndarray:
 def _tensor(name: str, value: np.ndarray):
     import triton_python_backend_utils as pb_utils
 
+    if value.size == 0:  # no data for the numpy bridge to lose; DLPack's strides of an empty array are refused
+        return pb_utils.Tensor(name, np.empty(value.shape, value.dtype))
     capsule = np.ascontiguousarray(value).__dlpack__()  # unversioned, the kind the backend reads
     tensor = pb_utils.Tensor.from_dlpack(name, capsule)
     # The backend now owns the tensor (it calls its deleter) but marks the capsule "used_dlpack", not

@@ -1,0 +1,94 @@
+"""SAM 2.1 streams tracked on a real tritonserver: one Triton sequence per stream, answered as a local
+StreamTracker answers, streams kept apart, state freed at the end of a stream or after its idle limit."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from compress.demo.clips import moving_shapes
+from export.triton import write_repository
+from runtime import Session
+from runtime.backends.triton_backend import TritonError
+from runtime.serving.server import TritonServer
+from runtime.serving.stream_client import RemoteStreamTracker
+from runtime.stream import StreamTracker
+
+pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
+pytest.importorskip("pytriton", reason="the wheel carrying tritonserver (nvidia-pytriton) is not installed")
+
+IDLE_SECONDS = 3.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, sam2_video_bundle):
+    out = write_repository(sam2_video_bundle, tmp_path_factory.mktemp("triton") / "repo", backend="onnxruntime",
+                           stream_idle_seconds=IDLE_SECONDS)
+    assert (out / "samedge_tracker" / "config.pbtxt").is_file()
+    with TritonServer(out) as running:
+        yield running
+
+
+SCRIPTS = {  # two streams: different clips, objects and prompts
+    "a": dict(seed=11, prompts={0: [(1, dict(points=[[64, 48]], labels=[1])), (2, dict(box=[20, 10, 90, 60]))],
+                                4: [(1, dict(points=[[70, 50], [20, 20]], labels=[1, 0]))]}),
+    "b": dict(seed=12, prompts={0: [(7, dict(points=[[30, 30]], labels=[1]))],
+                                3: [(8, dict(box=[50, 40, 120, 90]))]}),
+}
+
+
+def _run(tracker, script) -> list:
+    answers = []
+    for index, frame in enumerate(moving_shapes(7, 96, 128, seed=script["seed"])):
+        masks = tracker.step(frame)
+        for obj_id, prompt in script["prompts"].get(index, []):
+            masks = tracker.add_new_points_or_box(obj_id, **prompt)
+        answers.append((list(tracker.obj_ids), masks.copy()))
+    return answers
+
+
+def test_streams_answer_as_local_trackers_and_stay_apart(server, sam2_video_bundle):
+    expected = {}
+    with Session(sam2_video_bundle, backend="onnxruntime") as session:  # as the server: trackers share a Session
+        for name, script in SCRIPTS.items():
+            with StreamTracker(session) as local:
+                expected[name] = _run(local, script)
+
+    def remote(name: str):
+        with RemoteStreamTracker(f"grpc://{server.grpc_url}/samedge") as tracker:
+            return _run(tracker, SCRIPTS[name])
+
+    with ThreadPoolExecutor(2) as pool:  # both streams at once, interleaved on the server
+        served = dict(zip(SCRIPTS, pool.map(remote, SCRIPTS)))
+    for name in SCRIPTS:
+        assert len(served[name]) == len(expected[name]) == 7
+        for (ids, masks), (local_ids, local_masks) in zip(served[name], expected[name]):
+            assert ids == local_ids
+            np.testing.assert_array_equal(masks, local_masks)
+    assert expected["a"][-1][0] == [1, 2] and expected["b"][-1][0] == [7, 8]
+
+
+def test_stream_state_is_freed_at_its_end_and_after_idling(server):
+    frames = moving_shapes(2, 96, 128, seed=3)
+    url = f"grpc://{server.grpc_url}/samedge"
+    ended = RemoteStreamTracker(url)
+    ended.step(frames[0])
+    ended.add_new_points_or_box(1, points=[[64, 48]], labels=[1])
+    ended.close()
+    ended.started = True  # as a client that goes on after its END
+    with pytest.raises(TritonError, match="START|unknown stream"):
+        ended.step(frames[1])
+    vanished = RemoteStreamTracker(url)  # never closed: a client that disconnected
+    vanished.step(frames[0])
+    time.sleep(IDLE_SECONDS + 1.5)
+    with pytest.raises(TritonError, match="START|unknown stream"):
+        vanished.step(frames[1])
+    # A prompt before any frame, and a bad frame, are refused with the reason.
+    with RemoteStreamTracker(url) as fresh:
+        with pytest.raises(TritonError, match="no frame yet"):
+            fresh.add_new_points_or_box(1, points=[[1, 1]], labels=[1])
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        RemoteStreamTracker(url).step(np.zeros((4, 4), np.uint8))
