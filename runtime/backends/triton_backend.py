@@ -63,6 +63,21 @@ class Address:
             raise TritonError("the triton backend needs tritonclient: pip install \"samedge[serve]\"") from None
         return triton.InferenceServerClient(self.host)
 
+    def request(self, feeds: dict[str, np.ndarray], outputs) -> tuple[list, list]:
+        """tritonclient's inputs and requested outputs for `feeds` and the output names `outputs`."""
+        if self.protocol == "grpc":
+            import tritonclient.grpc as triton
+        else:
+            import tritonclient.http as triton
+        from tritonclient.utils import np_to_triton_dtype
+
+        inputs = []
+        for name, value in feeds.items():
+            tensor = triton.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
+            tensor.set_data_from_numpy(value)
+            inputs.append(tensor)
+        return inputs, [triton.InferRequestedOutput(name) for name in outputs]
+
 
 def remote_bundle(url: str) -> Bundle:
     """The bundle a Triton server's samedge model serves, as its manifest describes it (no files here)."""
@@ -190,18 +205,9 @@ class TritonBackend(BaseBackend):
 
     def _infer(self, feeds: dict[str, np.ndarray], outputs) -> dict[str, np.ndarray]:
         """One request; retried while the server cannot be reached, up to RETRY_SECONDS."""
-        if self.address.protocol == "grpc":
-            import tritonclient.grpc as triton
-        else:
-            import tritonclient.http as triton
-        from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+        from tritonclient.utils import InferenceServerException
 
-        inputs = []
-        for name, value in feeds.items():
-            tensor = triton.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
-            tensor.set_data_from_numpy(value)
-            inputs.append(tensor)
-        requested = [triton.InferRequestedOutput(name) for name in outputs]
+        inputs, requested = self.address.request(feeds, outputs)
         deadline = time.monotonic() + RETRY_SECONDS
         while True:
             try:

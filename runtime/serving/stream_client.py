@@ -81,21 +81,12 @@ class RemoteStreamTracker:
         return self.last_masks
 
     def _infer(self, feeds: dict, start: bool = False, end: bool = False) -> dict:
-        if self.address.protocol == "grpc":
-            import tritonclient.grpc as triton
-        else:
-            import tritonclient.http as triton
-        from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+        from tritonclient.utils import InferenceServerException
 
-        inputs = []
-        for name, value in feeds.items():
-            tensor = triton.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
-            tensor.set_data_from_numpy(value)
-            inputs.append(tensor)
         outputs = (OBJECT_IDS, MASK_LOGITS, FRAME_INDEX)
+        inputs, requested = self.address.request(feeds, outputs)
         try:
-            result = self.client.infer(self.model, inputs, model_version=self.address.version,
-                                       outputs=[triton.InferRequestedOutput(name) for name in outputs],
+            result = self.client.infer(self.model, inputs, model_version=self.address.version, outputs=requested,
                                        sequence_id=self.stream, sequence_start=start, sequence_end=end)
         except InferenceServerException as err:
             raise TritonError(f"the Triton server at {self.address.host} refused stream {self.stream} of "
