@@ -39,8 +39,11 @@ from runtime.serving.protocol import (BATCH_OUTPUTS, HAS_MASK_INPUT, IMAGE_KEY, 
                                       MAX_PROMPTS, MODEL, ORIGINAL_SIZE, PIXELS, PROTOCOL, PROTOCOL_PARAMETER)
 from runtime.serving.protocol import (END, FRAME, FRAME_INDEX, MASK_LOGITS, OBJECT_IDS, PROMPT_BOXES, PROMPT_LABELS,
                                       PROMPT_OBJECT_IDS, PROMPT_POINTS, START, STREAM, TRACKER_SUFFIX)
+from runtime.serving.protocol import ENGINE_NATIVE
 from runtime.serving.tracker_model import DEFAULT_IDLE_SECONDS
 from runtime.serving.triton_model import DEFAULT_CACHE_MEGABYTES
+
+from .triton_native import FLAVOURS, ModelFolder, native_models
 
 RECORD = "samedge-repository.json"
 RECORD_FORMAT = "samedge.triton-repository"
@@ -140,9 +143,12 @@ def _signature(path: Path) -> dict:
 
 def write_repository(bundle_dir, out, version: int = 1, name: str = MODEL, backend: str = "auto", instances: int = 1,
                      gpu: bool = False, cache_megabytes: int = DEFAULT_CACHE_MEGABYTES, overwrite: bool = False,
-                     stream_idle_seconds: float = DEFAULT_IDLE_SECONDS) -> Path:
+                     stream_idle_seconds: float = DEFAULT_IDLE_SECONDS, flavour: str = "python") -> Path:
     """Write (or add `version` to) the model `name` of the repository `out`, serving the bundle `bundle_dir`
-    (other models and versions already there stay); returns `out`."""
+    (other models and versions already there stay); returns `out`. `flavour`: python (samedge's backends in
+    Triton's Python backend) or onnxruntime / tensorrt (Triton's own backends, export/triton_native.py)."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour {flavour!r}: choose one of {FLAVOURS}")
     if not name.replace("-", "_").isidentifier():
         raise ValueError(f"model name {name!r}: use letters, digits, _ and - (it is a folder and a URL part)")
     bundle = open_bundle(bundle_dir, verify=True)
@@ -163,25 +169,22 @@ def write_repository(bundle_dir, out, version: int = 1, name: str = MODEL, backe
             shutil.copytree(out, staging, copy_function=os.link)  # the other versions, as they are (hard links)
         else:
             staging.mkdir(parents=True)
-        models_written = [(name, "triton_model", model_config(bundle, name, backend, instances, gpu, cache_megabytes))]
-        if bundle.tracking is not None:  # SAM 2: video streams too
-            models_written.append((name + TRACKER_SUFFIX, "tracker_model", tracker_config(name, backend, gpu, stream_idle_seconds)))
-        for model_name, module, config in models_written:
+        for model_name, config, fill in _models(bundle, name, backend, instances, gpu, cache_megabytes,
+                                                stream_idle_seconds, flavour):
             model = staging / model_name
             model.mkdir(exist_ok=True)
             folder = model / str(version)
             if folder.exists():
                 shutil.rmtree(folder)
             folder.mkdir()
-            _copy_bundle(bundle, folder / "bundle")
-            _write(folder / MODEL_FILE, model_source(module))
+            fill(folder)
             config.version_policy.all.SetInParent()  # every version written is served; clients name one or the newest
             _write(model / "config.pbtxt", text_format.MessageToString(config))
         models = dict((record or {}).get("models", {}))
         versions = models[name] = dict(served)
         versions[str(version)] = {"bundle": str(Path(bundle_dir).resolve()),
                                   "bundle_manifest_sha256": bundle.manifest.get("integrity", {}).get("sha256"),
-                                  "backend": backend}
+                                  "flavour": flavour, "backend": backend}
         files = {path.relative_to(staging).as_posix(): sha256_file(path)
                  for path in sorted(staging.rglob("*")) if path.is_file() and path.name != RECORD}
         _write(staging / RECORD, json.dumps({"format": RECORD_FORMAT, "protocol": PROTOCOL, "models": models,
@@ -191,6 +194,26 @@ def write_repository(bundle_dir, out, version: int = 1, name: str = MODEL, backe
         if staging.exists():
             shutil.rmtree(staging)
     return out
+
+
+def _models(bundle, name, backend, instances, gpu, cache_megabytes, idle_seconds, flavour) -> list[ModelFolder]:
+    """The repository's models for `bundle`: the samedge model, its tracker (SAM 2), native models."""
+    def python_model(module: str, with_bundle: bool = True):
+        def fill(folder: Path) -> None:
+            if with_bundle:
+                _copy_bundle(bundle, folder / "bundle")
+            _write(folder / MODEL_FILE, model_source(module))
+        return fill
+
+    front = model_config(bundle, name, backend, instances, gpu, cache_megabytes)
+    models = [ModelFolder(name, front, python_model("triton_model", with_bundle=flavour == "python"))]
+    if flavour != "python":
+        front.parameters["engine"].string_value = ENGINE_NATIVE
+        models += native_models(bundle, name, flavour, gpu, _signature)
+    if bundle.tracking is not None:  # SAM 2: video streams, on samedge's backends (the memory pieces) in all flavours
+        models.append(ModelFolder(name + TRACKER_SUFFIX, tracker_config(name, backend, gpu, idle_seconds),
+                                  python_model("tracker_model")))
+    return models
 
 
 def _write(path: Path, text: str) -> None:
@@ -210,14 +233,9 @@ def _existing_record(out: Path) -> dict | None:
 
 
 def _copy_bundle(bundle, target: Path) -> None:
-    """The bundle's files (hard links where the file system allows: vit_h's encoder is 2.5 GB)."""
-    def link_or_copy(source, destination):
-        try:
-            os.link(source, destination)
-        except OSError:
-            shutil.copy2(source, destination)
-    shutil.copytree(bundle.root, target, copy_function=link_or_copy,
-                    ignore=shutil.ignore_patterns(".*", "__pycache__"))
+    """The bundle's files, copied: not hard-linked, as onnx refuses external data with several links (a
+    "hardlink attack"), which would break the user's bundle and the server's copy alike."""
+    shutil.copytree(bundle.root, target, ignore=shutil.ignore_patterns(".*", "__pycache__"))
 
 
 def build_repository(out, build_options: dict, **options) -> dict | None:
@@ -247,13 +265,16 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu", action="store_true", help="instances on the GPU (KIND_GPU)")
     parser.add_argument("--cache-megabytes", type=int, default=DEFAULT_CACHE_MEGABYTES,
                         help=f"embeddings kept per instance (default {DEFAULT_CACHE_MEGABYTES})")
+    parser.add_argument("--flavour", choices=FLAVOURS, default="python",
+                        help="python: samedge's backends inside Triton's Python backend (any Triton, the wheel's "
+                             "too); onnxruntime / tensorrt: the models on Triton's own backends (a full Triton)")
     parser.add_argument("--overwrite", action="store_true", help="replace the version if it exists")
     args = parser.parse_args(argv)
     if args.version < 1 or args.instances < 1 or args.cache_megabytes < 1:
         parser.error("--version, --instances and --cache-megabytes must be positive")
     try:
         out = write_repository(args.bundle, args.out, args.version, args.name, args.backend, args.instances, args.gpu,
-                               args.cache_megabytes, args.overwrite)
+                               args.cache_megabytes, args.overwrite, flavour=args.flavour)
     except (ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

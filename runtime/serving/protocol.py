@@ -38,6 +38,11 @@ MAX_PROMPTS = 64
 MANIFEST_PARAMETER = "samedge_manifest"  # the bundle's manifest, JSON, in the model's config parameters
 PROTOCOL_PARAMETER = "samedge_protocol"
 PROTOCOL = "1"
+# The native flavour (export.triton --flavour onnxruntime|tensorrt): the samedge model (engine "native") runs
+# the bundle's models as Triton models of these names' suffixes: encoder, batch decoder, official decoder.
+ENGINE_NATIVE = "native"
+NATIVE_SUFFIXES = ("_encoder", "_batch_decoder", "_decoder")
+ENCODER_INPUT = "image"  # encoder.onnx's input
 # The start of the error text of a request naming a key the server does not hold.
 UNKNOWN_IMAGE = "samedge: unknown image_key"
 

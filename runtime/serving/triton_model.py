@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from ..backends import make_backend
-from ..bundle import open_bundle
-from ..signature import PROMPT_INPUTS
-from .protocol import (BATCH_OUTPUTS, HAS_MASK_INPUT, IMAGE_KEY, KEY_BYTES, MASKS, MAX_PROMPTS, ORIGINAL_SIZE, PIXELS,
-                       UNKNOWN_IMAGE, RequestError, image_key, request_kind)
+from ..bundle import Bundle, open_bundle
+from ..signature import DECODER_OUTPUTS, PROMPT_INPUTS
+from .protocol import (BATCH_OUTPUTS, ENCODER_INPUT, ENGINE_NATIVE, HAS_MASK_INPUT, IMAGE_KEY, KEY_BYTES,
+                       MANIFEST_PARAMETER, MASKS, MAX_PROMPTS, NATIVE_SUFFIXES, ORIGINAL_SIZE, PIXELS, UNKNOWN_IMAGE,
+                       RequestError, image_key, request_kind)
 
 DEFAULT_CACHE_MEGABYTES = 1024  # vit_h's embedding is 4 MiB, SAM 2's three features 13 MiB at 1024 px
 
@@ -66,12 +67,17 @@ class SamedgeModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         parameters = {name: value.get("string_value", "") for name, value in config.get("parameters", {}).items()}
-        folder = Path(args["model_repository"]) / args["model_version"] / "bundle"
-        self.bundle = open_bundle(folder, verify=True)  # its files against the hashes in its manifest
-        self.backend = make_backend(self.bundle, parameters.get("backend") or "auto")
-        if getattr(self.backend, "takes_resized_image", False):
-            raise RuntimeError(f"the {self.backend.name} backend opened {folder} with encoder_preprocess.onnx; the "
-                               "samedge model takes normalised pixels: rewrite the repository with export.triton")
+        if parameters.get("engine") == ENGINE_NATIVE:  # the bundle's models are the repository's native models
+            self.bundle = Bundle(root=Path(args["model_repository"]), encoder=None, decoder=None,
+                                 manifest=json.loads(parameters[MANIFEST_PARAMETER]))
+            self.backend = NativeModels(config["name"], int(args["model_version"]), self.bundle)
+        else:
+            folder = Path(args["model_repository"]) / args["model_version"] / "bundle"
+            self.bundle = open_bundle(folder, verify=True)  # its files against the hashes in its manifest
+            self.backend = make_backend(self.bundle, parameters.get("backend") or "auto")
+            if getattr(self.backend, "takes_resized_image", False):
+                raise RuntimeError(f"the {self.backend.name} backend opened {folder} with encoder_preprocess.onnx; "
+                                   "the samedge model takes normalised pixels: rewrite the repository with export.triton")
         self.features = self.bundle.features
         self.store = FeatureStore(int(parameters.get("cache_megabytes") or DEFAULT_CACHE_MEGABYTES) << 20)
 
@@ -154,6 +160,42 @@ class SamedgeModel:
             rows = slice(start, start + len(one[HAS_MASK_INPUT]))
             start = rows.stop
             yield index, {BATCH_OUTPUTS[0]: scores[rows], BATCH_OUTPUTS[1]: low_res[rows]}
+
+
+class NativeModels:
+    """The bundle's models as the repository's native Triton models (onnxruntime or tensorrt platform, written
+    by export.triton --flavour), run by business-logic scripting: `<name>_encoder`, `<name>_batch_decoder`
+    and, for SAM 1, `<name>_decoder` (the official decoder)."""
+
+    def __init__(self, name: str, version: int, bundle: Bundle):
+        self.encoder, self.batch_decoder, self.decoder = (name + suffix for suffix in NATIVE_SUFFIXES)
+        self.version = version  # the native models' version of the same number: this version's bundle
+        self.features = bundle.features
+
+    def encode(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        return self._run(self.encoder, {ENCODER_INPUT: pixels}, self.features)
+
+    def decode(self, feeds: dict):
+        answer = self._run(self.decoder, feeds, DECODER_OUTPUTS)
+        return tuple(answer[name] for name in DECODER_OUTPUTS)
+
+    def decode_batch(self, feeds: dict):
+        answer = self._run(self.batch_decoder, feeds, BATCH_OUTPUTS)
+        return tuple(answer[name] for name in BATCH_OUTPUTS)
+
+    def close(self) -> None:
+        pass  # Triton owns the models
+
+    def _run(self, model: str, feeds: dict, outputs) -> dict[str, np.ndarray]:
+        import triton_python_backend_utils as pb_utils
+
+        request = pb_utils.InferenceRequest(model_name=model, model_version=self.version,
+                                            requested_output_names=list(outputs),
+                                            inputs=[_tensor(name, value) for name, value in feeds.items()])
+        response = request.exec()
+        if response.has_error():
+            raise RuntimeError(f"{model}: {response.error().message()}")
+        return {name: _array(pb_utils.get_output_tensor_by_name(response, name)) for name in outputs}
 
 
 def _same_image_and_layout(prompted: list[tuple[int, dict]]) -> list[list[tuple[int, dict]]]:
