@@ -39,13 +39,12 @@ from runtime.serving.protocol import (BATCH_OUTPUTS, HAS_MASK_INPUT, IMAGE_KEY, 
                                       MAX_PROMPTS, MODEL, ORIGINAL_SIZE, PIXELS, PROTOCOL, PROTOCOL_PARAMETER)
 from runtime.serving.protocol import (END, FRAME, FRAME_INDEX, MASK_LOGITS, OBJECT_IDS, PROMPT_BOXES, PROMPT_LABELS,
                                       PROMPT_OBJECT_IDS, PROMPT_POINTS, START, STREAM, TRACKER_SUFFIX)
-from runtime.serving.protocol import ENGINE_NATIVE
+from runtime.serving.protocol import ENGINE_NATIVE, RECORD
 from runtime.serving.tracker_model import DEFAULT_IDLE_SECONDS
 from runtime.serving.triton_model import DEFAULT_CACHE_MEGABYTES
 
 from .triton_native import FLAVOURS, ModelFolder, native_models
 
-RECORD = "samedge-repository.json"
 RECORD_FORMAT = "samedge.triton-repository"
 MODEL_FILE = "model.py"
 

@@ -46,9 +46,11 @@ def test_vit_b_parity_on_a_photo(vit_b_bundle, vit_b_checkpoint, photos):
     prompt case, batches and encoder_preprocess.onnx. The other images (two more photos, synthetic shapes)
     are compared on the demo model (test_demo_model_parity_on_photos_and_shapes); on vit_b they took 4 of
     the suite's minutes. Segment-everything is compared on the demo model too: seeded vit_b's masks all
-    score below the thresholds (0 masks either side), in 5 minutes."""
+    score below the thresholds (0 masks either side), in 5 minutes. On OpenVINO, auto's pick on a CPU: parity
+    runs ONNX Runtime without arenas (low_memory), which on vit_b takes 1.8x OpenVINO's encoder time; ONNX
+    Runtime's parity is the demo model's and the tiny one's."""
     report = run_parity(vit_b_bundle, vit_b_checkpoint, {"astronaut": photos["astronaut"]}, show_progress=False,
-                        everything=False, backend="onnxruntime")
+                        everything=False, backend="openvino")
     _assert_every_case_passes(report)
     assert report["everything"] == {"skipped": "not asked for (runtime.parity --skip-everything)"}
 

@@ -217,3 +217,40 @@ def test_repository_versions_and_record(tmp_path, demo_bundle, demo_birkhoff_bun
     inputs = {tensor.name: list(tensor.dims) for tensor in config.input}
     assert inputs["pixels"] == [3, 256, 256] and inputs[IMAGE_KEY] == [32] and inputs["mask_input"] == [1, 64, 64]
     assert {tensor.name for tensor in config.output} >= {IMAGE_KEY, "iou_predictions", "low_res_masks", "masks"}
+
+
+def test_server_command_starts_and_stops_cleanly(repository):
+    """python -m runtime.serving.server: ready on the ports asked, answering, and gone after SIGTERM."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    http, grpc = free_port(), free_port()
+    command = [sys.executable, "-m", "runtime.serving.server", str(repository), "--http-port", str(http),
+               "--grpc-port", str(grpc), "--metrics-port", str(free_port()), "--model-control-mode", "explicit",
+               "--load-model", MODEL]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        line = process.stdout.readline()
+        assert f"gRPC 127.0.0.1:{grpc}" in line, line
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/{MODEL}/ready", timeout=5) as answer:
+            assert answer.status == 200
+        with Session(f"http://127.0.0.1:{http}/{MODEL}/1") as remote:
+            assert remote.predict(image=parity_shapes(1)["shapes-0"], points=[[50, 50]], labels=[1]).masks.any()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    with pytest.raises(OSError):  # the server is gone, not left behind the launcher
+        urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/health/live", timeout=5)
+
+
+def test_build_target_triton(tmp_path, capsys):
+    from export.build import main as build_main
+
+    out = tmp_path / "demo-triton"
+    assert build_main(["--target", "triton", "--skip-parity", "--out", str(out)]) == 0
+    assert "serve it with python -m runtime.serving.server" in capsys.readouterr().out
+    assert (out / RECORD).is_file() and (out / MODEL / "1" / "bundle" / "manifest.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["demo-triton"]  # the bundle built beside it is gone

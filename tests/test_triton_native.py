@@ -8,6 +8,7 @@ Triton's onnxruntime backend would load. What this cannot show: that backend acc
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -20,7 +21,7 @@ from runtime import Session
 from runtime.decoded_graph import has_samedge_nodes
 from runtime.reference import parity_shapes
 from runtime.serving.protocol import MODEL, NATIVE_SUFFIXES
-from runtime.serving.server import TritonServer
+from runtime.serving.server import ServerError, TritonServer
 
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 pytest.importorskip("pytriton", reason="the wheel carrying tritonserver (nvidia-pytriton) is not installed")
@@ -81,12 +82,10 @@ def test_native_models_match_their_onnx_files(repository, demo_birkhoff_bundle):
     assert json.loads((repository / RECORD).read_text())["models"][MODEL]["2"]["flavour"] == "onnxruntime"
 
 
-def test_front_model_answers_through_the_native_models(repository, tmp_path, demo_bundle, demo_birkhoff_bundle):
-    import shutil
-
-    served = tmp_path / "served"
+def _with_stand_ins(repository, served):
+    """A copy of `repository` whose native models are run by the stand-in instead of Triton's onnxruntime."""
     shutil.copytree(repository, served)
-    for suffix in NATIVE_SUFFIXES:  # each native model run by the stand-in instead of Triton's onnxruntime
+    for suffix in NATIVE_SUFFIXES:
         folder = served / (MODEL + suffix)
         config = _config(folder)
         config.ClearField("platform")
@@ -94,6 +93,11 @@ def test_front_model_answers_through_the_native_models(repository, tmp_path, dem
         (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
         for version in ("1", "2"):
             (folder / version / "model.py").write_text(STAND_IN)
+    return served
+
+
+def test_front_model_answers_through_the_native_models(repository, tmp_path, demo_bundle, demo_birkhoff_bundle):
+    served = _with_stand_ins(repository, tmp_path / "served")
     images = parity_shapes(2)
     with TritonServer(served) as server:
         for version, bundle in ((1, demo_bundle), (2, demo_birkhoff_bundle)):
@@ -109,3 +113,13 @@ def test_front_model_answers_through_the_native_models(repository, tmp_path, dem
                 np.testing.assert_array_equal(theirs.low_res_logits, ours.low_res_logits)
                 np.testing.assert_array_equal(theirs.scores, ours.scores)
                 np.testing.assert_array_equal(remote.image_embedding, local.image_embedding)
+
+
+def test_front_model_refuses_edited_native_models(repository, tmp_path):
+    served = _with_stand_ins(repository, tmp_path / "served")
+    weights = served / f"{MODEL}_batch_decoder" / "1" / "model.onnx.data"
+    data = bytearray(weights.read_bytes())
+    data[100] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ServerError, match=f"model.onnx.data does not match {RECORD}"):
+        TritonServer(served).start()

@@ -20,7 +20,7 @@ from runtime.stream import StreamTracker
 pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
 pytest.importorskip("pytriton", reason="the wheel carrying tritonserver (nvidia-pytriton) is not installed")
 
-IDLE_SECONDS = 8.0  # well past a step on 2 busy cores: a live stream must not be taken for an idle one
+IDLE_SECONDS = 5.0  # well past a step on 2 busy cores: a live stream must not be taken for an idle one
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def server(tmp_path_factory, sam2_video_bundle):
     out = write_repository(sam2_video_bundle, tmp_path_factory.mktemp("triton") / "repo", backend="onnxruntime",
                            stream_idle_seconds=IDLE_SECONDS)
     assert (out / "samedge_tracker" / "config.pbtxt").is_file()
-    with TritonServer(out) as running:
+    with TritonServer(out, exit_timeout=2) as running:
         yield running
 
 

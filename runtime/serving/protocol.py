@@ -43,6 +43,7 @@ PROTOCOL = "1"
 ENGINE_NATIVE = "native"
 NATIVE_SUFFIXES = ("_encoder", "_batch_decoder", "_decoder")
 ENCODER_INPUT = "image"  # encoder.onnx's input
+RECORD = "samedge-repository.json"  # a repository's record of what it holds (export/triton.py)
 # The start of the error text of a request naming a key the server does not hold.
 UNKNOWN_IMAGE = "samedge: unknown image_key"
 

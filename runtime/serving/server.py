@@ -58,7 +58,7 @@ class TritonServer:
 
     def __init__(self, repository, http_port: int | None = None, grpc_port: int | None = None,
                  metrics_port: int | None = None, tritonserver: str | None = None, log_path=None,
-                 extra_args: tuple[str, ...] = ()):
+                 extra_args: tuple[str, ...] = (), exit_timeout: float = STOP_SECONDS):
         self.repository = Path(repository).resolve()
         if not self.repository.is_dir():
             raise ServerError(f"{repository} is not a model repository folder; write one with "
@@ -69,6 +69,7 @@ class TritonServer:
         self.tritonserver = tritonserver
         self.log_path = Path(log_path) if log_path else None
         self.extra_args = tuple(extra_args)
+        self.exit_timeout = exit_timeout
         self.process: subprocess.Popen | None = None
         self._scratch: tempfile.TemporaryDirectory | None = None
 
@@ -85,7 +86,7 @@ class TritonServer:
         return [binary, "--model-repository", str(self.repository), "--backend-directory", str(backends),
                 "--http-port", str(self.http_port), "--grpc-port", str(self.grpc_port),
                 "--metrics-port", str(self.metrics_port), "--allow-metrics", "false",
-                "--exit-timeout-secs", str(int(STOP_SECONDS)), *self.extra_args]
+                "--exit-timeout-secs", str(int(self.exit_timeout)), *self.extra_args]
 
     def start(self, wait: float = STARTUP_SECONDS) -> "TritonServer":
         self._scratch = tempfile.TemporaryDirectory(prefix="samedge-triton-")
@@ -116,7 +117,7 @@ class TritonServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited with status {self.process.returncode} while starting:\n"
-                                  f"{self.log_tail()}")
+                                  f"{self.failed_models()}{self.log_tail(12)}")
             if self.ready():
                 return
             time.sleep(0.2)
@@ -129,14 +130,25 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
+    def failed_models(self) -> str:
+        """The log's lines of models that did not load, each with Triton's reason (the model's own error)."""
+        try:
+            lines = Path(self._log_path).read_text(errors="replace").splitlines()
+        except (OSError, AttributeError):
+            return ""
+        failed = [" ".join(line.split()) for line in lines if "UNAVAILABLE" in line]
+        return "models that did not load:\n" + "\n".join(failed) + "\n" if failed else ""
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(Path(self._log_path).read_text(errors="replace").splitlines()[-lines:])
         except (OSError, AttributeError):
             return "(no log)"
 
-    def stop(self, timeout: float = STOP_SECONDS) -> None:
-        """SIGTERM (Triton finishes the requests it accepted, then exits), SIGKILL after `timeout`."""
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM (Triton finishes the requests it accepted, then exits), SIGKILL after `timeout` (default: a
+        little past the server's own exit timeout)."""
+        timeout = self.exit_timeout + 5 if timeout is None else timeout
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)  # the server and its Python-backend stubs
@@ -179,6 +191,10 @@ def _python_backend_folder(root: Path, scratch: Path) -> Path:
     return backends
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runtime.serving.server", description=__doc__.split("\n\n")[0])
     parser.add_argument("repository", help="a model repository (python -m export.build --target triton)")
@@ -186,14 +202,29 @@ def main(argv=None) -> int:
     parser.add_argument("--grpc-port", type=int, default=8001)
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--tritonserver", help="a full Triton's binary instead of the wheel's")
+    parser.add_argument("--model-control-mode", choices=("none", "poll", "explicit"), default="none",
+                        help="none: every model at start; poll: the repository re-read every --poll-seconds (new "
+                             "versions written by export.triton are served, as it renames them into place); "
+                             "explicit: only --load-model ones, then clients load and unload")
+    parser.add_argument("--poll-seconds", type=int, default=15)
+    parser.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                        help="with explicit control: a model to load at start (repeat for more)")
     args = parser.parse_args(argv)
-    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.tritonserver)
+    if args.load_model and args.model_control_mode != "explicit":
+        parser.error("--load-model needs --model-control-mode explicit")
+    control = ["--model-control-mode", args.model_control_mode]
+    if args.model_control_mode == "poll":
+        control += ["--repository-poll-secs", str(args.poll_seconds)]
+    control += [argument for name in args.load_model for argument in ("--load-model", name)]
+    server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.tritonserver,
+                          extra_args=tuple(control))
     try:
         server.start()
     except ServerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"serving {server.repository}: HTTP {server.http_url}, gRPC {server.grpc_url} (Ctrl-C stops)", flush=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: the server stops cleanly too
     try:
         while server.process.poll() is None:
             time.sleep(0.5)

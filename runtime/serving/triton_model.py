@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from ..backends import make_backend
-from ..bundle import Bundle, open_bundle
+from ..bundle import Bundle, open_bundle, sha256_file
 from ..signature import DECODER_OUTPUTS, PROMPT_INPUTS
 from .protocol import (BATCH_OUTPUTS, ENCODER_INPUT, ENGINE_NATIVE, HAS_MASK_INPUT, IMAGE_KEY, KEY_BYTES,
-                       MANIFEST_PARAMETER, MASKS, MAX_PROMPTS, NATIVE_SUFFIXES, ORIGINAL_SIZE, PIXELS, UNKNOWN_IMAGE,
+                       MANIFEST_PARAMETER, MASKS, MAX_PROMPTS, NATIVE_SUFFIXES, ORIGINAL_SIZE, PIXELS, RECORD,
+                       UNKNOWN_IMAGE,
                        RequestError, image_key, request_kind)
 
 DEFAULT_CACHE_MEGABYTES = 1024  # vit_h's embedding is 4 MiB, SAM 2's three features 13 MiB at 1024 px
@@ -71,6 +72,7 @@ class SamedgeModel:
             self.bundle = Bundle(root=Path(args["model_repository"]), encoder=None, decoder=None,
                                  manifest=json.loads(parameters[MANIFEST_PARAMETER]))
             self.backend = NativeModels(config["name"], int(args["model_version"]), self.bundle)
+            check_native_files(Path(args["model_repository"]).parent, config["name"], args["model_version"])
         else:
             folder = Path(args["model_repository"]) / args["model_version"] / "bundle"
             self.bundle = open_bundle(folder, verify=True)  # its files against the hashes in its manifest
@@ -196,6 +198,21 @@ class NativeModels:
         if response.has_error():
             raise RuntimeError(f"{model}: {response.error().message()}")
         return {name: _array(pb_utils.get_output_tensor_by_name(response, name)) for name in outputs}
+
+
+def check_native_files(repository: Path, name: str, version: str) -> None:
+    """The native models' files of this version against the SHA-256 the repository's record holds for them:
+    the samedge model refuses to front models that were edited or copied from another repository."""
+    record = json.loads((repository / RECORD).read_text())
+    prefixes = tuple(f"{name}{suffix}/{version}/" for suffix in NATIVE_SUFFIXES)
+    listed = {path: digest for path, digest in record["files"].items() if path.startswith(prefixes)}
+    for path, digest in listed.items():
+        if sha256_file(repository / path) != digest:
+            raise RuntimeError(f"{repository / path} does not match {RECORD}: it was edited or copied from another "
+                               "repository; write the repository again with python -m export.triton")
+    if not listed:
+        raise RuntimeError(f"{repository / RECORD} lists no native models of {name} version {version}; write the "
+                           "repository again with python -m export.triton")
 
 
 def _same_image_and_layout(prompted: list[tuple[int, dict]]) -> list[list[tuple[int, dict]]]:
