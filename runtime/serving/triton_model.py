@@ -99,6 +99,7 @@ class SamedgeModel:
                 elif kind == "decode":
                     answers[index] = self._decode(feeds)
                 else:
+                    self._key(feeds[IMAGE_KEY])  # one image per request, checked before requests are merged
                     prompted.append((index, feeds))
             except Exception as err:  # each request gets its own error; the others are answered
                 answers[index] = _refusal(err)
