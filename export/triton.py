@@ -38,7 +38,7 @@ from runtime.bundle_writer import recover, swap_into_place
 from runtime.serving.protocol import (BATCH_OUTPUTS, HAS_MASK_INPUT, IMAGE_KEY, KEY_BYTES, MANIFEST_PARAMETER, MASKS,
                                       MAX_PROMPTS, MODEL, ORIGINAL_SIZE, PIXELS, PROTOCOL, PROTOCOL_PARAMETER)
 from runtime.serving.protocol import (END, FRAME, FRAME_INDEX, MASK_LOGITS, OBJECT_IDS, PROMPT_BOXES, PROMPT_LABELS,
-                                      PROMPT_OBJECT_IDS, PROMPT_POINTS, START, STREAM, TRACKER_SUFFIX)
+                                      PROMPT_OBJECT_IDS, PROMPT_POINTS, START, STREAM, STREAMS_HELD, TRACKER_SUFFIX)
 from runtime.serving.protocol import ENGINE_NATIVE, RECORD
 from runtime.serving.tracker_model import DEFAULT_IDLE_SECONDS
 from runtime.serving.triton_model import DEFAULT_CACHE_MEGABYTES
@@ -57,7 +57,7 @@ QUEUE_DELAY_US = 2000
 MAX_STREAMS = 64  # video streams one tracker instance holds at once (Triton's max_candidate_sequences)
 
 
-def model_config(bundle, name: str = MODEL, backend: str = "auto", instances: int = 1, gpu: bool = False,
+def model_config(bundle, name: str = MODEL, backend: str = "auto", gpu: bool = False,
                  cache_megabytes: int = DEFAULT_CACHE_MEGABYTES, queue_delay_us: int = QUEUE_DELAY_US):
     """The samedge model's config (a tritonclient ModelConfig message) for `bundle`."""
     from tritonclient.grpc import model_config_pb2 as pb
@@ -89,13 +89,14 @@ def model_config(bundle, name: str = MODEL, backend: str = "auto", instances: in
     if bundle.official_decoder:  # SAM 1's predict: the official decoder, which upscales to orig_im_size
         add(config.input, ORIGINAL_SIZE, [2])
         add(config.output, MASKS, [4, -1, -1])
-    group = config.instance_group.add()
-    group.count, group.kind = instances, pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU
+    # One instance: each would keep its own embeddings, and a prompt reaching another than its image's would
+    # send the image again. On a GPU box, GPU 0 (Triton would otherwise put an instance on every GPU).
+    config.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU,
+                              gpus=[0] if gpu else [])
     config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
     config.parameters["backend"].string_value = backend
     config.parameters["cache_megabytes"].string_value = str(cache_megabytes)
     config.parameters[PROTOCOL_PARAMETER].string_value = PROTOCOL
-    config.parameters[MANIFEST_PARAMETER].string_value = json.dumps(bundle.manifest, sort_keys=True)
     return config
 
 
@@ -111,7 +112,7 @@ def tracker_config(name: str, backend: str = "auto", gpu: bool = False, idle_sec
     for tensor_name, data_type, dims in tensors:
         config.input.add(name=tensor_name, data_type=data_type, dims=dims, optional=True)
     for tensor_name, data_type, dims in ((OBJECT_IDS, pb.TYPE_INT32, [-1]), (MASK_LOGITS, pb.TYPE_FP32, [-1, 1, -1, -1]),
-                                         (FRAME_INDEX, pb.TYPE_INT64, [1])):
+                                         (FRAME_INDEX, pb.TYPE_INT64, [1]), (STREAMS_HELD, pb.TYPE_INT32, [1])):
         config.output.add(name=tensor_name, data_type=data_type, dims=dims)
     batcher = config.sequence_batching
     batcher.max_sequence_idle_microseconds = int(idle_seconds * 1e6)
@@ -121,7 +122,8 @@ def tracker_config(name: str, backend: str = "auto", gpu: bool = False, idle_sec
         batcher.control_input.add(name=control_name).control.add(kind=kind, fp32_false_true=[0, 1])
     batcher.control_input.add(name=STREAM).control.add(
         kind=pb.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID, data_type=pb.TYPE_UINT64)
-    config.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU)
+    config.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU,
+                              gpus=[0] if gpu else [])
     config.parameters["backend"].string_value = backend
     config.parameters["stream_idle_seconds"].string_value = str(idle_seconds)
     config.parameters[PROTOCOL_PARAMETER].string_value = PROTOCOL
@@ -140,8 +142,7 @@ def _signature(path: Path) -> dict:
             "outputs": {v.name: dims(v) for v in graph.output}}
 
 
-def write_repository(bundle_dir, out, version: int = 1, name: str = MODEL, backend: str = "auto", instances: int = 1,
-                     gpu: bool = False, cache_megabytes: int = DEFAULT_CACHE_MEGABYTES, overwrite: bool = False,
+def write_repository(bundle_dir, out, version: int = 1, name: str = MODEL, backend: str = "auto", gpu: bool = False, cache_megabytes: int = DEFAULT_CACHE_MEGABYTES, overwrite: bool = False,
                      stream_idle_seconds: float = DEFAULT_IDLE_SECONDS, flavour: str = "python") -> Path:
     """Write (or add `version` to) the model `name` of the repository `out`, serving the bundle `bundle_dir`
     (other models and versions already there stay); returns `out`. `flavour`: python (samedge's backends in
@@ -168,7 +169,7 @@ def write_repository(bundle_dir, out, version: int = 1, name: str = MODEL, backe
             shutil.copytree(out, staging, copy_function=os.link)  # the other versions, as they are (hard links)
         else:
             staging.mkdir(parents=True)
-        for model_name, config, fill in _models(bundle, name, backend, instances, gpu, cache_megabytes,
+        for model_name, config, fill in _models(bundle, name, backend, gpu, cache_megabytes,
                                                 stream_idle_seconds, flavour):
             model = staging / model_name
             model.mkdir(exist_ok=True)
@@ -178,6 +179,7 @@ def write_repository(bundle_dir, out, version: int = 1, name: str = MODEL, backe
             folder.mkdir()
             fill(folder)
             config.version_policy.all.SetInParent()  # every version written is served; clients name one or the newest
+            config = _with_versions(model / "config.pbtxt", config, version, bundle, overwrite)
             _write(model / "config.pbtxt", text_format.MessageToString(config))
         models = dict((record or {}).get("models", {}))
         versions = models[name] = dict(served)
@@ -195,7 +197,7 @@ def write_repository(bundle_dir, out, version: int = 1, name: str = MODEL, backe
     return out
 
 
-def _models(bundle, name, backend, instances, gpu, cache_megabytes, idle_seconds, flavour) -> list[ModelFolder]:
+def _models(bundle, name, backend, gpu, cache_megabytes, idle_seconds, flavour) -> list[ModelFolder]:
     """The repository's models for `bundle`: the samedge model, its tracker (SAM 2), native models."""
     def python_model(module: str, with_bundle: bool = True):
         def fill(folder: Path) -> None:
@@ -204,7 +206,7 @@ def _models(bundle, name, backend, instances, gpu, cache_megabytes, idle_seconds
             _write(folder / MODEL_FILE, model_source(module))
         return fill
 
-    front = model_config(bundle, name, backend, instances, gpu, cache_megabytes)
+    front = model_config(bundle, name, backend, gpu, cache_megabytes)
     models = [ModelFolder(name, front, python_model("triton_model", with_bundle=flavour == "python"))]
     if flavour != "python":
         front.parameters["engine"].string_value = ENGINE_NATIVE
@@ -213,6 +215,27 @@ def _models(bundle, name, backend, instances, gpu, cache_megabytes, idle_seconds
         models.append(ModelFolder(name + TRACKER_SUFFIX, tracker_config(name, backend, gpu, idle_seconds),
                                   python_model("tracker_model")))
     return models
+
+
+def _with_versions(path: Path, config, version: int, bundle, overwrite: bool):
+    """`config` for a model folder that may serve other versions already. Triton reads one config per model,
+    so a new version must leave everything but the manifests as it is (a bundle of another image size,
+    flavour or backend goes under another --name); each version's manifest is its own parameter."""
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    if path.is_file():
+        existing = text_format.Parse(path.read_text(), pb.ModelConfig())
+        held = {key: value.string_value for key, value in existing.parameters.items() if key.startswith(MANIFEST_PARAMETER)}
+        for key in held:
+            del existing.parameters[key]
+        if existing != config:
+            raise OutputError(f"{config.name} in {path.parent.parent} serves other versions with another config (input "
+                              "sizes, flavour, backend, device or cache): a version must keep it; write this bundle "
+                              "under another --name")
+        for key, value in held.items():
+            config.parameters[key].string_value = value
+    config.parameters[f"{MANIFEST_PARAMETER}_{version}"].string_value = json.dumps(bundle.manifest, sort_keys=True)
+    return config
 
 
 def _write(path: Path, text: str) -> None:
@@ -259,9 +282,7 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default=MODEL, help=f"the model's name in the repository (default {MODEL})")
     parser.add_argument("--version", type=int, default=1, help="the model version to write (default 1)")
     parser.add_argument("--backend", default="auto", help="the samedge backend the server runs (default auto)")
-    parser.add_argument("--instances", type=int, default=1,
-                        help="model instances (each keeps its own embeddings; default 1)")
-    parser.add_argument("--gpu", action="store_true", help="instances on the GPU (KIND_GPU)")
+    parser.add_argument("--gpu", action="store_true", help="the models on GPU 0 (KIND_GPU)")
     parser.add_argument("--cache-megabytes", type=int, default=DEFAULT_CACHE_MEGABYTES,
                         help=f"embeddings kept per instance (default {DEFAULT_CACHE_MEGABYTES})")
     parser.add_argument("--flavour", choices=FLAVOURS, default="python",
@@ -269,10 +290,10 @@ def main(argv=None) -> int:
                              "too); onnxruntime / tensorrt: the models on Triton's own backends (a full Triton)")
     parser.add_argument("--overwrite", action="store_true", help="replace the version if it exists")
     args = parser.parse_args(argv)
-    if args.version < 1 or args.instances < 1 or args.cache_megabytes < 1:
-        parser.error("--version, --instances and --cache-megabytes must be positive")
+    if args.version < 1 or args.cache_megabytes < 1:
+        parser.error("--version and --cache-megabytes must be positive")
     try:
-        out = write_repository(args.bundle, args.out, args.version, args.name, args.backend, args.instances, args.gpu,
+        out = write_repository(args.bundle, args.out, args.version, args.name, args.backend, args.gpu,
                                args.cache_megabytes, args.overwrite, flavour=args.flavour)
     except (ValueError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)

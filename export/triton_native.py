@@ -59,7 +59,8 @@ def native_models(bundle, name: str, flavour: str, gpu: bool, signature) -> list
     models = []
     for model_name, file, engine in files:
         config = pb.ModelConfig(name=model_name, max_batch_size=0)  # the embedding [1, ...] has no batch axis
-        config.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU)
+        config.instance_group.add(count=1, kind=pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU,
+                                  gpus=[0] if gpu else [])
         if engines is not None and engine is not None:
             # Inputs and outputs from the plan itself (Triton's auto-complete): its profile's shapes.
             config.platform = "tensorrt_plan"

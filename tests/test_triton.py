@@ -4,6 +4,8 @@ malformed requests and a server killed under load."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +22,8 @@ from runtime.serving.protocol import IMAGE_KEY, MODEL, UNKNOWN_IMAGE
 from runtime.serving.server import TritonServer, free_port
 
 tritonclient = pytest.importorskip("tritonclient.grpc", reason="the serve extra (tritonclient) is not installed")
-pytest.importorskip("pytriton", reason="the wheel carrying tritonserver (nvidia-pytriton) is not installed")
+if importlib.util.find_spec("pytriton") is None:  # located, not imported (installed without its dependencies)
+    pytest.skip("the wheel carrying tritonserver (nvidia-pytriton) is not installed", allow_module_level=True)
 from tritonclient.grpc import model_config_pb2  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
@@ -161,6 +164,8 @@ def test_client_errors_name_the_fix(server):
         Session(f"grpc://{server.grpc_url}/segmenter")
     with pytest.raises(ValueError, match="not a samedge Triton address"):
         Session(f"grpc://{server.grpc_url}/{MODEL}/latest")
+    with Session(f"grpc://{server.grpc_url}/{MODEL}") as newest:
+        assert newest.bundle.url.endswith(f"/{MODEL}/2")  # pinned when opened: a later version never answers it
     with pytest.raises(ValueError, match="open it with backend triton"):
         Session(f"grpc://{server.grpc_url}/{MODEL}", backend="onnxruntime")
 
@@ -210,6 +215,9 @@ def test_repository_versions_and_record(tmp_path, demo_bundle, demo_birkhoff_bun
     assert "already serves samedge version 1; pass --version 3" in capsys.readouterr().err
     assert triton_main([str(demo_bundle), "--out", str(tmp_path)]) == 2  # a folder that is no repository
     assert "not a repository samedge wrote" in capsys.readouterr().err
+    # Triton reads one config per model: a version that would change it goes under another name.
+    assert triton_main([str(demo_bundle), "--out", str(out), "--version", "3", "--flavour", "onnxruntime"]) == 2
+    assert "write this bundle under another --name" in capsys.readouterr().err
     record = __import__("json").loads((out / RECORD).read_text())
     assert sorted(record["models"][MODEL]) == ["1", "2"]
     assert all((out / name).is_file() for name in record["files"])

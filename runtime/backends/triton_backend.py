@@ -98,15 +98,23 @@ def remote_bundle(url: str) -> Bundle:
                           f"{' version ' + address.version if address.version else ''} ready ({_reason(err)}); it "
                           f"serves {served or 'nothing'}") from None
     parameters = _parameters(config)
+    if not address.version:  # pinned now: a version added later (poll mode) must not answer this Session's prompts
+        address = Address(f"{address.url.rstrip('/')}/{_newest_version(client, address.model)}")
     if parameters.get(PROTOCOL_PARAMETER) != PROTOCOL:
         raise TritonError(f"{address.model} at {address.host} is not a samedge model of protocol {PROTOCOL} (its "
                           f"config says {parameters.get(PROTOCOL_PARAMETER)!r}): serve a repository written by "
                           "python -m export.triton")
-    manifest = json.loads(parameters[MANIFEST_PARAMETER])
+    manifest = json.loads(parameters[f"{MANIFEST_PARAMETER}_{address.version}"])
     preprocessing = manifest["preprocessing"]
     return Bundle(root=Path(address.url), encoder=None, decoder=None, img_size=preprocessing["img_size"],
                   pixel_mean=tuple(preprocessing["pixel_mean"]), pixel_std=tuple(preprocessing["pixel_std"]),
                   manifest=manifest, url=address.url)
+
+
+def _newest_version(client, model: str) -> str:
+    metadata = client.get_model_metadata(model)
+    versions = metadata["versions"] if isinstance(metadata, dict) else list(metadata.versions)
+    return str(max(int(version) for version in versions))
 
 
 def _parameters(config) -> dict[str, str]:
@@ -229,6 +237,9 @@ class TritonBackend(BaseBackend):
             time.sleep(0.5)
 
     def _release(self) -> None:
+        client = getattr(self._local, "client", None)
+        if client is not None:  # this thread's connection; other threads' go with their clients
+            client.close()
         self._local = threading.local()
 
 

@@ -89,5 +89,6 @@ PROMPT_BOXES = "prompt_boxes"  # float32 [1, K, 4] XYXY; a row of NaN: no box fo
 OBJECT_IDS = "object_ids"  # int32 [1, M]
 MASK_LOGITS = "mask_logits"  # float32 [1, M, 1, H, W], > 0 inside
 FRAME_INDEX = "frame_index"  # int64 [1, 1]: the current frame's number in the stream
+STREAMS_HELD = "streams_held"  # int32 [1, 1]: streams this server's tracker holds after this request
 START, END, STREAM = "START", "END", "CORRID"  # the sequence batcher's control inputs
 UNKNOWN_STREAM = "samedge: unknown stream"

@@ -14,6 +14,7 @@ Where a full Triton is installed (NGC containers, Jetson), pass its binary with 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import signal
@@ -42,13 +43,13 @@ def free_port() -> int:
 
 def wheel_server() -> tuple[Path, Path, Path]:
     """(tritonserver binary, the wheel's tritonserver folder, its shared libraries) of nvidia-pytriton."""
-    try:
-        import pytriton  # noqa: F401 (only located, never run: its numpy pin is not ours)
-    except ImportError:
+    # Located, never imported: installed without its dependencies (its numpy pin is not ours), it does not import.
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
         raise ServerError("no tritonserver: install the wheel that carries one with pip install --no-deps "
                           "nvidia-pytriton==0.7.0 (scripts/setup.sh does), or pass --tritonserver PATH of a full "
-                          "Triton") from None
-    root = Path(pytriton.__file__).parent / "tritonserver"
+                          "Triton")
+    root = Path(spec.submodule_search_locations[0]) / "tritonserver"
     return root / "bin" / "tritonserver", root, root.parent.parent / "nvidia_pytriton.libs"
 
 
@@ -218,22 +219,25 @@ def main(argv=None) -> int:
     control += [argument for name in args.load_model for argument in ("--load-model", name)]
     server = TritonServer(args.repository, args.http_port, args.grpc_port, args.metrics_port, args.tritonserver,
                           extra_args=tuple(control))
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop, even while starting: the server stops too
     try:
         server.start()
     except ServerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 0  # start() stopped the server before passing the interrupt on
     print(f"serving {server.repository}: HTTP {server.http_url}, gRPC {server.grpc_url} (Ctrl-C stops)", flush=True)
-    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: the server stops cleanly too
     try:
         while server.process.poll() is None:
             time.sleep(0.5)
+        print(f"error: tritonserver exited by itself with status {server.process.returncode}:\n{server.log_tail()}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        pass
+        return 0
     finally:
         server.stop()
-    return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,5 @@
-"""A video stream tracked on a Triton server: runtime.stream.StreamTracker's calls, over the network.
+"""A video stream tracked on a Triton server: runtime.stream.StreamTracker's step, add_new_points_or_box and
+close, over the network (not yet: masks as prompts, removing objects, a lag budget).
 
     with RemoteStreamTracker("grpc://gpu-box:8001/samedge") as tracker:
         tracker.step(first_frame)                                         # uint8 RGB [H, W, 3]
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..backends.triton_backend import Address, TritonError, _reason
 from .protocol import (FRAME, FRAME_INDEX, MASK_LOGITS, OBJECT_IDS, PROMPT_BOXES, PROMPT_LABELS, PROMPT_OBJECT_IDS,
-                       PROMPT_POINTS, TRACKER_SUFFIX)
+                       PROMPT_POINTS, STREAMS_HELD, TRACKER_SUFFIX)
 
 
 class RemoteStreamTracker:
@@ -34,6 +35,7 @@ class RemoteStreamTracker:
         self.obj_ids: list = []
         self.index = -1  # the current frame's number in the stream
         self.last_masks: np.ndarray | None = None
+        self.streams_held = 0  # streams the server held after this one's last request (its own included)
 
     def step(self, rgb: np.ndarray) -> np.ndarray:
         """Track every object on the next frame; its mask logits [objects, 1, H, W]."""
@@ -65,6 +67,7 @@ class RemoteStreamTracker:
                 self._infer({}, end=True)
             except TritonError:
                 pass  # the server already forgot it (idle, restarted): nothing left to free
+        self.client.close()
 
     def __enter__(self):
         return self
@@ -78,12 +81,13 @@ class RemoteStreamTracker:
         self.obj_ids = answer[OBJECT_IDS][0].tolist()
         self.index = int(answer[FRAME_INDEX].reshape(-1)[0])
         self.last_masks = answer[MASK_LOGITS][0]
+        self.streams_held = int(answer[STREAMS_HELD].reshape(-1)[0])
         return self.last_masks
 
     def _infer(self, feeds: dict, start: bool = False, end: bool = False) -> dict:
         from tritonclient.utils import InferenceServerException
 
-        outputs = (OBJECT_IDS, MASK_LOGITS, FRAME_INDEX)
+        outputs = (OBJECT_IDS, MASK_LOGITS, FRAME_INDEX, STREAMS_HELD)
         inputs, requested = self.address.request(feeds, outputs)
         try:
             result = self.client.infer(self.model, inputs, model_version=self.address.version, outputs=requested,

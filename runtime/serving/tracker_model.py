@@ -20,7 +20,7 @@ from ..bundle import open_bundle
 from ..session import Session
 from ..stream import StreamTracker
 from .protocol import (END, FRAME, FRAME_INDEX, MASK_LOGITS, OBJECT_IDS, PROMPT_BOXES, PROMPT_LABELS,
-                       PROMPT_OBJECT_IDS, PROMPT_POINTS, START, STREAM, UNKNOWN_STREAM, RequestError)
+                       PROMPT_OBJECT_IDS, PROMPT_POINTS, START, STREAM, STREAMS_HELD, UNKNOWN_STREAM, RequestError)
 from .triton_model import _array, _refusal, _tensor
 
 DEFAULT_IDLE_SECONDS = 60.0
@@ -41,11 +41,11 @@ class TrackerModel:
     def execute(self, requests) -> list:
         import triton_python_backend_utils as pb_utils
 
-        self._free_idle()
+        batch = [{tensor.name(): _array(tensor) for tensor in request.inputs()} for request in requests]
+        self._free_idle(busy={int(feeds[STREAM].reshape(-1)[0]) for feeds in batch if STREAM in feeds})
         answers = []
-        for request in requests:
+        for feeds in batch:
             try:
-                feeds = {tensor.name(): _array(tensor) for tensor in request.inputs()}
                 answers.append(pb_utils.InferenceResponse(output_tensors=[
                     _tensor(name, value) for name, value in self._step(feeds).items()]))
             except Exception as err:
@@ -68,10 +68,9 @@ class TrackerModel:
             held = self.streams.get(stream)
             if held is None:
                 raise RequestError(f"{UNKNOWN_STREAM} {stream}: this server holds no tracker for it (it ended, was "
-                                   f"idle over {self.idle_seconds:.0f} s, or the server restarted): start the stream "
-                                   "again (sequence_start) with its first frame and prompts")
+                                   f"idle over {self.idle_seconds:.0f} s, or the server restarted): start a new stream "
+                                   "(a new RemoteStreamTracker) with its frame and prompts")
             tracker = held[0]
-            held[1] = time.monotonic()
             masks = None
             if FRAME in feeds:
                 masks = tracker.step(feeds.pop(FRAME)[0])
@@ -84,8 +83,11 @@ class TrackerModel:
                     raise RequestError(f"a stream request holds a {FRAME}, prompts ({PROMPT_OBJECT_IDS} ...), or both")
                 masks = tracker.last_masks
             return {OBJECT_IDS: np.array([tracker.obj_ids], np.int32), MASK_LOGITS: masks[None].astype(np.float32),
-                    FRAME_INDEX: np.array([[tracker.frames.index]], np.int64)}
+                    FRAME_INDEX: np.array([[tracker.frames.index]], np.int64),
+                    STREAMS_HELD: np.array([[len(self.streams) - ending]], np.int32)}
         finally:
+            if stream in self.streams:
+                self.streams[stream][1] = time.monotonic()  # idle from the answer on, as the client sees it
             if ending:
                 self._end(stream)
 
@@ -114,9 +116,12 @@ class TrackerModel:
         if held is not None:
             held[0].close()
 
-    def _free_idle(self) -> None:
+    def _free_idle(self, busy: set) -> None:
+        """Free the streams idle past the limit, but for those with a request in this batch. Triton frees its
+        slot for a stream after the same limit counted from the request's arrival; this one counts from the
+        answer and so never frees a stream Triton still holds."""
         now = time.monotonic()
-        for stream in [s for s, (_, seen) in self.streams.items() if now - seen > self.idle_seconds]:
+        for stream in [s for s, (_, seen) in self.streams.items() if now - seen > self.idle_seconds and s not in busy]:
             self._end(stream)
 
 

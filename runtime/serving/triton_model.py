@@ -49,6 +49,14 @@ class FeatureStore:
                 _, dropped = self._held.popitem(last=False)
                 self._bytes -= sum(array.nbytes for array in dropped.values())
 
+    def holds(self, key: bytes) -> bool:
+        """Whether `key` is held (then marked as just used)."""
+        with self._lock:
+            if key in self._held:
+                self._held.move_to_end(key)
+                return True
+            return False
+
     def get(self, key: bytes) -> dict[str, np.ndarray]:
         with self._lock:
             features = self._held.get(key)
@@ -70,7 +78,7 @@ class SamedgeModel:
         parameters = {name: value.get("string_value", "") for name, value in config.get("parameters", {}).items()}
         if parameters.get("engine") == ENGINE_NATIVE:  # the bundle's models are the repository's native models
             self.bundle = Bundle(root=Path(args["model_repository"]), encoder=None, decoder=None,
-                                 manifest=json.loads(parameters[MANIFEST_PARAMETER]))
+                                 manifest=json.loads(parameters[f"{MANIFEST_PARAMETER}_{args['model_version']}"]))
             self.backend = NativeModels(config["name"], int(args["model_version"]), self.bundle)
             check_native_files(Path(args["model_repository"]).parent, config["name"], args["model_version"])
         else:
@@ -120,20 +128,21 @@ class SamedgeModel:
         if pixels.shape[0] != 1:
             raise RequestError(f"{PIXELS} holds {pixels.shape[0]} images; send one image per request")
         key = image_key(pixels)
-        self.store.put(key.tobytes(), self.backend.encode(pixels))
+        if not self.store.holds(key.tobytes()):  # an image another client sent is not encoded again
+            self.store.put(key.tobytes(), self.backend.encode(pixels))
         return {IMAGE_KEY: key}
 
     def _key(self, keys: np.ndarray) -> bytes:
-        if keys.ndim != 2 or keys.shape[1] != KEY_BYTES or keys.dtype != np.uint8:
+        if keys.ndim != 2 or keys.shape[1] != KEY_BYTES or keys.dtype != np.uint8 or not len(keys):
             raise RequestError(f"{IMAGE_KEY} must be uint8 [N, {KEY_BYTES}] (an encode request's answer), got "
                                f"{keys.dtype} {list(keys.shape)}")
         if (keys != keys[:1]).any():
             raise RequestError(f"the prompt sets of one request name different {IMAGE_KEY}s; send one request per image")
         return keys[0].tobytes()
 
-    def _held(self, keys: np.ndarray, rows: int) -> dict:
+    def _held(self, keys: np.ndarray, rows: int, what: str = "a features request") -> dict:
         if len(keys) != rows:
-            raise RequestError(f"a features request names one image; got {len(keys)} keys")
+            raise RequestError(f"{what} holds one row; got {len(keys)}")
         return dict(self.store.get(self._key(keys)))
 
     def _decode(self, feeds: dict) -> dict:
@@ -141,7 +150,7 @@ class SamedgeModel:
         if not self.bundle.official_decoder:
             raise RequestError(f"this bundle's decoder does not take {ORIGINAL_SIZE} (SAM 2): send the prompts "
                                "without it (a decode_batch request) and upscale low_res_masks")
-        features = self._held(feeds.pop(IMAGE_KEY), rows=1)
+        features = self._held(feeds.pop(IMAGE_KEY), rows=1, what=f"a request with {ORIGINAL_SIZE} (one prompt set)")
         prompts = _prompts(feeds, extra=(ORIGINAL_SIZE,))
         prompts[ORIGINAL_SIZE] = prompts[ORIGINAL_SIZE].reshape(2)
         masks, scores, low_res = self.backend.decode({**features, **prompts})
@@ -192,9 +201,12 @@ class NativeModels:
     def _run(self, model: str, feeds: dict, outputs) -> dict[str, np.ndarray]:
         import triton_python_backend_utils as pb_utils
 
+        options = {}
+        if hasattr(pb_utils, "PreferredMemory"):  # outputs in CPU memory: a TensorRT model's stay on its GPU
+            options["preferred_memory"] = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
         request = pb_utils.InferenceRequest(model_name=model, model_version=self.version,
                                             requested_output_names=list(outputs),
-                                            inputs=[_tensor(name, value) for name, value in feeds.items()])
+                                            inputs=[_tensor(name, value) for name, value in feeds.items()], **options)
         response = request.exec()
         if response.has_error():
             raise RuntimeError(f"{model}: {response.error().message()}")
@@ -267,6 +279,9 @@ class _Exported:
 
 def _array(tensor) -> np.ndarray:
     # Copied: the request's memory is the backend's once execute returns.
+    if not tensor.is_cpu():
+        raise RuntimeError(f"{tensor.name()} is in GPU memory; samedge's model reads CPU tensors (a Triton whose Python "
+                           "backend lacks preferred_memory for BLS outputs is too old: use 23.09 or later)")
     return np.array(np.from_dlpack(_Exported(tensor.to_dlpack())), copy=True)
 
 
