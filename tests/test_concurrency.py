@@ -85,7 +85,7 @@ def test_memory_stays_flat_over_many_predictions_images_and_sessions(tiny_bundle
     session.set_image(images[0])
     workload(100, 20, 20)  # warm up: allocator arenas and caches reach their working size
     before = _resident_mib()
-    workload(1000, 200, 200)
+    workload(600, 120, 120)  # 1000/200/200 took a minute of the suite's 20 (over budget with Triton's tests)
     growth = _resident_mib() - before
     # A leak of one embedding or one session per call would be tens to hundreds of MiB here.
-    assert growth < 40, f"resident memory grew by {growth:.1f} MiB"
+    assert growth < 30, f"resident memory grew by {growth:.1f} MiB"
