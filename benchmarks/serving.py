@@ -3,8 +3,8 @@ local Session in the same run.
 
     python -m benchmarks.run serving [--requests 48] [--model demo]
 
-A request is what a labelling client does per image: `set_image` and one `predict_batch` of P prompt
-sets (P = 1 or 16 points, masks at image size), or, on an image already set, the `predict_batch`
+A request is what a labelling client does per image (each request its own image): `set_image` and one
+`predict_batch` of P prompt sets (P = 1 or 16 points, masks at image size), or, on an image already set, the `predict_batch`
 alone (the embedding kept on the server). C client threads share the work of `--requests` requests.
 "local": one Session in this process shared by the threads (it is thread-safe); "triton": each
 thread's own Session("grpc://...") on the wheel's tritonserver, started here on a repository written
@@ -40,11 +40,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--requests", type=int, default=48, help="requests per setting (shared by the clients)")
 
 
-def _work(images: list[np.ndarray], prompts: int, requests: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _work(images: list[np.ndarray], prompts: int, requests: int, row: int) -> list[tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(0)
     work = []
     for n in range(requests):
-        image = images[n % len(images)]
+        # Each request of each row its own image (one pixel differs): the server encodes an image it holds
+        # only once, and the rows compare encoding every time on both sides.
+        image = images[n % len(images)].copy()
+        image[0, 0] = [n % 256, n // 256 % 256, row]
         h, w = image.shape[:2]
         points = (rng.random((prompts, 1, 2)) * [w, h]).astype(np.float32)
         work.append((image, points))
@@ -99,7 +102,7 @@ def measure(args) -> Page:
             for with_image in (True, False):
                 for prompts in PROMPTS:
                     for clients in CLIENTS:
-                        work = _work(images, prompts, args.requests)
+                        work = _work(images, prompts, args.requests, row=len(rows))
                         found = {mode: run_clients(opener, clients, work, with_image, shared=local)
                                  for mode, opener in modes.items()}
                         rows.append(["image + prompts" if with_image else "prompts", prompts, clients,
