@@ -99,7 +99,7 @@ FORMS = {
                                  "runtime/backends/ort_backend.py", "benchmarks/latency.py",
                                  "benchmarks/peak_memory.py", GRAPH)),
     "serving": Form("benchmarks.serving", "Triton serving: requests/s and p50/p99 for 1/4/16 clients vs a local Session",
-                    measured_with=("runtime/serving/triton_model.py", "runtime/serving/server.py",
+                    measured_with=("runtime/serving/triton_model.py", "runtime/serving/bridge.py", "runtime/serving/server.py",
                                    "runtime/backends/triton_backend.py", "export/triton.py",
                                    "benchmarks.session_open:bundle_for", GRAPH, DEMO_WEIGHTS)),
     "labelling": Form("benchmarks.labelling", "runtime.label: images/s in one process and on Ray Data, 1 and 2 workers",

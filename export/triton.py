@@ -33,7 +33,7 @@ import onnx
 from google.protobuf import text_format
 
 from runtime.atomic import PARTIAL, OutputError, temporary_name
-from runtime.bundle import BATCH_DECODER_FILE, ENCODER_FILE, BundleError, open_bundle, sha256_file
+from runtime.bundle import BATCH_DECODER_FILE, ENCODER_FILE, SEAL, BundleError, open_bundle, sha256_file
 from runtime.bundle_writer import recover, swap_into_place
 from runtime.serving.protocol import (BATCH_OUTPUTS, HAS_MASK_INPUT, IMAGE_KEY, KEY_BYTES, MANIFEST_PARAMETER, MASKS,
                                       MAX_PROMPTS, MODEL, ORIGINAL_SIZE, PIXELS, PROTOCOL, PROTOCOL_PARAMETER)
@@ -184,7 +184,7 @@ def write_repository(bundle_dir, out, version: int = 1, name: str = MODEL, backe
         models = dict((record or {}).get("models", {}))
         versions = models[name] = dict(served)
         versions[str(version)] = {"bundle": str(Path(bundle_dir).resolve()),
-                                  "bundle_manifest_sha256": bundle.manifest.get("integrity", {}).get("sha256"),
+                                  "bundle_manifest_sha256": bundle.manifest.get(SEAL, {}).get("sha256"),
                                   "flavour": flavour, "backend": backend}
         files = {path.relative_to(staging).as_posix(): sha256_file(path)
                  for path in sorted(staging.rglob("*")) if path.is_file() and path.name != RECORD}

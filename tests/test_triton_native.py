@@ -36,7 +36,7 @@ from pathlib import Path
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-from runtime.serving.triton_model import _array, _tensor
+from runtime.serving.bridge import to_numpy, to_triton
 
 
 class TritonPythonModel:
@@ -48,8 +48,8 @@ class TritonPythonModel:
     def execute(self, requests):
         answers = []
         for request in requests:
-            values = self.session.run(self.outputs, {t.name(): _array(t) for t in request.inputs()})
-            answers.append(pb_utils.InferenceResponse([_tensor(n, v) for n, v in zip(self.outputs, values)]))
+            values = self.session.run(self.outputs, {t.name(): to_numpy(t) for t in request.inputs()})
+            answers.append(pb_utils.InferenceResponse([to_triton(n, v) for n, v in zip(self.outputs, values)]))
         return answers
 '''
 

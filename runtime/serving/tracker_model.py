@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bundle import open_bundle
 from ..session import Session
 from ..stream import StreamTracker
 from .protocol import (END, FRAME, FRAME_INDEX, MASK_LOGITS, OBJECT_IDS, PROMPT_BOXES, PROMPT_LABELS,
                        PROMPT_OBJECT_IDS, PROMPT_POINTS, START, STREAM, STREAMS_HELD, UNKNOWN_STREAM, RequestError)
-from .triton_model import _array, _refusal, _tensor
+from .bridge import refusal, to_numpy, to_triton
 
 DEFAULT_IDLE_SECONDS = 60.0
 
@@ -33,23 +32,23 @@ class TrackerModel:
         config = json.loads(args["model_config"])
         parameters = {name: value.get("string_value", "") for name, value in config.get("parameters", {}).items()}
         folder = Path(args["model_repository"]) / args["model_version"] / "bundle"
-        open_bundle(folder, verify=True)  # its files against the hashes in its manifest
-        self.session = Session(folder, backend=parameters.get("backend") or "auto", verify=False)
+        # Its files checked against the hashes in its manifest.
+        self.session = Session(folder, backend=parameters.get("backend") or "auto", verify=True)
         self.idle_seconds = float(parameters.get("stream_idle_seconds") or DEFAULT_IDLE_SECONDS)
         self.streams: dict[int, list] = {}  # correlation id -> [StreamTracker, last request's time]
 
     def execute(self, requests) -> list:
         import triton_python_backend_utils as pb_utils
 
-        batch = [{tensor.name(): _array(tensor) for tensor in request.inputs()} for request in requests]
+        batch = [{tensor.name(): to_numpy(tensor) for tensor in request.inputs()} for request in requests]
         self._free_idle(busy={int(feeds[STREAM].reshape(-1)[0]) for feeds in batch if STREAM in feeds})
         answers = []
         for feeds in batch:
             try:
                 answers.append(pb_utils.InferenceResponse(output_tensors=[
-                    _tensor(name, value) for name, value in self._step(feeds).items()]))
+                    to_triton(name, value) for name, value in self._step(feeds).items()]))
             except Exception as err:
-                answers.append(_refusal(err))
+                answers.append(refusal(err))
         return answers
 
     def finalize(self) -> None:

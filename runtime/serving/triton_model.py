@@ -10,7 +10,6 @@ request gets its own rows back.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import threading
 from collections import OrderedDict
@@ -21,6 +20,7 @@ import numpy as np
 from ..backends import make_backend
 from ..bundle import Bundle, open_bundle, sha256_file
 from ..signature import DECODER_OUTPUTS, PROMPT_INPUTS
+from .bridge import refusal, to_numpy, to_triton
 from .protocol import (BATCH_OUTPUTS, ENCODER_INPUT, ENGINE_NATIVE, HAS_MASK_INPUT, IMAGE_KEY, KEY_BYTES,
                        MANIFEST_PARAMETER, MASKS, MAX_PROMPTS, NATIVE_SUFFIXES, ORIGINAL_SIZE, PIXELS, RECORD,
                        UNKNOWN_IMAGE,
@@ -98,7 +98,7 @@ class SamedgeModel:
         prompted: list[tuple[int, dict]] = []
         for index, request in enumerate(requests):
             try:
-                feeds = {tensor.name(): _array(tensor) for tensor in request.inputs()}
+                feeds = {tensor.name(): to_numpy(tensor) for tensor in request.inputs()}
                 kind = request_kind(feeds)
                 if kind == "encode":
                     answers[index] = self._encode(feeds[PIXELS])
@@ -110,15 +110,15 @@ class SamedgeModel:
                     self._key(feeds[IMAGE_KEY])  # one image per request, checked before requests are merged
                     prompted.append((index, feeds))
             except Exception as err:  # each request gets its own error; the others are answered
-                answers[index] = _refusal(err)
+                answers[index] = refusal(err)
         for group in _same_image_and_layout(prompted):
             try:
                 for index, outputs in self._decode_batch(group):
                     answers[index] = outputs
             except Exception as err:
                 for index, _ in group:
-                    answers[index] = _refusal(err)
-        return [pb_utils.InferenceResponse(output_tensors=[_tensor(name, value) for name, value in answer.items()])
+                    answers[index] = refusal(err)
+        return [pb_utils.InferenceResponse(output_tensors=[to_triton(name, value) for name, value in answer.items()])
                 if isinstance(answer, dict) else answer for answer in answers]
 
     def finalize(self) -> None:
@@ -206,11 +206,11 @@ class NativeModels:
             options["preferred_memory"] = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
         request = pb_utils.InferenceRequest(model_name=model, model_version=self.version,
                                             requested_output_names=list(outputs),
-                                            inputs=[_tensor(name, value) for name, value in feeds.items()], **options)
+                                            inputs=[to_triton(name, value) for name, value in feeds.items()], **options)
         response = request.exec()
         if response.has_error():
             raise RuntimeError(f"{model}: {response.error().message()}")
-        return {name: _array(pb_utils.get_output_tensor_by_name(response, name)) for name in outputs}
+        return {name: to_numpy(pb_utils.get_output_tensor_by_name(response, name)) for name in outputs}
 
 
 def check_native_files(repository: Path, name: str, version: str) -> None:
@@ -232,7 +232,7 @@ def _same_image_and_layout(prompted: list[tuple[int, dict]]) -> list[list[tuple[
     """Requests that can share a decoder call: the same image key and the same prompt shapes."""
     groups: dict[tuple, list] = {}
     for index, feeds in prompted:
-        signature = (feeds[IMAGE_KEY][:1].tobytes() if IMAGE_KEY in feeds else b"",
+        signature = (feeds[IMAGE_KEY][:1].tobytes(),
                      tuple(sorted((name, value.shape[1:], str(value.dtype)) for name, value in feeds.items())))
         groups.setdefault(signature, []).append((index, feeds))
     return list(groups.values())
@@ -252,55 +252,6 @@ def _prompts(feeds: dict, extra: tuple = ()) -> dict:
     prompts = {name: np.ascontiguousarray(value, np.float32) for name, value in feeds.items()}
     prompts[HAS_MASK_INPUT] = prompts[HAS_MASK_INPUT].reshape(-1)  # [N, 1] on the wire
     return prompts
-
-
-def _refusal(err: Exception):
-    import triton_python_backend_utils as pb_utils
-
-    known = isinstance(err, RequestError)
-    text = str(err) if known else f"samedge could not answer the request ({type(err).__name__}: {err})"
-    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(text))
-
-
-# Tensors cross the Python backend's boundary by DLPack, not its numpy bridge: the stub in the
-# nvidia-pytriton wheel was built against numpy 1, and its numpy bridge reads numpy 2 arrays as zeros.
-class _Exported:
-    """A DLPack producer for a capsule the backend gives (numpy takes objects, not bare capsules)."""
-
-    def __init__(self, capsule):
-        self.capsule = capsule
-
-    def __dlpack__(self, *args, **kwargs):
-        return self.capsule
-
-    def __dlpack_device__(self):
-        return (1, 0)  # kDLCPU
-
-
-def _array(tensor) -> np.ndarray:
-    # Copied: the request's memory is the backend's once execute returns.
-    if not tensor.is_cpu():
-        raise RuntimeError(f"{tensor.name()} is in GPU memory; samedge's model reads CPU tensors (a Triton whose Python "
-                           "backend lacks preferred_memory for BLS outputs is too old: use 23.09 or later)")
-    return np.array(np.from_dlpack(_Exported(tensor.to_dlpack())), copy=True)
-
-
-def _tensor(name: str, value: np.ndarray):
-    import triton_python_backend_utils as pb_utils
-
-    if value.size == 0:  # no data for the numpy bridge to lose; DLPack's strides of an empty array are refused
-        return pb_utils.Tensor(name, np.empty(value.shape, value.dtype))
-    capsule = np.ascontiguousarray(value).__dlpack__()  # unversioned, the kind the backend reads
-    tensor = pb_utils.Tensor.from_dlpack(name, capsule)
-    # The backend now owns the tensor (it calls its deleter) but marks the capsule "used_dlpack", not
-    # DLPack's "used_dltensor": so named, numpy's capsule destructor would log an error for every output.
-    _set_capsule_name(capsule, _USED_NAME)
-    return tensor
-
-
-_USED_NAME = ctypes.c_char_p(b"used_dltensor")  # kept alive: a capsule keeps a pointer to its name
-_set_capsule_name = ctypes.pythonapi.PyCapsule_SetName
-_set_capsule_name.argtypes = [ctypes.py_object, ctypes.c_char_p]
 
 
 TritonPythonModel = SamedgeModel
