@@ -22,6 +22,7 @@ from .checkpoint import save_checkpoint
 from .recipe import MIN_SLIMSAM_IMAGES, Birkhoff, Recipe, SlimSAM
 from .slimsam.images import preprocess_images
 from .slimsam.pipeline import slim
+from .slimsam.targets import target_for
 
 
 class Compressed(NamedTuple):
@@ -77,11 +78,10 @@ def _slimsam(stage: SlimSAM, model, source: Path, folder: Path):
         slimmed = slim(model, tensors[:-val_count], tensors[-val_count:], settings, Path(scratch))
     path = folder / stage.checkpoint_name
     save_checkpoint(slimmed, path, extra_metadata={"slimsam": {"ratio": settings.ratio, "source": str(source)}})
-    config = slimmed.config
     entry = {"method": "slimsam", "ratio": settings.ratio, "importance": settings.importance,
              **_sizes(source, path), "images": len(tensors) - val_count,
-             "epochs": [settings.epochs1, settings.epochs2], "embed": config.encoder_embed_dim,
-             "mlp": list(config.encoder_mlp_dims), "parameters_before": parameter_count(model),
+             "epochs": [settings.epochs1, settings.epochs2],
+             "widths": target_for(slimmed).describe(slimmed), "parameters_before": parameter_count(model),
              "parameters_after": parameter_count(slimmed),
              "seconds": (datetime.datetime.now() - began).total_seconds()}
     return slimmed, path, entry

@@ -39,7 +39,9 @@ from torch import nn
 
 from ..config_data import ConfigData
 from ..errors import CheckpointError
+from ..recipe import COMPRESSIONS
 from .registry import ModelFamily, NumpyPrompts, Piece, register
+from .sam2_widths import HieraWidths, narrow_hiera, widths_from_state
 
 # sam2's image transforms: ImageNet statistics on 0..1 floats, here in 0..255 units as SAM 1's.
 SAM2_PIXEL_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -55,6 +57,7 @@ PROMPT_AXES = {"point_coords": {0: "num_prompts", 1: "num_points"}, "point_label
                "mask_input": {0: "num_prompts"}, "has_mask_input": {0: "num_prompts"}}
 # (Hiera embed dim, blocks) -> size, and the config files of each release (sam2 1.1.0's).
 SIZES = {(96, 12): "t", (96, 16): "s", (112, 24): "b+", (144, 48): "l"}
+SIZE_OF_DEPTH = {blocks: size for (_, blocks), size in SIZES.items()}  # a pruned file keeps its depth
 RELEASES = {"sam2.1": "configs/sam2.1/sam2.1_hiera_{size}.yaml", "sam2": "configs/sam2/sam2_hiera_{size}.yaml"}
 
 
@@ -68,6 +71,10 @@ class Sam2Config(ConfigData):
     img_size: int = 1024
     pixel_mean: tuple[float, float, float] = SAM2_PIXEL_MEAN
     pixel_std: tuple[float, float, float] = SAM2_PIXEL_STD
+    # A pruned (SlimSAM) Hiera: its widths, applied after build_sam2 (sam2_widths.py); empty: the release's.
+    hiera_stage_dims: tuple[int, ...] = ()  # residual width of each stage
+    hiera_attn_dims: tuple[int, ...] = ()  # per block: q/k/v width
+    hiera_mlp_dims: tuple[int, ...] = ()  # per block: MLP hidden width
 
     family: ClassVar[str] = "sam2"
     backbone_stride: ClassVar[int] = 16
@@ -79,6 +86,25 @@ class Sam2Config(ConfigData):
     @property
     def low_res_size(self) -> int:
         return 4 * self.embedding_size
+
+    @property
+    def hiera_widths(self) -> HieraWidths | None:
+        """The pruned widths, or None for the release's architecture."""
+        if not (self.hiera_stage_dims or self.hiera_attn_dims or self.hiera_mlp_dims):
+            return None
+        return HieraWidths(self.hiera_stage_dims, self.hiera_attn_dims, self.hiera_mlp_dims)
+
+    def with_widths(self, widths: HieraWidths, name: str) -> "Sam2Config":
+        return self.replace(name=name, hiera_stage_dims=tuple(widths.stages), hiera_attn_dims=tuple(widths.attn),
+                            hiera_mlp_dims=tuple(widths.mlp))
+
+
+def _is_release(widths: HieraWidths, embed_dim: int) -> bool:
+    """Hiera as released: stage widths doubling from embed_dim, q/k/v as wide as each block's output (so
+    the attention widths run through the stage widths), MLP 4x."""
+    stages = tuple(embed_dim * 2**i for i in range(len(widths.stages)))
+    return (widths.stages == stages and set(widths.attn) == set(stages)
+            and all(m == 4 * a for a, m in zip(widths.attn, widths.mlp)))
 
 
 def _official(release: str, size: str) -> Sam2Config:
@@ -246,7 +272,7 @@ class Sam2Family(ModelFamily):
     name = "sam2"
     config_class = Sam2Config
     model_types = MODEL_TYPES
-    compressions = ("birkhoff",)
+    compressions = COMPRESSIONS  # SlimSAM prunes Hiera too (compress/slimsam/hiera.py)
     client_format = "sam2"
 
     def build(self, config, seed=None):
@@ -257,16 +283,19 @@ class Sam2Family(ModelFamily):
         model = build_sam2(config.config_file, None, device="cpu", hydra_overrides_extra=list(config.overrides))
         if seed is not None:
             perturb(model, seed)
+        if config.hiera_widths is not None:  # a pruned model: the same layers, narrower
+            narrow_hiera(model.image_encoder, config.hiera_widths)
         model.eval()
         model.config = config
         return model
 
     def detect(self, state, model_type=None, name="checkpoint"):
         patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
-        if patch is None:
+        # Hiera's windowed position table: EfficientTAM's plain ViT trunk has a patch embedding too.
+        if patch is None or "image_encoder.trunk.pos_embed_window" not in state:
             return None  # not a Hiera SAM 2
         blocks = len({key.split(".")[3] for key in state if key.startswith("image_encoder.trunk.blocks.")})
-        size = SIZES.get((patch.shape[0], blocks))
+        size = SIZE_OF_DEPTH.get(blocks)
         # SAM 2.1 added the spatial no-object embedding (and trained with it): it tells the releases apart.
         release = "sam2.1" if "no_obj_embed_spatial" in state else "sam2"
         if size is None:
@@ -277,13 +306,14 @@ class Sam2Family(ModelFamily):
         if model_type is not None and model_type != detected:
             raise CheckpointError(f"the file holds a {detected} model, but model type {model_type} was asked for; "
                                   f"pass --model-type {detected}")
-        return MODEL_TYPES[detected]
-
-    def refusal(self, compression):
-        if "slimsam" in compression:
-            return (f"--compress {compression}: SlimSAM prunes SAM 1's ViT encoder; pruning Hiera (SAM 2) is not "
-                    "available yet. Use --compress birkhoff, or --quantize on the bundle")
-        return super().refusal(compression)
+        try:
+            widths = widths_from_state(state)
+        except KeyError as err:
+            raise CheckpointError(f"a SAM 2 state dict without Hiera tensor {err}: the file is incomplete") from None
+        if _is_release(widths, next(dim for (dim, depth) in SIZES if depth == blocks)):
+            return MODEL_TYPES[detected]
+        # A pruned Hiera (SlimSAM's kind: the same layers, narrower); build checks the widths fit the depth.
+        return MODEL_TYPES[detected].with_widths(widths, f"{detected}-pruned")
 
     def pieces(self, model) -> list[Piece]:
         from .sam2_memory import MemoryAttentionPiece, MemoryEncoderPiece

@@ -33,6 +33,7 @@ from .importance import IMPORTANCE_KINDS
 from .pipeline import run_step1, run_step2, slim
 from .prune import NORMALIZERS
 from .settings import SlimSettings
+from .targets import target_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,8 +145,8 @@ def main(argv=None) -> int:
         "slimsam": {"ratio": args.ratio, "importance": args.importance, "step": args.step,
                     "images": len(images), "source": str(args.checkpoint or DEFAULT_CHECKPOINT)}})
     params = sum(p.numel() for p in model.parameters())
-    print(f"wrote {args.out}: embed {model.config.encoder_embed_dim}, MLP {model.config.encoder_mlp_dims[0]}, "
-          f"{params / 1e6:.2f}M parameters; work state in {work}")
+    print(f"wrote {args.out}: {target_for(model).describe(model)}, {params / 1e6:.2f}M parameters; "
+          f"work state in {work}")
     return 0
 
 

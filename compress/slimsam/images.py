@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from runtime.images import load_image
-from runtime.transforms import preprocess
+from runtime.geometry import geometry
 
 from ..architectures import SamConfig
 from ..demo.shapes import make_sample
@@ -34,6 +34,10 @@ def synthetic_images(count: int, seed: int = 7) -> list[np.ndarray]:
 
 
 def preprocess_images(arrays, config: SamConfig) -> list[torch.Tensor]:
-    """uint8 RGB arrays -> [1, 3, S, S] tensors exactly as the runtime prepares them."""
-    return [torch.from_numpy(np.ascontiguousarray(preprocess(a, config.img_size, config.pixel_mean,
-                                                             config.pixel_std))) for a in arrays]
+    """uint8 RGB arrays -> [1, 3, S, S] tensors exactly as the runtime prepares them (the family's
+    resize rule: SAM 1 pads the longest side, SAM 2 stretches to a square)."""
+    from ..families import family_of
+
+    rule = geometry(family_of(config).manifest(config)["preprocessing"].get("resize_rule"))
+    return [torch.from_numpy(np.ascontiguousarray(rule.pixels(a, config.img_size, config.pixel_mean,
+                                                              config.pixel_std))) for a in arrays]

@@ -4,8 +4,9 @@
     -> prune bottleneck (step 2) -> distil (embedding aligning)
 
 Only the image encoder changes; the prompt encoder and mask decoder are kept. Every
-intermediate model is a SamConfig with per-block widths (so it saves in our checkpoint
-format), and a work directory holds the state of a run so that rerunning resumes it.
+intermediate model's config records its widths (so it saves in our checkpoint format), and
+a work directory holds the state of a run so that rerunning resumes it. What is pruned in
+each family (SAM 1's ViT, SAM 2's Hiera) is its target's business (targets.py).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from runtime.atomic import atomic_write
 
 from ..architectures import SamConfig
 from ..checkpoint import load_checkpoint, save_checkpoint
-from .attention import fuse_attention, split_attention
+from .attention import fuse_attention
 from .distill import LoopSettings, distributed, embedding_mse, run_loop, step1_loss, step2_loss
 from .importance import accumulate_gradients, make_importance
-from .prune import prune_bottleneck, prune_embedding
 from .settings import SlimSettings
+from .targets import target_for
 
 
 def config_for(encoder: nn.Module, base: SamConfig, name: str) -> SamConfig:
@@ -48,12 +49,6 @@ def with_encoder(sam: nn.Module, encoder: nn.Module, config: SamConfig) -> nn.Mo
     return model.eval()
 
 
-def _load_split_encoder(path: Path) -> nn.Module:
-    model = load_checkpoint(path)
-    split_attention(model.image_encoder)
-    return model
-
-
 def _frozen(module: nn.Module) -> nn.Module:
     module = copy.deepcopy(module).eval()
     for p in module.parameters():
@@ -73,10 +68,10 @@ class _Stages:
 
     def __init__(self, sam, settings: SlimSettings, stage_end):
         self.sam, self.settings, self.stage_end = sam, settings, stage_end
+        self.target = target_for(sam)
 
     def __call__(self, name: str, encoder: nn.Module) -> nn.Module:
-        base = self.sam.config
-        model = with_encoder(self.sam, encoder, config_for(encoder, base, f"{base.name}-{name}"))
+        model = self.target.model(self.sam, encoder, f"{self.sam.config.name}-{name}")
         if self.stage_end is not None:
             self.settings.log[name] = self.stage_end(name, model)
         return model
@@ -86,9 +81,7 @@ def _teacher(sam) -> nn.Module:
     if any(hasattr(m, "codes") for m in sam.image_encoder.modules()):  # HyperLinear: no dense weight to prune
         raise ValueError("SlimSAM prunes dense models and this one is Birkhoff-compressed: start from the "
                          "original checkpoint (--compress slimsam-R+birkhoff prunes first, then compresses)")
-    teacher = _frozen(sam.image_encoder)
-    split_attention(teacher)
-    return teacher
+    return _frozen(target_for(sam).encoder(sam))
 
 
 def _pruned_student(path: Path, source: nn.Module, images, settings: SlimSettings, stages, name: str,
@@ -96,7 +89,7 @@ def _pruned_student(path: Path, source: nn.Module, images, settings: SlimSetting
     """A pruned trainable copy of `source` (importance against `source` itself), or the one
     an earlier run saved at `path`."""
     if path.is_file():
-        return _load_split_encoder(path).image_encoder.to(images[0].device)
+        return stages.target.encoder(load_checkpoint(path)).to(images[0].device)
     student = _trainable(source)
     if settings.importance != "random":
         accumulate_gradients(student, source, images[: settings.importance_images],
@@ -119,7 +112,8 @@ def run_step1(sam, images, val_images, settings: SlimSettings, work: Path, stage
     stages, teacher = _Stages(sam, settings, stage_end), _teacher(sam)
     student = _pruned_student(
         work / "pruned1.safetensors", teacher, images, settings, stages, "pruned-1",
-        lambda s: prune_embedding(s, settings.ratio, make_importance(settings.importance, "mean"), images[0]))
+        lambda s: stages.target.prune_embedding(s, settings.ratio, make_importance(settings.importance, "mean"),
+                                                images[0]))
     loop = _loop(settings, settings.epochs1, work / "step1-state.pt")
     settings.log["step1_log"] = run_loop(student, images, step1_loss(teacher, settings.feature_epochs),
                                          lambda: embedding_mse(student, teacher, val_images), loop)
@@ -136,12 +130,12 @@ def run_step2(sam, step1: nn.Module, images, val_images, settings: SlimSettings,
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
     stages, teacher = _Stages(sam, settings, stage_end), _teacher(sam)
-    step1_encoder = _frozen(step1.image_encoder)
-    split_attention(step1_encoder)
+    step1_encoder = _frozen(stages.target.encoder(step1))
     importance = make_importance(settings.importance, settings.step2_normalizer)
     student = _pruned_student(
         work / "pruned2.safetensors", step1_encoder, images, settings, stages, "pruned-2",
-        lambda s: prune_bottleneck(s, settings.ratio, importance, images[0], global_pruning=settings.global_pruning))
+        lambda s: stages.target.prune_bottleneck(s, settings.ratio, importance, images[0],
+                                                 global_pruning=settings.global_pruning))
     loop = _loop(settings, settings.epochs2, work / "step2-state.pt")
     settings.log["step2_log"] = run_loop(student, images, step2_loss(teacher, step1_encoder, settings.alpha_epochs),
                                          lambda: embedding_mse(student, teacher, val_images), loop)

@@ -1,0 +1,50 @@
+"""What SlimSAM prunes in each model family it takes: one target object per family.
+
+The pipeline (pipeline.py) is the same for every family; a target says how to get the image
+encoder in its prunable form (q/k/v split), how to prune its embedding (step 1) and bottleneck
+(step 2) widths, and how to put a pruned encoder back into a model whose config records the
+widths. SAM 1's ViT: attention.py and prune.py; SAM 2's Hiera: hiera.py.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from .attention import split_attention
+from .hiera import HieraTarget
+from .prune import prune_bottleneck, prune_embedding
+
+
+class VitTarget:
+    """SAM 1's ViT image encoder (segment_anything's, with SplitAttention while pruned)."""
+
+    def encoder(self, model) -> nn.Module:
+        encoder = copy.deepcopy(model.image_encoder)
+        split_attention(encoder)
+        return encoder
+
+    def model(self, sam, encoder: nn.Module, name: str):
+        from .pipeline import config_for, with_encoder
+
+        return with_encoder(sam, encoder, config_for(encoder, sam.config, name))
+
+    def prune_embedding(self, encoder, ratio, importance, example) -> list:
+        return prune_embedding(encoder, ratio, importance, example)
+
+    def prune_bottleneck(self, encoder, ratio, importance, example, global_pruning: bool = False) -> list:
+        return prune_bottleneck(encoder, ratio, importance, example, global_pruning=global_pruning)
+
+    def describe(self, model) -> str:
+        return f"embed {model.config.encoder_embed_dim}, MLP {model.config.encoder_mlp_dims[0]}"
+
+
+TARGETS = {"sam": VitTarget(), "sam2": HieraTarget()}  # by ModelFamily.name
+
+
+def target_for(model):
+    family = type(model.config).family
+    if family not in TARGETS:
+        raise ValueError(f"SlimSAM prunes {' and '.join(sorted(TARGETS))} models, not {family}")
+    return TARGETS[family]
