@@ -77,9 +77,9 @@ def _load_torch(path, model_type: str | None):
             return config, state
     if model_type is not None:
         return config_for(model_type), state  # the caller's architecture; strict loading checks it
-    raise CheckpointError(f"{path}: not a SAM state dict of a known kind (no 'image_encoder.patch_embed.proj.weight' of SAM 1's ViT "
-                          "nor 'image_encoder.trunk' of SAM 2's Hiera); pass --model-type, or save it with "
-                          "compress.save_checkpoint")
+    known = ", ".join(family.name for family in families())
+    raise CheckpointError(f"{path}: not a state dict of any registered family's kind ({known}: each reads its own "
+                          "tensor names and shapes); pass --model-type, or save it with compress.save_checkpoint")
 
 
 

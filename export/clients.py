@@ -17,6 +17,10 @@ config.yaml is an AnyLabeling custom model ("Load Custom Model" opens it). For S
 and samexporter both assume a 1024-px model (they letterbox into a 1024 frame and scale prompts
 to it), so a bundle of another size gets no config.yaml and its manifest says why.
 
+MobileSAM (compress/families/mobile_sam.py) takes SAM 1's files as they are: its decoder is SAM 1's,
+and AnyLabeling's own MobileSAM release (models.yaml: mobile_sam_20230629, type segment_anything) is
+such an encoder / decoder pair, which its SAM 1 path runs; samexporter's SAM 1 path likewise.
+
 SAM 2 (config.family "sam2") needs no extra graph: encoder.onnx and decoder.onnx are
 samexporter's SAM 2 files, which its SAM2 path (`--sam_variant sam2`) and AnyLabeling's
 SegmentAnything2ONNX feed directly: they stretch the image to the encoder's own S x S with

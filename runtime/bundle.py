@@ -82,6 +82,12 @@ class Bundle:
         return bool(self._decoder_section.get("official", True))
 
     @property
+    def multimask(self) -> str:
+        """What predict's multimask_output=True answers: "all", masks 1..3 (SAM 1, SAM 2); "best", the
+        best-scored of them alone (SAM-HQ's SamPredictor)."""
+        return self._decoder_section.get("multimask", "all")
+
+    @property
     def prompt_layout(self) -> str:
         """Where box corners go among the points (runtime/prompts.py's LAYOUTS)."""
         return self._decoder_section.get("prompt_layout", "sam")

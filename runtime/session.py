@@ -27,7 +27,7 @@ PROMPTS_PER_CALL = 64
 class Prediction(NamedTuple):
     """Same meaning and order as `segment_anything.SamPredictor.predict`'s result."""
 
-    masks: np.ndarray  # bool [M, H, W]; M = 3 with multimask_output, else 1
+    masks: np.ndarray  # bool [M, H, W]; M = 3 with multimask_output (SAM-HQ: 1, its best), else 1
     scores: np.ndarray  # float32 [M], the model's predicted IoU of each mask
     low_res_logits: np.ndarray  # float32 [M, L, L] (L = 256 for official SAM), usable as mask_input
 
@@ -158,13 +158,14 @@ class Session(Closable):
         With `image`, it is encoded and becomes this thread's current image."""
         current, prompt = self._prompted(image, lambda hw: prompt_inputs(
             hw, self.img_size, self.low_res_size, points, labels, box, mask_input, **self._prompt_layout))
-        chosen = _chosen_masks(multimask_output)
         if self.bundle.official_decoder:  # SAM 1: the official decoder upscales in its graph
+            chosen = _chosen_masks(multimask_output)
             logits, scores, low_res = self.backend.decode({**current.features, **prompt})
             logits, scores, low_res = logits[0, chosen], scores[0, chosen], low_res[0, chosen]
-        else:  # the batch decoder with one prompt set (SAM 2), upscaled as its family's upstream does
+        else:  # the batch decoder with one prompt set (SAM 2, SAM-HQ), upscaled as its family's upstream does
             del prompt["orig_im_size"]
-            scores, low_res = (answer[0, chosen] for answer in self._decode_batch(current, prompt))
+            scores, low_res = (answer[0] for answer in self._chosen(*self._decode_batch(current, prompt),
+                                                                     multimask_output))
             logits = self.upscale(low_res[None], current.hw)[0]
         return Prediction(
             masks=logits > MASK_THRESHOLD,
@@ -196,14 +197,25 @@ class Session(Closable):
         step = min(PROMPTS_PER_CALL, self.abilities.max_prompts or PROMPTS_PER_CALL)
         answers = [self._decode_batch(current, {name: value[start:start + step] for name, value in prompts.items()})
                    for start in range(0, count, step)]
-        chosen = _chosen_masks(multimask_output)
-        scores = np.concatenate([a[0] for a in answers])[:, chosen].astype(np.float32)
-        low_res = np.concatenate([a[1] for a in answers])[:, chosen].astype(np.float32)
+        scores, low_res = self._chosen(np.concatenate([a[0] for a in answers]),
+                                       np.concatenate([a[1] for a in answers]), multimask_output)
+        scores, low_res = scores.astype(np.float32), low_res.astype(np.float32)
         masks = None
         if upscale:
             # One prompt set at a time: the float logits at image size are 4x the booleans kept.
             masks = np.stack([self.upscale(one[None], current.hw)[0] > MASK_THRESHOLD for one in low_res])
         return BatchPrediction(masks, scores, low_res)
+
+    def _chosen(self, scores: np.ndarray, low_res: np.ndarray, multimask_output: bool):
+        """Of the batch decoder's four answers per prompt set (scores [n, 4], low_res [n, 4, L, L]), those
+        predict gives: mask 0, or masks 1..3; or, where the family's predictor answers multimask with the
+        best-scored of those alone (the manifest's decoder.multimask "best": SAM-HQ), that one."""
+        if multimask_output and self.bundle.multimask == "best":
+            best = 1 + np.argmax(scores[:, 1:], axis=1)  # the first of equal scores, as torch.max on a CPU
+            rows = np.arange(len(best))
+            return scores[rows, best][:, None], low_res[rows, best][:, None]
+        chosen = _chosen_masks(multimask_output)
+        return scores[:, chosen], low_res[:, chosen]
 
     def _decode_batch(self, image: _Image, prompts: dict) -> tuple[np.ndarray, np.ndarray]:
         """iou_predictions [n, 4] and low_res_masks [n, 4, L, L] for up to PROMPTS_PER_CALL sets."""

@@ -109,11 +109,14 @@ class SamFamily(ModelFamily):
         return build_sam(config, seed)
 
     def detect(self, state, model_type=None, name="sam-pruned"):
-        if "image_encoder.patch_embed.proj.weight" not in state:
-            return None  # not a ViT SAM
+        if "image_encoder.patch_embed.proj.weight" not in state or "mask_decoder.hf_token.weight" in state:
+            return None  # not a ViT SAM, or SAM-HQ's (its HQ token: compress/families/sam_hq.py)
         try:
             detected = detect_official_type(state)
         except CheckpointError:
+            if model_type is not None and model_type not in ARCHITECTURES:
+                raise CheckpointError(f"the file holds a SAM (ViT) model, but model type {model_type} is another "
+                                      f"family's; pass one of {sorted(ARCHITECTURES)}, or no --model-type") from None
             if model_type is not None and model_type not in OFFICIAL_MODEL_TYPES:
                 return get_config(model_type)  # the caller's architecture; strict loading checks it
             if model_type is not None:

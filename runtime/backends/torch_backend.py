@@ -58,7 +58,8 @@ class TorchBackend(BaseBackend):
         with torch.no_grad():
             outputs = encoder(torch.from_numpy(pixels).to(self.device))
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        return {name: output.cpu().numpy() for name, output in zip(self.features, outputs)}
+        names = self.pieces["encoder.onnx"].output_names  # the encoder's own order (SAM-HQ's is not features')
+        return {name: output.cpu().numpy() for name, output in zip(names, outputs)}
 
     def decode(self, inputs):
         decoder = self._held(self.decoder)
