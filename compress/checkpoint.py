@@ -63,8 +63,10 @@ def _load_torch(path, model_type: str | None):
             "the file is corrupt, or holds Python objects besides tensors. samedge never unpickles code; "
             "re-save the weights with torch.save(model.state_dict(), path)"
         ) from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+    for wrapper in ("model", "state_dict"):  # sam2's and EfficientViT-SAM's training checkpoints wrap the weights
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: expected a state dict of tensors (torch.save(model.state_dict())), "
                               f"found {type(state).__name__} with other values")

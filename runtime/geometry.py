@@ -1,6 +1,6 @@
 """How a model family maps an image onto its square input and back (a bundle's `preprocessing.resize`).
 
-Two rules cover the SAM family so far; a new family names one of them in its manifest (or adds
+Three rules cover the families so far; a new family names one of them in its manifest (or adds
 one here, a few lines of numpy):
 
 - "longest_side" (SAM 1, segment_anything's ResizeLongestSide): the longer side scaled to S with
@@ -10,6 +10,10 @@ one here, a few lines of numpy):
   with torchvision's antialiased bilinear resize on 0..1 floats, which Pillow's bilinear filter on
   float ("F") images computes too; prompts scale by S / W and S / H; masks are the low-res logits
   bilinearly resized to the image in one step.
+- "longest_side_prompts_1024" (EfficientViT-SAM's EfficientViTSamPredictor): the pixels as
+  "longest_side" at the encoder's S (512 px for the L models), but prompts and masks in SAM's
+  1024-px frame whatever S is: its prompt encoder and mask post-processing are SAM's, built for
+  1024 px, and its predictor scales prompts and crops masks with the 1024-px resized size.
 """
 
 from __future__ import annotations
@@ -82,7 +86,24 @@ class Square:
         return rows @ np.asarray(low_res, np.float32) @ columns.T
 
 
-GEOMETRIES = {rule.name: rule for rule in (LongestSide, Square)}
+class LongestSidePrompts1024(LongestSide):
+    """The pixels as LongestSide at the encoder's img_size; prompts and masks in the 1024-px frame."""
+
+    name = "longest_side_prompts_1024"
+    PROMPT_FRAME = 1024  # the decoder's frame: SAM's prompt encoder input_image_size
+
+    @classmethod
+    def coords(cls, coords: np.ndarray, image_hw, img_size: int) -> np.ndarray:
+        return scale_coords(coords, image_hw, cls.PROMPT_FRAME)
+
+    @classmethod
+    def upscale(cls, low_res: np.ndarray, img_size: int, image_hw) -> np.ndarray:
+        # The crop is the 1024-px frame's resized size, not the encoder's: at 512 px a 3:2 image
+        # fills 341 of 512 rows but 683 of 1024 (upstream's postprocess_masks does the same).
+        return upscale_masks(low_res, cls.PROMPT_FRAME, image_hw)
+
+
+GEOMETRIES = {rule.name: rule for rule in (LongestSide, Square, LongestSidePrompts1024)}
 
 
 def geometry(name: str | None):

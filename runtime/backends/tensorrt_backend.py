@@ -18,7 +18,7 @@ import numpy as np
 from plugins.hyperlinear.spec import PLUGIN_KEY, PLUGIN_LIBRARY
 
 from ..bundle import BATCH_DECODER_FILE, BundleError, sha256_file
-from ..masks import upscale_masks
+from ..geometry import geometry
 from ..signature import SAM_FEATURES, check_decoder, check_encoder
 from . import engines_file
 from .base import BackendOptions, BaseBackend
@@ -362,7 +362,7 @@ class TensorRTBackend(BaseBackend):
                               "python -m export.build --target jetson|desktop where tensorrt is installed")
         info = engines_file.check(bundle.engines[0].parent, bundle.engines, bundle.manifest, verify=False)
         return cls(*bundle.engines, img_size=bundle.img_size, info=info, features=bundle.features,
-                   tracking=bundle.tracking)
+                   tracking=bundle.tracking, resize=bundle.resize)
 
     @classmethod
     def verify_files(cls, bundle) -> None:
@@ -374,12 +374,15 @@ class TensorRTBackend(BaseBackend):
                                verify=True)
 
     def __init__(self, encoder_engine: Path, decoder_engine: Path, img_size: int | None = None,
-                 info: dict | None = None, features: tuple = SAM_FEATURES, tracking: dict | None = None):
+                 info: dict | None = None, features: tuple = SAM_FEATURES, tracking: dict | None = None,
+                 resize: str | None = None):
         """`img_size`: what the bundle's manifest says the encoder takes (checked); `info`: the engines'
         record (engines_file.check; None: read and checked here, engines.json required); `features`: the
         encoder's outputs the decoder takes (the bundle's); `tracking`: the manifest's tracking section
-        (the memory pieces' file names, for run_piece)."""
+        (the memory pieces' file names, for run_piece); `resize`: the bundle's resize rule (runtime/geometry.py:
+        EfficientViT-SAM's L models take 512 px images but upscale masks in SAM's 1024 px frame)."""
         self.features = tuple(features)
+        self.geometry = geometry(resize)
         self.tracking = tracking
         self._pieces: dict[str, _Engine] = {}  # memory pieces' engines, opened by run_piece when first asked
         folder = Path(encoder_engine).parent
@@ -419,7 +422,7 @@ class TensorRTBackend(BaseBackend):
     def decode(self, inputs):
         iou_predictions, low_res = self.decode_batch({name: inputs[name] for name in self.decoder.inputs})
         image_hw = np.asarray(inputs["orig_im_size"]).astype(np.int64)
-        return upscale_masks(low_res, self.img_size, image_hw), iou_predictions, low_res
+        return self.geometry.upscale(low_res, self.img_size, image_hw), iou_predictions, low_res
 
     def decode_batch(self, inputs):
         """The batch decoder's inputs (N prompt sets) -> iou_predictions [N, 4], low_res_masks [N, 4, L, L]."""
