@@ -182,7 +182,8 @@ def memory_pieces_of(attention: onnx.ModelProto, tracking: dict) -> MemoryPieces
     """MemoryPieces of a memory_attention graph (its curr [g*g, 1, C] and spatial_mem [S, 1, c] inputs)."""
     tokens, _, channels = _static_dims(attention, "curr")
     memory_dim = _static_dims(attention, "spatial_mem")[2]
-    return MemoryPieces(tokens_per_frame=tokens, memory_dim=memory_dim, pointer_tokens=channels // memory_dim,
+    # One memory frame's tokens: the g*g grid, or a perceiver's latents (EdgeTAM: the manifest's memory_tokens).
+    return MemoryPieces(tokens_per_frame=int(tracking.get("memory_tokens", tokens)), memory_dim=memory_dim, pointer_tokens=channels // memory_dim,
                         num_maskmem=int(tracking["num_maskmem"]), max_obj_ptrs=int(tracking["max_obj_ptrs"]))
 
 

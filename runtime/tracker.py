@@ -15,7 +15,9 @@ scores, object score, object pointers), memory_encoder.onnx and memory_attention
   object score is not positive;
 - the memory of a frame: from the mask upsampled to the model's input size, binarized on frames the
   user prompted (binarize_mask_from_pts_for_mem_enc), its sigmoid on tracked frames; stored in bfloat16
-  (as the video predictor stores it: the parity of later frames depends on that rounding).
+  (as the video predictor stores it: the parity of later frames depends on that rounding). The manifest's
+  memory_layout says its shape: "grid" [1, 64, g, g] (SAM 2), or "tokens" [1, T, 64] (memory_tokens
+  latents per frame: EdgeTAM's perceiver), with memory_pos_enc in the same layout.
 
 Used by runtime/video.py (SAM2VideoPredictor's calls) and runtime/stream.py (a live feed).
 """
@@ -38,6 +40,7 @@ SINE_TEMPERATURE = 10000.0  # get_1d_sine_pe's
 REQUIRED_TENSORS = ("no_mem_embed", "image_pos_enc", "memory_pos_enc", "maskmem_tpos_enc", "no_obj_ptr",
                     "mask_downsample.weight", "mask_downsample.bias")
 POINTER_TIME_TENSORS = ("obj_ptr_tpos_proj.weight", "obj_ptr_tpos_proj.bias")  # SAM 2.1's
+MEMORY_LAYOUTS = ("grid", "tokens")  # a memory [1, C, g, g] (SAM 2's), or [1, T, C] (a perceiver's latents)
 
 
 def to_bfloat16(values: np.ndarray) -> np.ndarray:
@@ -69,10 +72,17 @@ def resize_float(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class FrameFeatures:
     """One frame's encoder outputs, shared by every object tracked on it."""
 
-    high_res_0: np.ndarray  # [1, 32, 4g, 4g]
-    high_res_1: np.ndarray  # [1, 64, 2g, 2g]
+    high_res_0: np.ndarray | None  # [1, 32, 4g, 4g]; None for a one-level model (EfficientTAM, EdgeTAM)
+    high_res_1: np.ndarray | None  # [1, 64, 2g, 2g]
     raw: np.ndarray  # [1, 256, g, g]: the stride-16 features the memory pieces take
     embed: np.ndarray  # raw + no_mem_embed: the decoder's input on a frame that reads no memory
+
+    def decoder_feeds(self, pix_feat: np.ndarray) -> dict:
+        """The decoder's feature inputs: pix_feat as image_embed, and the high-res levels where the model has them."""
+        feeds = {"image_embed": pix_feat}
+        if self.high_res_0 is not None:
+            feeds.update(high_res_feats_0=self.high_res_0, high_res_feats_1=self.high_res_1)
+        return feeds
 
 
 @dataclass
@@ -114,6 +124,15 @@ class TrackerModel:
             raise BundleError(f"{tensors_file} lacks {', '.join(missing)} (written by an older samedge): rebuild the "
                               "bundle with python -m export.build")
         self.settings = settings
+        self.memory_layout = settings.get("memory_layout", "grid")
+        if self.memory_layout not in MEMORY_LAYOUTS:
+            raise BundleError(f"{bundle.root}'s manifest has memory_layout {self.memory_layout!r}, which this samedge "
+                              f"does not know (it knows {', '.join(MEMORY_LAYOUTS)}): update samedge")
+        self.memory_pos = self.memory_tokens(self.constants["memory_pos_enc"][None])  # [T, 64]
+        expected = settings.get("memory_tokens")
+        if expected is not None and self.memory_pos.shape[0] != int(expected):
+            raise BundleError(f"{tensors_file}'s memory_pos_enc holds {self.memory_pos.shape[0]} memory tokens, its "
+                              f"manifest says {expected}: rebuild the bundle with python -m export.build")
         self.session = session
         self.img_size = session.img_size
         self.low_res_size = session.low_res_size
@@ -132,7 +151,8 @@ class TrackerModel:
         embed = encoded["image_embed"]
         no_mem = self.constants["no_mem_embed"].reshape(1, -1, 1, 1)
         # The encoder adds no_mem_embed (as the image predictor and samexporter want); memory takes it off.
-        return FrameFeatures(encoded["high_res_feats_0"], encoded["high_res_feats_1"], embed - no_mem, embed)
+        # The bundle's features say whether the decoder takes the high-res levels (SAM 2's) or not (one-level forks).
+        return FrameFeatures(encoded.get("high_res_feats_0"), encoded.get("high_res_feats_1"), embed - no_mem, embed)
 
     # ---- the decoder ----------------------------------------------------------------------------
     def decode(self, features: FrameFeatures, pix_feat: np.ndarray, points=None, labels=None, mask_input=None,
@@ -145,8 +165,8 @@ class TrackerModel:
         if not has_mask:
             mask_input = np.zeros((1, 1, self.low_res_size, self.low_res_size), np.float32)
         out = self.run("decoder_batch.onnx", {
-            "image_embed": pix_feat, "high_res_feats_0": features.high_res_0, "high_res_feats_1": features.high_res_1,
-            "point_coords": np.asarray(points, np.float32), "point_labels": np.asarray(labels, np.float32),
+            **features.decoder_feeds(pix_feat), "point_coords": np.asarray(points, np.float32),
+            "point_labels": np.asarray(labels, np.float32),
             "mask_input": np.asarray(mask_input, np.float32), "has_mask_input": np.array([float(has_mask)], np.float32)})
         scores, masks, object_score, pointers = (out["iou_predictions"], out["low_res_masks"],
                                                  out["object_score_logits"], out["obj_ptr"])
@@ -183,9 +203,12 @@ class TrackerModel:
             probabilities = (high_res > 0).astype(np.float32)
         else:
             probabilities = 1.0 / (1.0 + np.exp(-high_res))
-        out = self.run(self.settings["memory_encoder"], {"pix_feat": features.raw,
-                                                          "mask_probs": probabilities.astype(np.float32),
-                                                          "object_score_logits": output.object_score})
+        feeds = {"pix_feat": features.raw, "mask_probs": probabilities.astype(np.float32)}
+        # SAM 2.1 marks an occluded object's memory (no_obj_embed_spatial); models from before it (EfficientTAM's
+        # SAM 2.0 base) do not, and their memory_encoder.onnx takes no object score (the manifest says).
+        if self.settings.get("memory_takes_object_score", True):
+            feeds["object_score_logits"] = output.object_score
+        out = self.run(self.settings["memory_encoder"], feeds)
         return to_bfloat16(out["maskmem_features"])
 
     def conditioned(self, features: FrameFeatures, frame_idx: int, cond: dict, non_cond: dict,
@@ -208,11 +231,9 @@ class TrackerModel:
             output = non_cond.get(previous)
             if output is not None:
                 memories.append((t_pos, output))
-        spatial = [from_bfloat16(output.memory).reshape(output.memory.shape[1], -1).T for _, output in memories]
-        memory_pos = self.constants["memory_pos_enc"]
-        memory_pos = memory_pos.reshape(memory_pos.shape[0], -1).T  # [HW, 64]
+        spatial = [self.memory_tokens(from_bfloat16(output.memory)) for _, output in memories]  # [T, 64] each
         tpos = self.constants["maskmem_tpos_enc"]
-        spatial_pos = [memory_pos + tpos[self.num_maskmem - t_pos - 1] for t_pos, _ in memories]
+        spatial_pos = [self.memory_pos + tpos[self.num_maskmem - t_pos - 1] for t_pos, _ in memories]
 
         pointers, distances = self._pointers(frame_idx, cond, non_cond, num_frames, reverse)
         channels = features.raw.shape[1]
@@ -225,6 +246,12 @@ class TrackerModel:
             "ptr_mem": pointers, "ptr_mem_pos": self._pointer_positions(distances, num_frames)})
         side = features.raw.shape[-1]
         return out["pix_feat_with_mem"][:, 0].T.reshape(1, channels, side, side)
+
+    def memory_tokens(self, memory: np.ndarray) -> np.ndarray:
+        """One frame's memory (or its positions) as the tokens memory attention reads: [T, 64]."""
+        if self.memory_layout == "tokens":  # [1, T, 64] already
+            return memory.reshape(-1, memory.shape[-1])
+        return memory.reshape(memory.shape[1], -1).T  # [1, 64, g, g] -> [g*g, 64]
 
     def _pointers(self, frame_idx, cond, non_cond, num_frames, reverse) -> tuple[np.ndarray, list[int]]:
         """The object-pointer tokens [4P, 1, 64] and each pointer's signed distance in frames."""

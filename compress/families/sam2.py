@@ -347,18 +347,7 @@ class Sam2Family(ModelFamily):
         ]
 
     def manifest(self, config) -> dict:
-        return {
-            "preprocessing": {"img_size": config.img_size, "pixel_mean": list(config.pixel_mean),
-                              "pixel_std": list(config.pixel_std), "resize_rule": RESIZE,
-                              "resize": "stretched to img_size x img_size, antialiased bilinear on 0..1 floats "
-                                        "(torchvision's, as sam2's SAM2Transforms)"},
-            "decoder": {"signature": "samedge SAM 2 decoder (samexporter's inputs; decoder.onnx is samexporter's)",
-                        "masks": {"decoder.onnx": 3, "decoder_batch.onnx": 4}, "batch": "decoder_batch.onnx",
-                        "low_res_size": config.low_res_size, "features": list(FEATURES),
-                        "decoder_inputs": list(DECODER_FEATURES + PROMPT_INPUTS), "prompt_layout": "sam2",
-                        "official": False, "logit_clamp": LOGIT_CLAMP},
-            "tracking": tracking_manifest(config),
-        }
+        return {**image_manifest(config), "tracking": tracking_manifest(config)}
 
     def tensors(self, model) -> dict:
         return {TRACKING_TENSORS: tracking_tensors(model)}
@@ -395,6 +384,25 @@ class Sam2Family(ModelFamily):
 
 
 TRACKING_TENSORS = "tracking.safetensors"
+
+
+SIGNATURE = "samedge SAM 2 decoder (samexporter's inputs; decoder.onnx is samexporter's)"
+
+
+def image_manifest(config, signature: str = SIGNATURE,
+                   features: tuple[str, ...] = FEATURES, decoder_features: tuple[str, ...] = DECODER_FEATURES) -> dict:
+    """The preprocessing and decoder sections of a SAM 2 bundle; the sam2 forks' (efficient_tam.py, edgetam.py)
+    with their own features."""
+    return {
+        "preprocessing": {"img_size": config.img_size, "pixel_mean": list(config.pixel_mean),
+                          "pixel_std": list(config.pixel_std), "resize_rule": RESIZE,
+                          "resize": "stretched to img_size x img_size, antialiased bilinear on 0..1 floats "
+                                    "(torchvision's, as sam2's SAM2Transforms)"},
+        "decoder": {"signature": signature, "masks": {"decoder.onnx": 3, "decoder_batch.onnx": 4},
+                    "batch": "decoder_batch.onnx", "low_res_size": config.low_res_size, "features": list(features),
+                    "decoder_inputs": list(decoder_features + PROMPT_INPUTS), "prompt_layout": "sam2",
+                    "official": False, "logit_clamp": LOGIT_CLAMP},
+    }
 
 
 def _linear_as_matrix(linear) -> tuple[torch.Tensor, torch.Tensor]:

@@ -206,9 +206,9 @@ def check_piece_feeds(file: str, engine, feeds: dict, tracking: dict | None) -> 
         shape = tuple(np.shape(feeds[name]))
         smallest, largest = engine.shape_range(name)
         if len(shape) == len(largest) and all(lo <= d <= hi for d, lo, hi in zip(shape, smallest, largest)):
-            if name in ("spatial_mem", "spatial_mem_pos") and shape[0] % engine.shape("curr")[0]:
+            if name in ("spatial_mem", "spatial_mem_pos") and shape[0] % _memory_tokens(engine, tracking):
                 raise ValueError(f"{file}: {name} has {shape[0]} tokens, not a whole number of memory frames of "
-                                 f"{engine.shape('curr')[0]} tokens")
+                                 f"{_memory_tokens(engine, tracking)} tokens")
             continue
         if (len(shape) == len(largest) and shape[0] > largest[0] and shape[1:] == largest[1:]
                 and name in ("spatial_mem", "spatial_mem_pos", "ptr_mem", "ptr_mem_pos")):
@@ -217,9 +217,15 @@ def check_piece_feeds(file: str, engine, feeds: dict, tracking: dict | None) -> 
                          f"({smallest} to {largest})")
 
 
+def _memory_tokens(engine, tracking: dict | None) -> int:
+    """One memory frame's tokens: the image grid's (curr's), or a perceiver's latents (the manifest's
+    tracking.memory_tokens: EdgeTAM)."""
+    return int((tracking or {}).get("memory_tokens", engine.shape("curr")[0]))
+
+
 def _refuse_memory(file: str, engine, name: str, tokens: int, most: int, tracking: dict | None) -> None:
     """memory_attention's memory too large for its engine's profile (export/tensorrt_build.py memory_bounds)."""
-    tokens_per_frame, channels = engine.shape("curr")[0], engine.shape("curr")[2]
+    tokens_per_frame, channels = _memory_tokens(engine, tracking), engine.shape("curr")[2]
     num_maskmem = int((tracking or {}).get("num_maskmem", 7))
     fix = ("prompt this object on fewer frames (clear_all_prompts_in_frame), track it with backend='onnxruntime', "
            "or rebuild the engines with a larger MAX_CONDITIONING_FRAMES (export/tensorrt_build.py)")
