@@ -143,13 +143,15 @@ def _environment(name: str, value: str):
 
 
 def _engines(checkpoint: Path, bundle: Path, ov_cache: Path) -> dict:
-    """{engine: an object with set_image(rgb) and predict(points=, labels=)}, each as a user opens it."""
+    """{engine: an object with set_image(rgb) and predict(points=, labels=)}, each as a user opens it
+    (benchmarks/zoo.py takes these for every family)."""
     from compress import load_checkpoint
-    from compress.families import get_family
+    from compress.families import family_of
     from runtime import Session
     from runtime.backends.openvino_backend import CACHE_VARIABLE
 
-    engines = {"torch": get_family("sam2").reference(load_checkpoint(checkpoint))}
+    model = load_checkpoint(checkpoint)
+    engines = {"torch": family_of(model.config).reference(model)}  # its family's upstream predictor
     engines["onnxruntime"] = Session(bundle, backend="onnxruntime", providers=["CPUExecutionProvider"])
     with _environment(CACHE_VARIABLE, str(ov_cache)):  # fills the cache the "cached" peak opens from
         engines["openvino"] = Session(bundle, backend="openvino")

@@ -1,10 +1,11 @@
 """SlimSAM on SAM 2 (Hiera): widths, parameters, MACs, encoder latency and agreement with the unpruned model.
 
-    python -m benchmarks.slimsam2            # hiera_t and hiera_b+ at 50 % and 77 %, 1024 px (long: run it alone)
-    python -m benchmarks.slimsam2 --quick    # hiera_t at 256 px, 50 %, one epoch per step: checks the script
+    python -m benchmarks.run slimsam2                      # hiera_t and hiera_b+ at 50 % and 77 %, 1024 px (hours)
+    python -m benchmarks.run slimsam2 --sizes sam2.1_hiera_t --epochs 1   # hiera_t only, one epoch per step
+    python -m benchmarks.run slimsam2 --quick              # hiera_t at 256 px, 50 %, one epoch: checks the form
 
-Each SAM 2 is built with seeded weights, pruned with both SlimSAM steps (disturbed Taylor, compress/slimsam/
-hiera.py) and distilled with the short CPU schedule on skimage.data photographs; the teacher and each pruned
+Each SAM 2 is built with seeded weights, pruned with both SlimSAM steps (disturbed Taylor,
+compress/slimsam/hiera.py) and distilled with the short CPU schedule on skimage.data photographs; the teacher and each pruned
 model are exported (export.build, parity skipped: tests/test_slimsam_hiera.py checks it) and timed: the
 encoder in torch on the CPU and in ONNX Runtime. Agreement: mean IoU of the pruned bundle's masks with the
 unpruned bundle's for runtime.parity's prompts on held-out photographs (benchmarks/fidelity.py). With
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +39,7 @@ from compress.slimsam.targets import target_for
 
 from .fidelity import agreement
 from .model_size import encoder_macs
-from .report import DOCS, table
+from .report import DOCS, Page, table
 
 FULL = {"sizes": ("sam2.1_hiera_t", "sam2.1_hiera_b+"), "ratios": (0.5, 0.77), "epochs": 2, "repeats": 5}
 QUICK = {"sizes": ("sam2.1_hiera_t_256",), "ratios": (0.5,), "epochs": 1, "repeats": 2}
@@ -145,7 +145,7 @@ def _families():
     return families()
 
 
-def measure(plan: dict, work: Path) -> tuple[list[dict], list[str]]:
+def measure_rows(plan: dict, work: Path) -> tuple[list[dict], list[str]]:
     torch.manual_seed(0)
     rows = []
     for size in plan["sizes"]:
@@ -178,30 +178,30 @@ def _cells(r: dict) -> list:
             f"{r['torch_s'] * 1e3:.0f}", f"{r['ort_s'] * 1e3:.0f}", miou]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.slimsam2", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser) -> None:
     parser.add_argument("--quick", action="store_true", help="hiera_t at 256 px, 50 %%, one epoch per step")
-    parser.add_argument("--out", type=Path, default=DOCS / "slimsam2.md")
-    args = parser.parse_args(argv)
-    plan = QUICK if args.quick else FULL
+    parser.add_argument("--sizes", nargs="+", help=f"SAM 2 model types (default {' '.join(FULL['sizes'])})")
+    parser.add_argument("--ratios", nargs="+", type=float, help="pruning ratios (default 0.5 0.77)")
+    parser.add_argument("--epochs", type=int, help="distillation epochs per step (default 2)")
+    parser.add_argument("--page", type=Path, default=DOCS / "slimsam2.md", help=argparse.SUPPRESS)  # tests
+
+
+def measure(args) -> Page:
+    plan = dict(QUICK if args.quick else FULL)
+    for key, value in (("sizes", args.sizes), ("ratios", args.ratios), ("epochs", args.epochs)):
+        if value is not None:
+            plan[key] = tuple(value) if isinstance(value, list) else value
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
-        rows, skipped = measure(plan, Path(work))
+        rows, skipped = measure_rows(plan, Path(work))
     body = table(["model", "widths", "params", "encoder params", "encoder MACs (Linear+Conv)", "torch CPU ms",
                   "ORT ms", "agreement mIoU"], [_cells(r) for r in rows])
-    notes = "\n".join(f"- skipped {reason}" for reason in skipped)
-    page = (f"# SlimSAM on SAM 2 (Hiera){' (quick run)' if args.quick else ''}\n\n{__doc__.split(chr(10) + chr(10), 1)[1]}"
-            f"\nRun took {time.perf_counter() - began:.0f} s; {torch.get_num_threads()} torch threads.\n\n{body}\n\n"
-            + (f"Rows skipped:\n{notes}\n" if notes else ""))
-    print(body)
-    if notes:
-        print(notes)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(page)
-    print(f"wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if skipped:
+        body += "\n\nRows skipped:\n" + "\n".join(f"- {reason}" for reason in skipped)
+    intro = (__doc__.split("\n\n", 2)[2].replace("\n", " ").strip()
+             + f" This run: {', '.join(plan['sizes'])} at {', '.join(f'{r:.0%}' for r in plan['ratios'])}, "
+               f"{plan['epochs']} epoch(s) per step, {plan['repeats']} timed runs each; "
+               f"{torch.get_num_threads()} torch threads; {time.perf_counter() - began:.0f} s.")
+    return Page(args.page, "SlimSAM on SAM 2 (Hiera): widths, parameters, MACs, latency and agreement", intro, body,
+                data={"plan": {k: list(v) if isinstance(v, tuple) else v for k, v in plan.items()}, "rows": rows,
+                      "skipped": skipped})

@@ -75,3 +75,32 @@ def test_the_page_and_its_rendering_again(smoke):
     assert again.splitlines()[2].startswith(measured + " Rendered again ")
     assert again.split("## Latency")[1] == text.split("## Latency")[1]  # the figures as measured
     assert json.loads(page.with_suffix(".json").read_text()) == results
+
+
+@pytest.fixture(scope="module")
+def zoo_smoke(smoke, tmp_path_factory):
+    """The zoo page (benchmarks/zoo.py) on the same model, from the bundles the sam2 smoke built (its cache)."""
+    page, _ = smoke
+    docs_page = REPO / run.FORMS["zoo"].page
+    before = docs_page.stat().st_mtime_ns if docs_page.exists() else None
+    zoo_page = page.parent / "zoo.md"
+    argv = ["zoo", "--models", MODEL, "--repeats", "1", "--work", str(page.parent / "work"), "--page", str(zoo_page)]
+    assert run.main(argv) == 0
+    assert (docs_page.stat().st_mtime_ns if docs_page.exists() else None) == before
+    return zoo_page, json.loads(zoo_page.with_suffix(".json").read_text())
+
+
+def test_zoo_row_sizes_latency_and_birkhoff_agreement(zoo_smoke):
+    page, results = zoo_smoke
+    row = results["models"][MODEL]
+    assert row["family"] == "sam2" and row["img_size"] == 256
+    assert set(row["latency"]) == set(page_module.ENGINES)
+    for engine, result in row["latency"].items():
+        assert result["encoder_s"] > 0 and result["logits_diff"] < 1e-3, engine
+    agreement = row["birkhoff_agreement"]
+    assert agreement["prompts"] == 16 * 3
+    # Birkhoff's coded weights: close to dense, not equal (a Birkhoff bundle answering exactly as the dense
+    # one would mean the dense weights were served); measured mIoU 0.98, logits within 15 %.
+    assert 0.8 < agreement["miou"] <= 1.0 and 0 < agreement["max_relative_logit_diff"] < 0.5
+    text = page.read_text()
+    assert text.startswith("# The SAM zoo on the CPU") and text.count(f"| {MODEL} | ") == 2
