@@ -20,33 +20,11 @@ from torch import nn
 
 from runtime.atomic import atomic_write
 
-from ..architectures import SamConfig
 from ..checkpoint import load_checkpoint, save_checkpoint
-from .attention import fuse_attention
 from .distill import LoopSettings, distributed, embedding_mse, run_loop, step1_loss, step2_loss
 from .importance import accumulate_gradients, make_importance
 from .settings import SlimSettings
-from .targets import target_for
-
-
-def config_for(encoder: nn.Module, base: SamConfig, name: str) -> SamConfig:
-    """The SamConfig of a (pruned) encoder: its embed width and per-block widths."""
-    embed = encoder.patch_embed.proj.out_channels
-    attn = [b.attn.q.out_features if hasattr(b.attn, "q") else b.attn.qkv.out_features // 3 for b in encoder.blocks]
-    mlp = [b.mlp.lin1.out_features for b in encoder.blocks]
-    return base.replace(name=name, encoder_embed_dim=embed,
-                        encoder_attn_dims=None if set(attn) == {embed} else tuple(attn),
-                        encoder_mlp_dims=tuple(mlp))
-
-
-def with_encoder(sam: nn.Module, encoder: nn.Module, config: SamConfig) -> nn.Module:
-    """A Sam with `encoder` (attention fused back where it can be) and the other parts of `sam`."""
-    model = copy.deepcopy(sam)
-    encoder = copy.deepcopy(encoder)
-    fuse_attention(encoder)
-    model.image_encoder = encoder
-    model.config = config
-    return model.eval()
+from .targets import config_for, target_for, with_encoder  # noqa: F401 (SAM 1's, where they were)
 
 
 def _frozen(module: nn.Module) -> nn.Module:

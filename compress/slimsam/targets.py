@@ -12,9 +12,30 @@ import copy
 
 from torch import nn
 
-from .attention import split_attention
+from ..architectures import SamConfig
+from .attention import fuse_attention, split_attention
 from .hiera import HieraTarget
 from .prune import prune_bottleneck, prune_embedding
+
+
+def config_for(encoder: nn.Module, base: SamConfig, name: str) -> SamConfig:
+    """The SamConfig of a (pruned) encoder: its embed width and per-block widths."""
+    embed = encoder.patch_embed.proj.out_channels
+    attn = [b.attn.q.out_features if hasattr(b.attn, "q") else b.attn.qkv.out_features // 3 for b in encoder.blocks]
+    mlp = [b.mlp.lin1.out_features for b in encoder.blocks]
+    return base.replace(name=name, encoder_embed_dim=embed,
+                        encoder_attn_dims=None if set(attn) == {embed} else tuple(attn),
+                        encoder_mlp_dims=tuple(mlp))
+
+
+def with_encoder(sam: nn.Module, encoder: nn.Module, config: SamConfig) -> nn.Module:
+    """A Sam with `encoder` (attention fused back where it can be) and the other parts of `sam`."""
+    model = copy.deepcopy(sam)
+    encoder = copy.deepcopy(encoder)
+    fuse_attention(encoder)
+    model.image_encoder = encoder
+    model.config = config
+    return model.eval()
 
 
 class VitTarget:
@@ -26,8 +47,6 @@ class VitTarget:
         return encoder
 
     def model(self, sam, encoder: nn.Module, name: str):
-        from .pipeline import config_for, with_encoder
-
         return with_encoder(sam, encoder, config_for(encoder, sam.config, name))
 
     def prune_embedding(self, encoder, ratio, importance, example) -> list:
