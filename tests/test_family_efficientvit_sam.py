@@ -85,7 +85,7 @@ def test_official_sizes_are_upstreams_builders():
         with torch.device("meta"):
             ours = build_efficientvit_sam_model(config)
         theirs = _upstream_state(model_type)
-        # BatchNorm's step counters are float32 [1] here (float_step_counters), 0-d int64 upstream.
+        # BatchNorm's step counters are float32 [1] here (compress/families/batch_norm.py), 0-d int64 upstream.
         assert {k: v.shape if v.ndim else (1,) for k, v in theirs.items()} == \
             {k: v.shape for k, v in ours.state_dict().items()}
         parameters[model_type] = round(sum(p.numel() for p in ours.parameters()) / 1e6, 1)

@@ -41,7 +41,7 @@ from .efficient_tam import embed_points, sam2_module
 from .registry import NumpyPrompts, Piece, register
 from .sam2 import (BATCH_OUTPUTS, CLIENT_OUTPUTS, DECODER_FEATURES, FEATURES, PROMPT_AXES, PROMPT_INPUTS,
                    SAM2_PIXEL_MEAN, SAM2_PIXEL_STD, BatchDecoderPiece, ClientDecoderPiece, ImageEncoderPiece,
-                   Sam2Family, _memory_in_float32, _prompt_example, image_manifest, perturb, predict_masks,
+                   Sam2Family, Sam2Grid, _memory_in_float32, _prompt_example, image_manifest, perturb, predict_masks,
                    tracking_manifest, tracking_tensors)
 from .sam2_forks import EDGETAM, call_in, nested_set
 
@@ -55,7 +55,7 @@ BATCH_COUNTER = ".num_batches_tracked"
 
 
 @dataclass(frozen=True)
-class EdgeTamConfig(ConfigData):
+class EdgeTamConfig(Sam2Grid, ConfigData):
     name: str
     img_size: int = 1024
     num_latents: int = 256  # the perceiver's 1D latents per memory frame
@@ -64,15 +64,6 @@ class EdgeTamConfig(ConfigData):
     pixel_std: tuple[float, float, float] = SAM2_PIXEL_STD
 
     family: ClassVar[str] = "edgetam"
-    backbone_stride: ClassVar[int] = 16
-
-    @property
-    def embedding_size(self) -> int:
-        return self.img_size // self.backbone_stride
-
-    @property
-    def low_res_size(self) -> int:
-        return 4 * self.embedding_size
 
     @property
     def latent_side(self) -> int:

@@ -35,7 +35,7 @@ from ..config_data import ConfigData
 from ..errors import CheckpointError
 from .registry import NumpyPrompts, Piece, register
 from .sam2 import (BATCH_OUTPUTS, CLIENT_OUTPUTS, LOGIT_CLAMP, PROMPT_AXES, PROMPT_INPUTS, SAM2_PIXEL_MEAN,
-                   SAM2_PIXEL_STD, BatchDecoderPiece, ImageEncoderPiece, Sam2Family, image_manifest, perturb,
+                   SAM2_PIXEL_STD, BatchDecoderPiece, ImageEncoderPiece, Sam2Family, Sam2Grid, image_manifest, perturb,
                    tracking_manifest, tracking_tensors)
 from .sam2_forks import EFFICIENT_TAM, call_in, nested_set
 
@@ -46,7 +46,7 @@ NECK_KEY = "image_encoder.neck.convs.0.conv_1x1.weight"  # ViTDetNeck's: Hiera's
 
 
 @dataclass(frozen=True)
-class EfficientTamConfig(ConfigData):
+class EfficientTamConfig(Sam2Grid, ConfigData):
     name: str
     embed_dim: int = 192
     num_heads: int = 3
@@ -56,15 +56,6 @@ class EfficientTamConfig(ConfigData):
     pixel_std: tuple[float, float, float] = SAM2_PIXEL_STD
 
     family: ClassVar[str] = "efficient_tam"
-    backbone_stride: ClassVar[int] = 16
-
-    @property
-    def embedding_size(self) -> int:
-        return self.img_size // self.backbone_stride
-
-    @property
-    def low_res_size(self) -> int:
-        return 4 * self.embedding_size
 
 
 def _size(config: EfficientTamConfig, img_size: int, name: str) -> EfficientTamConfig:

@@ -32,6 +32,7 @@ from torch import nn
 
 from ..config_data import ConfigData
 from ..errors import CheckpointError
+from .batch_norm import float_step_counters, float_step_counters_in_state
 from .registry import ModelFamily, NumpyPrompts, Piece, register
 from .sam_pieces import ENCODER_INPUT, ENCODER_OUTPUT, batch_decoder_piece, decoder_piece
 
@@ -140,19 +141,8 @@ def build_efficientvit_sam_model(config: EfficientViTSamConfig):
     # reads the prompt frame from image_encoder.img_size; upstream's own encoder has no such attribute,
     # and its frame is 1024 px whatever the encoder's input.
     model.image_encoder.img_size = PROMPT_FRAME
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.num_batches_tracked = module.num_batches_tracked.float().reshape(1)  # see float_step_counters
+    float_step_counters(model)  # compress/families/batch_norm.py
     return model
-
-
-def float_step_counters(state: dict) -> None:
-    """BatchNorm's `num_batches_tracked` (a training step counter, a 0-d int64, unused in eval) as a float32
-    [1], in place: samedge refuses integer tensors in a checkpoint (compress/checkpoint_file.check_weights,
-    so that no weight is loaded truncated) and hashes tensors as bytes, which a 0-d tensor has no view of
-    (export/provenance.model_digest); EfficientViT-SAM is the first family with BatchNorm."""
-    for key in [key for key in state if key.endswith(".num_batches_tracked")]:
-        state[key] = state[key].float().reshape(1)
 
 
 def perturb(model: nn.Module, seed: int) -> None:
@@ -228,7 +218,7 @@ class EfficientViTSamFamily(ModelFamily):
             return None  # not an EfficientViT-SAM
         # Before check_weights sees the official file's int64 step counters (load_checkpoint runs it
         # after detect on this same dict): the one change made to `state`.
-        float_step_counters(state)
+        float_step_counters_in_state(state)
         layout = read_layout(state)
         matches = [config for config in OFFICIAL.values() if config.layout == layout]
         if model_type is not None:

@@ -13,7 +13,7 @@ Three things about upstream's TinyViT the family takes care of:
 - its attention caches the bias table of each window (`ab`) when the model is put in eval mode,
   so weights loaded, perturbed or Birkhoff-decoded after `.eval()` would leave a stale table (upstream's
   own builder loads the checkpoint after `.eval()`, and its README calls `.eval()` again). Here the
-  table is re-read from `attention_biases` before every forward (`_fresh_bias_table`);
+  table is re-read from `attention_biases` before every forward (`fresh_bias_table`);
 - `forward_features` reshapes the last stage to a 64 x 64 grid, 1024 px's; other sizes get the
   same method with the grid of their own size (the test size, 256 px);
 - its BatchNorm layers count training steps in int64 `num_batches_tracked` buffers, which eval mode
@@ -34,6 +34,7 @@ from torch import nn
 
 from ..config_data import ConfigData
 from ..errors import CheckpointError
+from .batch_norm import float_step_counters, float_step_counters_in_state
 from .registry import ModelFamily, NumpyPrompts, Piece, register
 from .sam import SAM
 from .sam_pieces import ENCODER_INPUT, ENCODER_OUTPUT, batch_decoder_piece, decoder_piece
@@ -48,7 +49,6 @@ OFFICIAL_IMG_SIZE = 1024
 TINY_VIT_KEY = "image_encoder.patch_embed.seq.0.c.weight"
 # Light HQ-SAM (segment_anything_hq's vit_tiny) has the same TinyViT and an HQ decoder: SAM-HQ's kind.
 HQ_DECODER_KEY = "mask_decoder.hf_token.weight"
-BATCHNORM_COUNTER = "num_batches_tracked"
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def _sized_forward_features(encoder, x):
     return encoder.neck(x.view(batch, grid, grid, channels).permute(0, 3, 1, 2))  # [B, 256, grid, grid]
 
 
-def _fresh_bias_table(attention, args):
+def fresh_bias_table(attention, args):
     """Before each forward: the bias table eval mode reads (`ab`), from the weights as they are now."""
     if not attention.training:
         attention.ab = attention.attention_biases[:, attention.attention_bias_idxs]  # [heads, N, N]
@@ -124,12 +124,8 @@ def build_tiny_vit(config: MobileSamConfig) -> nn.Module:
         encoder.forward_features = types.MethodType(_sized_forward_features, encoder)
     for module in encoder.modules():
         if isinstance(module, modeling.tiny_vit_sam.Attention):
-            module.register_forward_pre_hook(_fresh_bias_table)
-        if isinstance(module, nn.BatchNorm2d):
-            # A step count, as float32 [1]: eval mode never reads it, samedge's checkpoints hold
-            # floating-point tensors only (compress.checkpoint_file.check_weights), and the weights'
-            # digest (export/provenance.py) reads every tensor as bytes, which a 0-d one cannot give.
-            module.num_batches_tracked = module.num_batches_tracked.float().reshape(1)
+            module.register_forward_pre_hook(fresh_bias_table)
+    float_step_counters(encoder)  # compress/families/batch_norm.py
     return encoder
 
 
@@ -235,10 +231,7 @@ class MobileSamFamily(ModelFamily):
             raise CheckpointError(f"a TinyViT state dict ({found}) that is not MobileSAM's TinyViT-5M "
                                   f"({', '.join(f'{k} {list(v)}' for k, v in config.widths().items())}); "
                                   "save other widths with compress.save_checkpoint(model, path, config=...)")
-        # BatchNorm's int64 step counters, as float32 [1] as this family's models hold them (build_tiny_vit):
-        # converted here, before the loader's check refuses integer tensors as truncated weights.
-        for key in [key for key in state if key.endswith("." + BATCHNORM_COUNTER)]:
-            state[key] = state[key].float().reshape(1)
+        float_step_counters_in_state(state)  # before the loader's check refuses integer tensors
         return config
 
     def refusal(self, compression):

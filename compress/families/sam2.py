@@ -61,8 +61,22 @@ SIZE_OF_DEPTH = {blocks: size for (_, blocks), size in SIZES.items()}  # a prune
 RELEASES = {"sam2.1": "configs/sam2.1/sam2.1_hiera_{size}.yaml", "sam2": "configs/sam2/sam2_hiera_{size}.yaml"}
 
 
+class Sam2Grid:
+    """The feature grid (stride 16) and low-res mask size of SAM 2 and the sam2 forks' configs."""
+
+    backbone_stride: ClassVar[int] = 16
+
+    @property
+    def embedding_size(self) -> int:
+        return self.img_size // self.backbone_stride
+
+    @property
+    def low_res_size(self) -> int:
+        return 4 * self.embedding_size
+
+
 @dataclass(frozen=True)
-class Sam2Config(ConfigData):
+class Sam2Config(Sam2Grid, ConfigData):
     """A SAM 2 architecture as data: sam2's config file and Hydra overrides (no pickled code)."""
 
     name: str
@@ -77,15 +91,6 @@ class Sam2Config(ConfigData):
     hiera_mlp_dims: tuple[int, ...] = ()  # per block: MLP hidden width
 
     family: ClassVar[str] = "sam2"
-    backbone_stride: ClassVar[int] = 16
-
-    @property
-    def embedding_size(self) -> int:
-        return self.img_size // self.backbone_stride
-
-    @property
-    def low_res_size(self) -> int:
-        return 4 * self.embedding_size
 
     @property
     def hiera_widths(self) -> HieraWidths | None:

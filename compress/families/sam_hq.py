@@ -37,6 +37,8 @@ from runtime.signature import PROMPT_INPUTS, DECODER_OUTPUTS
 from ..architectures import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from ..config_data import ConfigData
 from ..errors import CheckpointError
+from .batch_norm import float_step_counters, float_step_counters_in_state
+from .mobile_sam import fresh_bias_table
 from .registry import ModelFamily, NumpyPrompts, Piece, register
 from .sam2 import perturb
 from .sam_attention import banded_global_attention
@@ -156,30 +158,14 @@ def build_sam_hq(config: SamHqConfig, seed: int | None = None):
     return model
 
 
-def _current_bias_table(attention, args):
-    """Before each forward in eval mode: TinyViT's attention bias table (`ab`) from the weights as they are
-    now. Upstream gathers it once, when .eval() is called, and its builder calls .eval() before loading the
-    checkpoint: a table of the initial weights would be used, and would be exported."""
-    if not attention.training:
-        attention.ab = attention.attention_biases[:, attention.attention_bias_idxs]  # [heads, N, N]
-
-
 def _eval_ready_tiny_vit(encoder) -> None:
+    """SAM-HQ's TinyViT copy has MobileSAM's stale bias table (mobile_sam.fresh_bias_table says why)."""
     from segment_anything_hq.modeling.tiny_vit_sam import Attention
 
     for module in encoder.modules():
         if isinstance(module, Attention):
-            module.register_forward_pre_hook(_current_bias_table)
-        if isinstance(module, nn.BatchNorm2d):
-            # A training-step count that eval never reads, as float32 [1]: samedge's checkpoints hold
-            # floating-point tensors only (compress.checkpoint_file.check_weights).
-            module.num_batches_tracked = module.num_batches_tracked.float().reshape(1)
-
-
-def _float_step_counters(state: dict) -> None:
-    """An official TinyViT state dict's int64 BatchNorm step counts, as the model holds them (float32 [1])."""
-    for key in [key for key in state if key.endswith(".num_batches_tracked")]:
-        state[key] = state[key].float().reshape(1)
+            module.register_forward_pre_hook(fresh_bias_table)
+    float_step_counters(encoder)
 
 
 def _count(state: dict, prefix: str) -> int:
@@ -216,7 +202,7 @@ class SamHqFamily(ModelFamily):
             return None
         detected = detect_official_type(state)
         if detected == "sam_hq_vit_tiny":
-            _float_step_counters(state)  # in place: the state dict that is checked and loaded next
+            float_step_counters_in_state(state)  # in place: the state dict that is checked and loaded next
         if detected is None:
             if model_type in MODEL_TYPES and model_type not in OFFICIAL:
                 return MODEL_TYPES[model_type]  # the caller's architecture; strict loading checks it
