@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from compress import load_checkpoint, parameter_count, seeded_checkpoint
 from compress.families import config_to_dict, family_of, model_types
+from compress.families.fused_attention import FORMS as ATTENTION_FORMS, PLAIN, attention_form
 from compress.birkhoff.hyper_linear import HyperLinear
 from compress.demo import DEFAULT_CHECKPOINT
 from compress.birkhoff.model import VARIANTS
@@ -57,7 +58,7 @@ def has_hyper_linear(model) -> bool:
 def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str, target: str, root: Path,
               parity: dict | None, compression: dict | None = None, tensorrt: dict | None = None,
               model_type: str | None = None, samedge_nodes: bool = False, clients: dict | None = None,
-              digest: str | None = None) -> dict:
+              digest: str | None = None, attention: str = PLAIN) -> dict:
     """The manifest's sections (BundleWriter adds the format stamp, files and versions)."""
     beside = compression is not None and checkpoint.parent == root.parent
     family = family_of(config)
@@ -86,6 +87,9 @@ def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str,
             "digest": digest,
         },
         **sections,
+        # The form of the encoders' and memory pieces' attention (compress/families/fused_attention.py);
+        # the decoders, the clients' and the TensorRT files are always plain.
+        "attention": attention,
         # Files for AnyLabeling and samexporter (export/clients.py).
         "clients": clients,
         # runtime.Session warns on opening a bundle whose parity failed, naming these rows.
@@ -98,7 +102,8 @@ def _manifest(config, parameters: int, checkpoint: Path, checkpoint_sha256: str,
 
 def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
                  model_type: str | None = None, run_parity: bool = True, overwrite: bool = False,
-                 recipe: Recipe | None = None, with_clients: bool = True, checkpoint_outside: bool = False) -> dict | None:
+                 recipe: Recipe | None = None, with_clients: bool = True, checkpoint_outside: bool = False,
+                 attention: str = PLAIN) -> dict | None:
     """Write a bundle to `out`; returns its parity report (None when skipped).
 
     `recipe` (compress.recipe.parse_recipe) compresses the model first (the model's family refuses
@@ -106,9 +111,12 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
     files AnyLabeling and samexporter open, in the family's format (export/clients.py; a device that
     only runs samedge needs none). `checkpoint_outside`:
     a compressed build's checkpoint (parity's reference) is kept beside the bundle, as
-    `<out>.<checkpoint name>`, not in it."""
+    `<out>.<checkpoint name>`, not in it. `attention`: "plain" or "fused" (one ONNX Runtime
+    MultiHeadAttention node per attention in the encoders and memory pieces; fused_attention.py)."""
     if target not in TARGETS:
         raise ValueError(f"unknown target {target!r}; choose one of {TARGETS}")
+    if attention not in ATTENTION_FORMS:
+        raise ValueError(f"unknown attention form {attention!r}; choose one of {ATTENTION_FORMS}")
     checkpoint = Path(checkpoint or DEFAULT_CHECKPOINT)
     outside = None
     if checkpoint_outside:
@@ -139,7 +147,8 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
             bar.update()
         digest = model_digest(model)  # the weights exported: every ONNX file and engine names them
         step("export")
-        export_pieces(model, bundle.root)  # the family's pieces (compress/families): encoder, decoders, ...
+        with attention_form(attention):  # the family's pieces (compress/families): encoder, decoders, ...
+            export_pieces(model, bundle.root)
         export_tensors(model, bundle.root)  # and its constants (SAM 2: tracking.safetensors)
         bar.update()
         tensorrt = None
@@ -171,7 +180,7 @@ def build_bundle(out: Path, target: str = "cpu", checkpoint: Path | None = None,
         def write_manifest(report):
             bundle.write_manifest(_manifest(config, parameters, checkpoint, checkpoint_sha256, target, bundle.root,
                                             report, compression, tensorrt, model_type, samedge_nodes, clients,
-                                            digest))
+                                            digest, attention))
 
         report = None
         if run_parity:
@@ -253,6 +262,11 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=Path, help="SlimSAM: folder of unlabelled images to distil on")
     parser.add_argument("--synthetic", type=int, help="SlimSAM: distil on N synthetic shape images (demo model)")
     defaults = SlimSettings()
+    parser.add_argument("--attention", choices=ATTENTION_FORMS, default=PLAIN,
+                        help="the encoders' and memory pieces' attention: plain ONNX ops (every runtime; OpenVINO "
+                             "fuses them itself) or fused: one com.microsoft.MultiHeadAttention node each (ONNX "
+                             "Runtime's attention kernel; OpenVINO reads it too). TensorRT files are always plain. "
+                             "Which is faster: docs/benchmarks/cpu-attention.md")
     parser.add_argument("--slim-epochs", type=int, nargs=2, metavar=("STEP1", "STEP2"),
                         help="SlimSAM: distillation epochs of each step (default "
                              f"{defaults.epochs1} {defaults.epochs2}, the paper's)")
@@ -272,7 +286,7 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     options = dict(checkpoint=args.checkpoint, model_type=args.model_type, run_parity=not args.skip_parity,
-                   recipe=recipe, with_clients=not args.no_clients)
+                   recipe=recipe, with_clients=not args.no_clients, attention=args.attention)
     try:
         if args.target == "triton":
             if args.checkpoint_outside:

@@ -20,6 +20,7 @@ import torch
 
 from compress.birkhoff.model import CODED_TENSORS
 from compress.families import Piece, family_of, sam_pieces
+from compress.families.fused_attention import tracing_in_form
 from runtime.atomic import default_mode
 
 from . import hyper_linear
@@ -126,7 +127,7 @@ def export_piece(piece: Piece, path, coded: dict | None = None) -> Path:
     path = Path(path)
     with tempfile.TemporaryDirectory(dir=path.parent) as work:
         exported = Path(work) / path.name
-        with torch.no_grad(), piece.tracing():
+        with torch.no_grad(), tracing_in_form(piece.role), piece.tracing():
             export_module(piece.module, piece.example, exported, piece.input_names, piece.output_names,
                           piece.dynamic_axes)
         finish_export(exported, path, coded, output_shapes=piece.output_shapes)

@@ -21,6 +21,8 @@ from segment_anything.modeling.image_encoder import get_rel_pos
 
 from compress.slimsam.attention import SplitAttention
 
+from .fused_attention import FUSED, current_form, multi_head_attention
+
 # 512 queries: vit_b's score matrices become 100 MB each. Smaller bands save little more
 # (weights and the windowed blocks are then the peak) and add nodes to the graph.
 QUERY_CHUNK_TOKENS = 512
@@ -42,11 +44,21 @@ def _qkv(attn, x: torch.Tensor):
     return qkv.reshape(3, batch * heads, height * width, -1).unbind(0)
 
 
+def _merge_heads(t: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
+    # [B * heads, L, d] -> [B, L, heads * d]
+    return t.reshape(batch, heads, t.shape[1], -1).transpose(1, 2).reshape(batch, t.shape[1], -1)
+
+
 def banded_forward(attn, x: torch.Tensor, rows: int) -> torch.Tensor:
-    """segment_anything's Attention.forward on x [B, H, W, C], `rows` query rows at a time."""
+    """segment_anything's Attention.forward on x [B, H, W, C], `rows` query rows at a time; each band's
+    attention as plain ops, or one fused node with the relative position as its bias (fused_attention.py)."""
     batch, height, width, _ = x.shape
+    heads = attn.num_heads
+    fused = current_form() == FUSED
     q, k, v = _qkv(attn, x)  # [B * heads, H * W, d]
     keys_t = k.transpose(-2, -1)  # [B * heads, d, H * W]
+    if fused:
+        keys, values = _merge_heads(k, batch, heads), _merge_heads(v, batch, heads)  # [B, H * W, heads * d]
     if attn.use_rel_pos:
         rel_h_table = get_rel_pos(height, height, attn.rel_pos_h)  # [H, H, d]
         rel_w_table = get_rel_pos(width, width, attn.rel_pos_w)  # [W, W, d]
@@ -55,15 +67,26 @@ def banded_forward(attn, x: torch.Tensor, rows: int) -> torch.Tensor:
         bottom = min(height, top + rows)
         band = bottom - top
         q_band = q[:, top * width:bottom * width]  # [B * heads, band * W, d]
-        scores = (q_band * attn.scale) @ keys_t  # [B * heads, band * W, H * W]
         if attn.use_rel_pos:
             r_q = q_band.reshape(q_band.shape[0], band, width, -1)
             rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rel_h_table[top:bottom])  # [B * heads, band, W, H]
             rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rel_w_table)  # [B * heads, band, W, W]
+        if fused:
+            bias = None  # the relative position's share of the scores: [B, heads, band * W, H * W]
+            if attn.use_rel_pos:
+                bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(batch, heads, band * width,
+                                                                                     height * width)
+            # [B, band * W, heads * d_v]
+            bands.append(multi_head_attention(_merge_heads(q_band, batch, heads), keys, values, heads, attn.scale, bias))
+            continue
+        scores = (q_band * attn.scale) @ keys_t  # [B * heads, band * W, H * W]
+        if attn.use_rel_pos:
             scores = (scores.view(-1, band, width, height, width) + rel_h[:, :, :, :, None]
                       + rel_w[:, :, :, None, :]).view(-1, band * width, height * width)
         bands.append(scores.softmax(dim=-1) @ v)  # [B * heads, band * W, d_v]
-    out = torch.cat(bands, dim=1).view(batch, attn.num_heads, height, width, -1).permute(0, 2, 3, 1, 4)
+    if fused:
+        return attn.proj(torch.cat(bands, dim=1).reshape(batch, height, width, -1))
+    out = torch.cat(bands, dim=1).view(batch, heads, height, width, -1).permute(0, 2, 3, 1, 4)
     return attn.proj(out.reshape(batch, height, width, -1))
 
 
