@@ -10,6 +10,7 @@ distillation 56 s per image-step, so vit_b's SlimSAM schedule is tiny and stated
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -50,21 +51,32 @@ def _tag(settings, images: str) -> str:
     return hashlib.sha1(json.dumps([fields, images], sort_keys=True).encode()).hexdigest()[:10]
 
 
+# ModelSource's callables are module-level functions or partials of them: they pickle, for the
+# build's child process (benchmarks/variants.py).
+
 def _settings(**values):
-    return lambda: SlimSettings(show_progress=True, **values)
+    return functools.partial(SlimSettings, show_progress=True, **values)
 
 
 def _synthetic(count: int):
-    return lambda: synthetic_images(count)
+    return functools.partial(synthetic_images, count)
+
+
+def _photo_arrays(names: tuple[str, ...]) -> list:
+    # scikit-image's, by name: the distillation photographs are not among runtime.parity's standard images.
+    return [getattr(data, name)() for name in names]
 
 
 def _photos(names):
-    # scikit-image's, by name: the distillation photographs are not among runtime.parity's standard images.
-    return lambda: [getattr(data, name)() for name in names]
+    return functools.partial(_photo_arrays, tuple(names))
 
 
 def _seeded(work: Path, model_type: str):
-    return lambda: seeded_checkpoint(model_type, work / model_type)
+    return functools.partial(seeded_checkpoint, model_type, work / model_type)
+
+
+def _bundled_demo() -> Path:
+    return DEFAULT_CHECKPOINT
 
 
 def demo_plan(quick: bool) -> ModelPlan:
@@ -72,7 +84,7 @@ def demo_plan(quick: bool) -> ModelPlan:
     images, epochs, importance_images = (64, 2, 4) if quick else (192, 4, 16)
     values = dict(importance="disturbed-taylor", importance_images=importance_images, epochs1=epochs,
                   epochs2=epochs, feature_epochs=epochs // 2, alpha_epochs=epochs // 2, batch_size=4, accumulate=1)
-    source = ModelSource("demo", lambda: DEFAULT_CHECKPOINT, _synthetic(images), _settings(**values),
+    source = ModelSource("demo", _bundled_demo, _synthetic(images), _settings(**values),
                          _tag(_settings(**values)(), f"synthetic-{images}"))
     val = max(1, images // 20)
     schedule = (f"SlimSAM on the demo model: {images - val} synthetic shape images (+{val} for validation), "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import importlib
 import json
@@ -75,16 +76,18 @@ def add_arguments(parser) -> None:
 
 # ---- bundles and sizes ----------------------------------------------------------------------------
 
+def _no_slimsam():
+    raise ValueError("no variant of the sam2 and zoo pages distils (SlimSAM for SAM 2 has its own page: slimsam2)")
+
+
 def _source(model_type: str, work: Path):
     from compress import seeded_checkpoint
 
     from .variants import ModelSource
 
-    def no_slimsam():
-        raise ValueError("SlimSAM prunes SAM 1 only; no SAM 2 variant here distils")
-
-    return ModelSource(model_type, lambda: seeded_checkpoint(model_type, work / model_type), no_slimsam, no_slimsam,
-                       slim_tag="none")
+    # A partial, not a lambda: the source travels pickled to the build's child process (benchmarks/variants.py).
+    return ModelSource(model_type, functools.partial(seeded_checkpoint, model_type, work / model_type), _no_slimsam,
+                       _no_slimsam, slim_tag="none")
 
 
 def _build(model_type: str, work: Path) -> tuple[dict, dict]:

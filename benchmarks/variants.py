@@ -4,6 +4,13 @@ Every variant is built with the project's own entry points (export.build.build_b
 export.quantize.quantize_bundle), so the benchmark measures exactly what a user gets.
 A built bundle and a small JSON record (compression wall time, when it was built) stay
 in the work directory; a rerun reuses them instead of rebuilding.
+
+Each build runs in its own child process (multiprocessing's "spawn": a fresh interpreter; fork
+would copy torch's and OpenMP's thread pools, which are not fork-safe). The benchmark's process
+keeps torch models, ONNX Runtime sessions and caches from the variants it has measured, and
+building SlimSAM-77 of vit_b on top of them ran out of memory at 24 GB; a child returns all of
+its memory when it exits. So a ModelSource must pickle: module-level functions or
+functools.partial of them, no lambdas.
 """
 
 from __future__ import annotations
@@ -11,7 +18,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -73,7 +86,8 @@ def uses_slimsam(variant: str) -> bool:
 
 @dataclass
 class ModelSource:
-    """What every variant of one model is built from."""
+    """What every variant of one model is built from. It travels to the build's child process
+    pickled: each callable a module-level function or a functools.partial of one, never a lambda."""
 
     key: str  # cache directory name: "demo", "vit_b", "tiny"
     checkpoint: Callable[[], Path]  # the original checkpoint (made on first call, e.g. seeded weights)
@@ -91,6 +105,7 @@ class Built:
     build_seconds: float  # the whole build, export included
     built_at: str
     graph_revision: int = 0  # export.onnx_export.GRAPH_REVISION when built (0: before it existed)
+    built_in_pid: int = 0  # the process that built it: a child of the benchmark's (0: recorded before children)
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "bundle": str(self.bundle),
@@ -114,15 +129,95 @@ def cache_dir(work: Path, source: ModelSource, variant: str) -> Path:
 
 
 def build_variant(variant: str, source: ModelSource, work: Path, built: dict[str, Built]) -> Built:
-    """The bundle of `variant`, from the cache when an earlier run finished it.
-    `built` must already hold the recipe's base variant."""
+    """The bundle of `variant`, from the cache when an earlier run finished it, else built in a
+    child process (see the module's docstring). `built` must already hold the recipe's base variant."""
     directory = cache_dir(work, source, variant)
     record = directory.with_name(directory.name + ".json")
-    if record.is_file() and directory.is_dir():
-        cached = Built.from_json(record.read_text())
-        if cached.graph_revision == GRAPH_REVISION:  # else its ONNX files are not what export writes now
-            # The work directory may have moved since: the bundle is the one beside the record.
-            return dataclasses.replace(cached, bundle=directory, checkpoint=_torch_checkpoint(directory))
+    cached = _cached(directory, record)
+    if cached is not None:
+        return cached
+    _in_child_process(f"building {variant} of {source.key}", _build_and_record,
+                      variant, _picklable(source), directory, record, built)
+    result = _cached(directory, record)
+    if result is None:
+        raise RuntimeError(f"building {variant} of {source.key}: the child process exited 0 but left no "
+                           f"bundle and record at {directory} (or one of another graph revision)")
+    return result
+
+
+def _cached(directory: Path, record: Path) -> Built | None:
+    if not (record.is_file() and directory.is_dir()):
+        return None
+    cached = Built.from_json(record.read_text())
+    if cached.graph_revision != GRAPH_REVISION:  # its ONNX files are not what export writes now
+        return None
+    # The work directory may have moved since: the bundle is the one beside the record.
+    return dataclasses.replace(cached, bundle=directory, checkpoint=_torch_checkpoint(directory))
+
+
+def _picklable(source: ModelSource) -> ModelSource:
+    try:
+        pickle.dumps(source)
+    except (pickle.PicklingError, AttributeError, TypeError) as err:
+        raise TypeError(f"ModelSource {source.key!r} cannot be sent to the build's child process ({err}): make "
+                        "its callables module-level functions or functools.partial of them, not lambdas or "
+                        "nested functions") from err
+    return source
+
+
+def _in_child_process(what: str, target, *args) -> None:
+    """target(*args) in a fresh ("spawn") process, waited for; its output goes where ours does.
+    Raises RuntimeError with the child's exit code and traceback when it fails or is killed."""
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_child_main, args=(send, target, args), name=what)
+    sys.stdout.flush()  # ours before the child's, in the order they happened
+    sys.stderr.flush()
+    process.start()
+    send.close()  # the child holds its own end: EOF here once it exits
+    try:
+        process.join()
+    finally:
+        if process.is_alive():  # we were interrupted (Ctrl-C): the child must not outlive us
+            process.terminate()
+            process.join()
+    try:
+        error = receive.recv() if receive.poll() else None  # (the exception's line, its traceback)
+    except EOFError:  # the child exited without sending: it succeeded, or was killed
+        error = None
+    receive.close()
+    if process.exitcode != 0:
+        # The exception on the first line: callers that show one line (benchmarks/sam2.py's rows) show it.
+        raise RuntimeError(f"{what} failed in its child process ({_exit_reason(process.exitcode)})"
+                           + (f": {error[0]}\n\nThe child's traceback:\n{error[1]}" if error
+                              else "; it reported no exception (see its output above)"))
+
+
+def _exit_reason(code: int) -> str:
+    if code >= 0:
+        return f"exit code {code}"
+    name = signal.Signals(-code).name
+    hint = ", as the kernel's out-of-memory killer does" if -code == signal.SIGKILL else ""
+    return f"exit code {code}: killed by {name}{hint}"
+
+
+ERROR_TAIL = 4000  # characters of the child's exception and traceback sent back: the end, where the error is
+
+
+def _child_main(send, target, args) -> None:
+    try:
+        target(*args)
+    except BaseException as err:
+        line = traceback.format_exception_only(err)[-1].strip()
+        send.send((line[:ERROR_TAIL], traceback.format_exc()[-ERROR_TAIL:]))  # small: the pipe never blocks on it
+        send.close()
+        raise SystemExit(1)
+    send.close()
+
+
+def _build_and_record(variant: str, source: ModelSource, directory: Path, record: Path,
+                      built: dict[str, Built]) -> None:
+    """The build itself (in the child): the bundle, then its record, written atomically."""
     definition = DEFINITIONS[variant]
     began = time.perf_counter()
     if definition.quantize:
@@ -130,9 +225,9 @@ def build_variant(variant: str, source: ModelSource, work: Path, built: dict[str
     else:
         compression_seconds = _build(definition, source, directory, built)
     result = Built(variant, directory, _torch_checkpoint(directory), compression_seconds,
-                   time.perf_counter() - began, datetime.datetime.now().isoformat(timespec="seconds"), GRAPH_REVISION)
+                   time.perf_counter() - began, datetime.datetime.now().isoformat(timespec="seconds"), GRAPH_REVISION,
+                   os.getpid())
     atomic_write(record, lambda tmp: Path(tmp).write_text(result.to_json()))
-    return result
 
 
 def _build(definition: Variant, source: ModelSource, out: Path, built: dict[str, Built]) -> float:
