@@ -1,6 +1,7 @@
 """What to do to a model before export: compression stages, run in order.
 
     parse_recipe("slimsam-77+birkhoff") == Recipe((SlimSAM(SlimSettings(ratio=0.77)), Birkhoff()))
+    parse_recipe("slimsam-77-heads") == Recipe((SlimSAM(SlimSettings(ratio=0.77, attention="heads")),))
 
 `--compress` names a recipe; it is parsed here once, and `compress.stages.apply` runs it
 for the build, the benchmarks and the tests alike. A stage holds everything its method
@@ -13,11 +14,15 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from .birkhoff.model import VARIANTS
-from .slimsam.settings import SlimSettings
+from .slimsam.settings import HEAD_DIMS, HEADS, SlimSettings
 
 SLIMSAM_RATIOS = {"slimsam-50": 0.5, "slimsam-77": 0.77}  # the ratios SlimSAM published
+HEADS_SUFFIX = "-heads"  # step 2 keeps fewer, whole heads at the same q/k/v width (compress/slimsam/prune.py)
+# SlimSAM stage name -> (ratio, step-2 attention pruning): the paper's head dims, or whole heads.
+SLIMSAM_STAGES = {**{name: (ratio, HEAD_DIMS) for name, ratio in SLIMSAM_RATIOS.items()},
+                  **{name + HEADS_SUFFIX: (ratio, HEADS) for name, ratio in SLIMSAM_RATIOS.items()}}
 # Pruning needs dense weights, so a stacked recipe prunes and distils first, then hyper-compresses.
-COMPRESSIONS = ("birkhoff", *SLIMSAM_RATIOS, *(f"{name}+birkhoff" for name in SLIMSAM_RATIOS))
+COMPRESSIONS = ("birkhoff", *SLIMSAM_STAGES, *(f"{name}+birkhoff" for name in SLIMSAM_STAGES))
 MIN_SLIMSAM_IMAGES = 3  # at least one held out for validation and two to train on
 
 
@@ -43,7 +48,8 @@ class SlimSAM:
 
     @property
     def name(self) -> str:
-        return next(name for name, ratio in SLIMSAM_RATIOS.items() if ratio == self.ratio)
+        return next(name for name, stage in SLIMSAM_STAGES.items()
+                    if stage == (self.ratio, self.settings.attention))
 
 
 @dataclass(frozen=True)
@@ -60,14 +66,16 @@ class Recipe:
         return any(isinstance(stage, SlimSAM) for stage in self.stages)
 
     def with_images(self, images, settings: SlimSettings | None = None) -> "Recipe":
-        """The recipe with `images` (and `settings`' schedule, its ratio kept) for every SlimSAM stage."""
-        return Recipe(tuple(_slimsam(settings or stage.settings, stage.ratio, images)
+        """The recipe with `images` (and `settings`' schedule, its ratio and attention pruning kept)
+        for every SlimSAM stage."""
+        return Recipe(tuple(_slimsam(settings or stage.settings, (stage.ratio, stage.settings.attention), images)
                             if isinstance(stage, SlimSAM) else stage for stage in self.stages))
 
 
-def _slimsam(schedule: SlimSettings, ratio: float, images) -> SlimSAM:
-    """A SlimSAM stage at `ratio` with `schedule`'s settings and a log of its own."""
-    return SlimSAM(dataclasses.replace(schedule, ratio=ratio, log={}), images)
+def _slimsam(schedule: SlimSettings, stage: tuple[float, str], images) -> SlimSAM:
+    """A SlimSAM stage at `stage` = (ratio, attention) with `schedule`'s settings and a log of its own."""
+    ratio, attention = stage
+    return SlimSAM(dataclasses.replace(schedule, ratio=ratio, attention=attention, log={}), images)
 
 
 def parse_recipe(text: str, variant: str = "reference", images=None,
@@ -79,6 +87,6 @@ def parse_recipe(text: str, variant: str = "reference", images=None,
     if variant not in VARIANTS:
         raise ValueError(f"unknown Birkhoff variant {variant!r}; choose one of {VARIANTS}")
     base = slimsam_settings or SlimSettings()
-    stages = tuple(Birkhoff(variant) if name == "birkhoff" else _slimsam(base, SLIMSAM_RATIOS[name], images)
+    stages = tuple(Birkhoff(variant) if name == "birkhoff" else _slimsam(base, SLIMSAM_STAGES[name], images)
                    for name in text.split("+"))
     return Recipe(stages)

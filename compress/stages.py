@@ -77,8 +77,10 @@ def _slimsam(stage: SlimSAM, model, source: Path, folder: Path):
     with tempfile.TemporaryDirectory(dir=folder) as scratch:  # inside the bundle's staging: never left behind
         slimmed = slim(model, tensors[:-val_count], tensors[-val_count:], settings, Path(scratch))
     path = folder / stage.checkpoint_name
-    save_checkpoint(slimmed, path, extra_metadata={"slimsam": {"ratio": settings.ratio, "source": str(source)}})
-    entry = {"method": "slimsam", "ratio": settings.ratio, "importance": settings.importance,
+    save_checkpoint(slimmed, path, extra_metadata={"slimsam": {"ratio": settings.ratio, "attention": settings.attention,
+                                                                "source": str(source)}})
+    entry = {"method": "slimsam", "ratio": settings.ratio, "attention": settings.attention,
+             "importance": settings.importance,
              **_sizes(source, path), "images": len(tensors) - val_count,
              "epochs": [settings.epochs1, settings.epochs2],
              "widths": target_for(slimmed).describe(slimmed), "parameters_before": parameter_count(model),

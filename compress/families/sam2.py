@@ -277,7 +277,8 @@ class Sam2Family(ModelFamily):
     name = "sam2"
     config_class = Sam2Config
     model_types = MODEL_TYPES
-    compressions = COMPRESSIONS  # SlimSAM prunes Hiera too (compress/slimsam/hiera.py)
+    # SlimSAM prunes Hiera too (compress/slimsam/hiera.py), by widths: not whole heads (head counts double per stage).
+    compressions = tuple(name for name in COMPRESSIONS if "-heads" not in name)
     client_format = "sam2"
 
     def build(self, config, seed=None):

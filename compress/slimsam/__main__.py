@@ -3,6 +3,7 @@
     python -m compress.slimsam --checkpoint sam_vit_b_01ec64.pth --images DIR --ratio 0.5 --out slim.safetensors
     python -m compress.slimsam --synthetic 300 --ratio 0.5 --out demo-slim50.safetensors   # the demo model
     python -m compress.slimsam ... --step 1 --out step1.safetensors                        # step 1 only
+    python -m compress.slimsam ... --heads                                                 # step 2: fewer, whole heads
     python -m compress.slimsam --checkpoint ORIGINAL --step1 step1.safetensors --step 2 ... # step 2 only
     torchrun --nproc_per_node 4 -m compress.slimsam ...                                     # several GPUs
 
@@ -32,8 +33,8 @@ from .images import load_folder, preprocess_images, synthetic_images
 from .importance import IMPORTANCE_KINDS
 from .pipeline import run_step1, run_step2, slim
 from .prune import NORMALIZERS
-from .settings import SlimSettings
-from .targets import target_for
+from .settings import HEAD_DIMS, HEADS, SlimSettings, check_attention
+from .targets import check_target_settings, target_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--importance", choices=IMPORTANCE_KINDS, default=defaults.importance)
     parser.add_argument("--importance-images", type=int, default=defaults.importance_images)
     parser.add_argument("--global-pruning", action="store_true", help="step 2 across layers (normalised scores)")
+    parser.add_argument("--heads", action="store_true",
+                        help="step 2 keeps ceil(heads x (1 - ratio)) whole heads at the head-dim recipe's q/k/v "
+                             "width, instead of every head's same head dims (SAM 1 only; docs/slimsam.md)")
     parser.add_argument("--normalizer", choices=NORMALIZERS, default=defaults.step2_normalizer,
                         help="step-2 score normaliser")
     parser.add_argument("--epochs1", type=int, default=defaults.epochs1)
@@ -75,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 # What a work directory's state depends on: a resumed run must not change any of them.
 RUN_IDENTITY = ("checkpoint", "model_type", "images", "synthetic", "val_count", "step", "step1", "ratio",
                 "importance", "importance_images", "global_pruning", "normalizer", "seed", "batch_size",
-                "accumulate", "lr")
+                "accumulate", "lr", "heads")
+ADDED_LATER = {"heads": "False"}  # what a run recorded before the key existed ran with
 
 
 def _check_same_run(work: Path, args) -> None:
@@ -84,6 +89,7 @@ def _check_same_run(work: Path, args) -> None:
     record = work / "run.json"
     if record.is_file():
         earlier = json.loads(record.read_text())
+        earlier = {**ADDED_LATER, **earlier}
         changed = [f"{key}: {earlier.get(key)} -> {value}" for key, value in identity.items()
                    if earlier.get(key) != value]
         if changed:
@@ -101,6 +107,12 @@ def main(argv=None) -> int:
         parser.error("--ratio must lie between 0 and 1")
     if args.step == "2" and (args.step1 is None or args.checkpoint is None):
         parser.error("--step 2 needs --step1 (the step-1 model) and --checkpoint (the original teacher)")
+    attention = HEADS if args.heads else HEAD_DIMS
+    try:
+        check_attention(attention, args.global_pruning)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     work = args.work or args.out.with_name(args.out.name + ".work")
     # Under torchrun only rank 0 judges the work directory: other ranks may create it first.
     first_rank = int(os.environ.get("RANK", "0")) == 0
@@ -110,9 +122,16 @@ def main(argv=None) -> int:
     try:
         check_output_file(args.out)  # before hours of distillation, not after
         sam = load_checkpoint(args.checkpoint or DEFAULT_CHECKPOINT, args.model_type)
-        refusal = family_of(sam.config).refusal("slimsam-50")
+        refusal = family_of(sam.config).refusal("slimsam-50-heads" if args.heads else "slimsam-50")
         if refusal:
             raise ValueError(refusal)
+        settings = SlimSettings(
+            ratio=args.ratio, importance=args.importance, importance_images=args.importance_images,
+            global_pruning=args.global_pruning, step2_normalizer=args.normalizer, attention=attention,
+            epochs1=args.epochs1, epochs2=args.epochs2, feature_epochs=args.feature_epochs,
+            alpha_epochs=args.alpha_epochs, lr=args.lr, batch_size=args.batch_size, accumulate=args.accumulate,
+            patience=args.patience, seed=args.seed)
+        check_target_settings(target_for(sam), settings)  # SAM 2 takes no --heads: say so before any work
         arrays = synthetic_images(args.synthetic) if args.synthetic else load_folder(args.images)
         if len(arrays) <= args.val_count:
             raise ValueError(f"{len(arrays)} images leave none for training after {args.val_count} for validation")
@@ -124,11 +143,6 @@ def main(argv=None) -> int:
         if torch.cuda.is_available():
             sam = sam.cuda()
             images, val_images = [t.cuda() for t in images], [t.cuda() for t in val_images]
-        settings = SlimSettings(
-            ratio=args.ratio, importance=args.importance, importance_images=args.importance_images,
-            global_pruning=args.global_pruning, step2_normalizer=args.normalizer, epochs1=args.epochs1,
-            epochs2=args.epochs2, feature_epochs=args.feature_epochs, alpha_epochs=args.alpha_epochs, lr=args.lr,
-            batch_size=args.batch_size, accumulate=args.accumulate, patience=args.patience, seed=args.seed)
         if args.step == "1":
             model = run_step1(sam, images, val_images, settings, work)
         elif args.step == "2":
@@ -143,6 +157,7 @@ def main(argv=None) -> int:
         return 0
     save_checkpoint(model.cpu(), args.out, extra_metadata={
         "slimsam": {"ratio": args.ratio, "importance": args.importance, "step": args.step,
+                    "attention": attention,
                     "images": len(images), "source": str(args.checkpoint or DEFAULT_CHECKPOINT)}})
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.out}: {target_for(model).describe(model)}, {params / 1e6:.2f}M parameters; "

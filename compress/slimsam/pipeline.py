@@ -24,6 +24,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from .distill import LoopSettings, distributed, embedding_mse, run_loop, step1_loss, step2_loss
 from .importance import accumulate_gradients, make_importance
 from .settings import SlimSettings
+from .targets import check_target_settings
 from .targets import config_for, target_for, with_encoder  # noqa: F401 (SAM 1's, where they were)
 
 
@@ -47,6 +48,7 @@ class _Stages:
     def __init__(self, sam, settings: SlimSettings, stage_end):
         self.sam, self.settings, self.stage_end = sam, settings, stage_end
         self.target = target_for(sam)
+        check_target_settings(self.target, settings)  # before step 1's hours, not after
 
     def __call__(self, name: str, encoder: nn.Module) -> nn.Module:
         model = self.target.model(self.sam, encoder, f"{self.sam.config.name}-{name}")
@@ -113,7 +115,8 @@ def run_step2(sam, step1: nn.Module, images, val_images, settings: SlimSettings,
     student = _pruned_student(
         work / "pruned2.safetensors", step1_encoder, images, settings, stages, "pruned-2",
         lambda s: stages.target.prune_bottleneck(s, settings.ratio, importance, images[0],
-                                                 global_pruning=settings.global_pruning))
+                                                 global_pruning=settings.global_pruning,
+                                                 attention=settings.attention))
     loop = _loop(settings, settings.epochs2, work / "step2-state.pt")
     settings.log["step2_log"] = run_loop(student, images, step2_loss(teacher, step1_encoder, settings.alpha_epochs),
                                          lambda: embedding_mse(student, teacher, val_images), loop)
