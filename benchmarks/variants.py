@@ -37,7 +37,7 @@ from runtime.atomic import atomic_write
 from runtime.bundle import open_bundle
 
 ORIGINAL = "original"
-VARIANTS = (ORIGINAL, "birkhoff-reference", "birkhoff-scaled", "slimsam-50", "slimsam-77",
+VARIANTS = (ORIGINAL, "birkhoff-reference", "birkhoff-scaled", "slimsam-50", "slimsam-77", "slimsam-77-heads",
             "slimsam-77+birkhoff", "int8", "int4")
 
 
@@ -54,6 +54,9 @@ DEFINITIONS = {
     "birkhoff-scaled": Variant(parse_recipe("birkhoff", "scaled")),
     "slimsam-50": Variant(parse_recipe("slimsam-50")),
     "slimsam-77": Variant(parse_recipe("slimsam-77")),
+    # Whole heads at SlimSAM-77's widths (vit_b: 3 heads x 56 instead of 12 x 14): fewer attention maps
+    # on a CPU (docs/benchmarks/cpu-attention.md); here for its fidelity beside slimsam-77's.
+    "slimsam-77-heads": Variant(parse_recipe("slimsam-77-heads")),
     # The two stages of `--compress slimsam-77+birkhoff`, run on slimsam-77's checkpoint so
     # that one pruning and distillation serves both rows.
     "slimsam-77+birkhoff": Variant(parse_recipe("birkhoff", "reference"), base="slimsam-77"),

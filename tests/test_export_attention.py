@@ -41,3 +41,12 @@ def test_the_banded_onnx_encoder_matches_pytorch_and_the_patch_is_undone(tiny_en
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     softmaxes = [n for n in onnx.load(str(tmp_path / "e.onnx")).graph.node if n.op_type == "Softmax"]
     assert len(softmaxes) == 1 + 3  # the windowed block's one, the global block's three bands
+
+
+def test_bands_hold_vit_b_s_score_bytes_whatever_the_head_count():
+    from compress.families.sam_attention import SCORE_BAND_BYTES, band_tokens
+
+    assert band_tokens(12, 4096) == 512  # vit_b (and SlimSAM-77's 12 heads of 14): unchanged
+    assert band_tokens(3, 4096) == 2048  # SlimSAM-77 whole heads: 3 x 2048 x 4096 floats, the same 100 MB
+    assert 4 * 3 * band_tokens(3, 4096) * 4096 == SCORE_BAND_BYTES
+    assert band_tokens(16, 4096) == 512  # vit_l / vit_h: never narrower than 512 queries

@@ -26,6 +26,10 @@ from .fused_attention import FUSED, current_form, multi_head_attention
 # 512 queries: vit_b's score matrices become 100 MB each. Smaller bands save little more
 # (weights and the windowed blocks are then the peak) and add nodes to the graph.
 QUERY_CHUNK_TOKENS = 512
+# A band holds at most this much float32 score (vit_b's 12 heads x 512 queries x 4096 keys), so an encoder
+# with fewer heads (SlimSAM-77 whole heads: 3) takes wider bands at the same peak: fewer, larger matmuls,
+# 0.85x the time on OpenVINO for 3 heads x 56 (docs/benchmarks/cpu-attention.md). Never under 512 queries.
+SCORE_BAND_BYTES = 12 * QUERY_CHUNK_TOKENS * 4096 * 4
 
 
 def _heads(t: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
@@ -90,16 +94,23 @@ def banded_forward(attn, x: torch.Tensor, rows: int) -> torch.Tensor:
     return attn.proj(out.reshape(batch, height, width, -1))
 
 
+def band_tokens(heads: int, keys: int) -> int:
+    """Queries per band: SCORE_BAND_BYTES of scores for `heads` x `keys`, at least QUERY_CHUNK_TOKENS."""
+    return max(QUERY_CHUNK_TOKENS, SCORE_BAND_BYTES // (4 * heads * keys))
+
+
 @contextlib.contextmanager
-def banded_global_attention(encoder, chunk_tokens: int = QUERY_CHUNK_TOKENS):
-    """While open, the encoder's global-attention blocks run banded_forward (for tracing)."""
+def banded_global_attention(encoder, chunk_tokens: int | None = None):
+    """While open, the encoder's global-attention blocks run banded_forward (for tracing);
+    `chunk_tokens` queries per band (default: band_tokens for each block's heads)."""
     patched = []
     try:
         for block in encoder.blocks:
             if block.window_size != 0:
                 continue  # windowed blocks attend a window's 196 tokens: nothing to save
             grid_width = encoder.img_size // encoder.patch_embed.proj.stride[1]
-            rows = max(1, chunk_tokens // grid_width)
+            tokens = chunk_tokens or band_tokens(block.attn.num_heads, grid_width * grid_width)
+            rows = max(1, tokens // grid_width)
             block.attn.forward = types.MethodType(lambda self, x, rows=rows: banded_forward(self, x, rows), block.attn)
             patched.append(block.attn)
         yield encoder
