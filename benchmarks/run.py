@@ -104,6 +104,11 @@ FORMS = {
                      measured_with=(*SLIMSAM, "compress/slimsam/hiera.py", "compress/slimsam/targets.py",
                                     "compress/families/sam2.py", "compress/families/sam2_widths.py",
                                     "benchmarks/fidelity.py", "benchmarks.model_size:encoder_macs", GRAPH)),
+    "cpu-attention": Form("benchmarks.cpu_attention", "attention on the CPU: plain vs fused graphs, head-dim vs "
+                          "whole-head SlimSAM-77, against the machine's GEMM limit",
+                          measured_with=("compress/families/fused_attention.py", "compress/families/sam_attention.py",
+                                         "compress/families/sam2_memory.py", "benchmarks.model_size:encoder_macs",
+                                         GRAPH)),
     "video": Form("benchmarks.video", "SAM 2.1 video tracking: torch vs ONNX Runtime vs OpenVINO per frame; peak RSS",
                   measured_with=("runtime/video.py", "runtime/tracker.py", "compress/families/sam2_memory.py",
                                  "compress/families/sam2.py", "runtime/backends/openvino_backend.py",
