@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
@@ -23,8 +22,8 @@ from compress.slimsam.pipeline import config_for, slim, with_encoder
 from compress.slimsam.prune import encoder_widths, prune_bottleneck, prune_embedding
 from compress.slimsam.settings import SlimSettings
 from export.build import build_bundle
-from export.onnx_export import export_encoder
 from tests.conftest import DEMO_CHECKPOINT
+from tests.slimsam_checks import assert_saves_loads_and_exports
 
 
 def test_split_and_fuse_keep_the_computation():
@@ -79,16 +78,7 @@ def test_whole_pipeline_on_tiny_model_reloads_and_exports(tmp_path):
     step1, step2 = settings.log["step1_log"], settings.log["step2_log"]
     assert step1[-1]["embedding"] < step1[0]["embedding"]
     assert step2[-1]["to_sam"] < step2[0]["to_sam"]
-    path = tmp_path / "tiny-slim.safetensors"
-    save_checkpoint(model, path)
-    reloaded = load_checkpoint(path)
-    image = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        expected = model.image_encoder(image)
-        torch.testing.assert_close(reloaded.image_encoder(image), expected, rtol=0, atol=0)
-    export_encoder(reloaded, tmp_path / "encoder.onnx")
-    session = ort.InferenceSession(str(tmp_path / "encoder.onnx"), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(session.run(None, {"image": image.numpy()})[0], expected.numpy(), atol=1e-4)
+    assert_saves_loads_and_exports(model, tmp_path, "tiny-slim")
 
 
 def test_per_block_widths_round_trip_through_our_format(tmp_path):

@@ -7,14 +7,12 @@ from __future__ import annotations
 import copy
 import json
 
-import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from segment_anything.modeling.image_encoder import Attention
 
 import compress.families.sam2  # noqa: F401 (registers the family)
-from compress import build_sam, load_checkpoint, save_checkpoint
+from compress import build_sam, load_checkpoint
 from compress.families import get_family
 from compress.families.sam2 import MODEL_TYPES
 from compress.recipe import COMPRESSIONS, SlimSAM, parse_recipe
@@ -29,8 +27,8 @@ from compress.slimsam.settings import HEADS, SlimSettings
 from compress.slimsam.targets import config_for, target_for, with_encoder
 from export.build import build_bundle
 from export.build import main as build_main
-from export.onnx_export import export_encoder
 from tests.conftest import DEMO_CHECKPOINT
+from tests.slimsam_checks import assert_saves_loads_and_exports
 
 
 def _perturbed(model, seed: int = 1, scale: float = 0.02):
@@ -139,17 +137,7 @@ def test_heads_model_records_its_head_count_saves_loads_and_exports(tmp_path):
     config = model.config
     assert (config.encoder_embed_dim, config.encoder_num_heads, config.encoder_attn_dims) == (6, 1, None)
     assert all(isinstance(b.attn, Attention) and b.attn.num_heads == 1 for b in model.image_encoder.blocks)
-    path = tmp_path / "tiny-heads.safetensors"
-    save_checkpoint(model, path)
-    reloaded = load_checkpoint(path)
-    assert reloaded.config == config
-    image = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        expected = model.image_encoder(image)
-        torch.testing.assert_close(reloaded.image_encoder(image), expected, rtol=0, atol=0)
-    export_encoder(reloaded, tmp_path / "encoder.onnx")
-    session = ort.InferenceSession(str(tmp_path / "encoder.onnx"), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(session.run(None, {"image": image.numpy()})[0], expected.numpy(), atol=1e-4)
+    assert assert_saves_loads_and_exports(model, tmp_path, "tiny-heads").config == config
 
 
 def test_recipe_names_parse_and_export_build_takes_them(capsys):
