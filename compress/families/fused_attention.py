@@ -5,17 +5,19 @@ Two forms of the same arithmetic, chosen at export (`export.build --attention`):
 - "plain": MatMul, Add, Softmax, MatMul: standard ONNX that every runtime reads. OpenVINO's CPU
   plugin fuses it itself: its snippets put each attention's MatMul -> (Add) -> Softmax -> MatMul into
   one Subgraph node, as long as the relative position is added to the scores term by term (a
-  pre-summed bias between reshapes broke the match). TensorRT's builder matches MatMul -> Softmax ->
-  MatMul for its fused MHA kernels, so the TensorRT files are always plain.
+  pre-summed bias between reshapes broke the match). NVIDIA documents that TensorRT fuses MatMul ->
+  Softmax -> MatMul (q scaled before the first) into its attention kernels, so the TensorRT files
+  are always plain (not checked against a build log: no TensorRT here).
 - "fused": one `com.microsoft.MultiHeadAttention` node per attention: ONNX Runtime runs it with its
   own CPU attention kernel, and OpenVINO's ONNX frontend reads it into the same Subgraph nodes
   (tests/test_fused_attention.py checks both compiled models). SAM 1's decomposed relative
   position goes in as the node's `attention_bias`.
 
 Only encoders' and memory pieces' attention changes form; decoders and the clients' files stay
-plain. The PyTorch modules are untouched: tracing swaps in `multi_head_attention` while a
-`fused_attention_export()` block is open (SAM 1: compress/families/sam_attention.py; SAM 2 and
-its forks: every `F.scaled_dot_product_attention` call, which their attention modules make).
+plain. The PyTorch modules are untouched: export_piece traces each piece inside `tracing_in_form`,
+which, under `attention_form(FUSED)`, swaps in `multi_head_attention` (SAM 1: its global bands in
+compress/families/sam_attention.py; SAM 2 and its forks: every `F.scaled_dot_product_attention`
+call, which their attention modules make).
 Which form is faster depends on the model and the engine: docs/benchmarks/cpu-attention.md.
 """
 
