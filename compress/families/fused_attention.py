@@ -112,7 +112,7 @@ def multi_head_attention(q, k, v, heads: int, scale: float, bias=None) -> torch.
     return _BiasedMultiHeadAttention.apply(q, k, v, bias, heads, float(scale))
 
 
-def _merge_heads(t: torch.Tensor) -> torch.Tensor:
+def merge_heads(t: torch.Tensor) -> torch.Tensor:
     batch, heads, tokens, dim = t.shape
     return t.transpose(1, 2).reshape(batch, tokens, heads * dim)  # [B, heads, L, d] -> [B, L, heads * d]
 
@@ -130,7 +130,7 @@ def fused_scaled_dot_product_attention():
                             scale=scale, **others)
         batch, heads, tokens, dim = query.shape
         # int(): while tracing, sizes are traced values; the node's attributes are plain numbers.
-        out = multi_head_attention(_merge_heads(query), _merge_heads(key), _merge_heads(value), int(heads),
+        out = multi_head_attention(merge_heads(query), merge_heads(key), merge_heads(value), int(heads),
                                    int(dim) ** -0.5 if scale is None else scale)
         return out.reshape(batch, tokens, heads, -1).transpose(1, 2)
 

@@ -21,7 +21,7 @@ from segment_anything.modeling.image_encoder import get_rel_pos
 
 from compress.slimsam.attention import SplitAttention
 
-from .fused_attention import FUSED, current_form, multi_head_attention
+from .fused_attention import FUSED, current_form, merge_heads, multi_head_attention
 
 # 512 queries: vit_b's score matrices become 100 MB each. Smaller bands save little more
 # (weights and the windowed blocks are then the peak) and add nodes to the graph.
@@ -49,8 +49,7 @@ def _qkv(attn, x: torch.Tensor):
 
 
 def _merge_heads(t: torch.Tensor, batch: int, heads: int) -> torch.Tensor:
-    # [B * heads, L, d] -> [B, L, heads * d]
-    return t.reshape(batch, heads, t.shape[1], -1).transpose(1, 2).reshape(batch, t.shape[1], -1)
+    return merge_heads(t.reshape(batch, heads, t.shape[1], -1))  # [B * heads, L, d] -> [B, L, heads * d]
 
 
 def banded_forward(attn, x: torch.Tensor, rows: int) -> torch.Tensor:
@@ -60,9 +59,10 @@ def banded_forward(attn, x: torch.Tensor, rows: int) -> torch.Tensor:
     heads = attn.num_heads
     fused = current_form() == FUSED
     q, k, v = _qkv(attn, x)  # [B * heads, H * W, d]
-    keys_t = k.transpose(-2, -1)  # [B * heads, d, H * W]
     if fused:
         keys, values = _merge_heads(k, batch, heads), _merge_heads(v, batch, heads)  # [B, H * W, heads * d]
+    else:
+        keys_t = k.transpose(-2, -1)  # [B * heads, d, H * W]
     if attn.use_rel_pos:
         rel_h_table = get_rel_pos(height, height, attn.rel_pos_h)  # [H, H, d]
         rel_w_table = get_rel_pos(width, width, attn.rel_pos_w)  # [W, W, d]
