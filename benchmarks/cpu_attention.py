@@ -69,27 +69,6 @@ def _counting_attention(counter: list):
         F.scaled_dot_product_attention = original
 
 
-def _linear_conv_macs(module, example) -> int:
-    import torch
-    from torch import nn
-
-    total = [0]
-
-    def linear(layer, inputs, output):
-        total[0] += output.numel() * layer.in_features
-
-    def conv(layer, inputs, output):
-        total[0] += output.numel() * layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
-
-    handles = [m.register_forward_hook(linear if isinstance(m, nn.Linear) else conv)
-               for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    with torch.no_grad():
-        module(*example)
-    for handle in handles:
-        handle.remove()
-    return total[0]
-
-
 def export_child(name: str, form: str, out: Path) -> dict:
     """Export `name`'s encoder (or, for 'TYPE:memory', SAM 2's memory attention) in `form` to `out`;
     returns its MACs."""
@@ -101,7 +80,7 @@ def export_child(name: str, form: str, out: Path) -> dict:
     from compress.families.sam_pieces import encoder_piece
     from export.onnx_export import export_piece
 
-    from .model_size import encoder_macs
+    from .model_size import encoder_macs, layer_macs
 
     model_type, _, part = name.partition(":")
     if model_type.startswith("sam2"):
@@ -116,7 +95,7 @@ def export_child(name: str, form: str, out: Path) -> dict:
                             for n, t in zip(piece.input_names, piece.example))
         attention = [0]
         with _counting_attention(attention):
-            macs = {"linear_conv": _linear_conv_macs(piece.module, example)}
+            macs = {"linear_conv": layer_macs(piece.module, example)}
         macs["all"] = macs["linear_conv"] + attention[0]
         shapes = {n: list(t.shape) for n, t in zip(piece.input_names, example)}
     else:
@@ -239,7 +218,7 @@ def render(rows: list[dict], rate: dict) -> str:
                        f"{best / limit:.2f}x", f"{max(r['relative_difference'].values()):.1e}"])
     text = table(headers, body)
     by_name = {r["name"]: r for r in rows}
-    lines = [f"Peak fp32 GEMM measured in this run: "
+    lines = ["Peak fp32 GEMM measured in this run: "
              + ", ".join(f"{engine} {value / 1e9:.1f} GMAC/s" for engine, value in rate.items()) + "."]
     base = by_name.get("vit_b")
     if base:

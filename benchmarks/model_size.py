@@ -28,17 +28,35 @@ def leaf_parameters(model: nn.Module) -> int:
     return sum(p.numel() for m in model.modules() if not list(m.children()) for p in m.parameters(recurse=False))
 
 
+def _hook_layers(module: nn.Module, total: list) -> list:
+    """Forward hooks adding each Linear's and Conv2d's MACs to total[0]; returns the handles."""
+
+    def linear(layer, inputs, output):
+        total[0] += output.numel() * layer.in_features
+
+    def conv(layer, inputs, output):
+        kernel = layer.in_channels // layer.groups * layer.kernel_size[0] * layer.kernel_size[1]
+        total[0] += output.numel() * kernel
+
+    return [m.register_forward_hook(linear if isinstance(m, nn.Linear) else conv)
+            for m in module.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def layer_macs(module: nn.Module, inputs: tuple) -> int:
+    """Linear + Conv2d MACs of module(*inputs)."""
+    total = [0]
+    handles = _hook_layers(module, total)
+    with torch.no_grad():
+        module(*inputs)
+    for handle in handles:
+        handle.remove()
+    return total[0]
+
+
 def encoder_macs(encoder: nn.Module) -> tuple[int, int]:
     """(Linear + Conv2d MACs, all MACs) of one forward pass on a [1, 3, S, S] input; all MACs
     add attention's two matmuls and the relative-position terms."""
-    layer_macs, attention_macs = [0], [0]
-
-    def linear(module, inputs, output):
-        layer_macs[0] += output.numel() * module.in_features
-
-    def conv(module, inputs, output):
-        kernel = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-        layer_macs[0] += output.numel() * kernel
+    layer_total, attention_macs = [0], [0]
 
     def attention(module, inputs, output):
         batch, height, width, _ = inputs[0].shape
@@ -48,21 +66,16 @@ def encoder_macs(encoder: nn.Module) -> tuple[int, int]:
         if module.use_rel_pos:
             attention_macs[0] += batch * tokens * (height + width) * q_width
 
-    handles = []
-    for module in encoder.modules():
-        if isinstance(module, nn.Linear):
-            handles.append(module.register_forward_hook(linear))
-        elif isinstance(module, nn.Conv2d):
-            handles.append(module.register_forward_hook(conv))
-        elif type(module).__name__ in ("Attention", "SplitAttention"):
-            handles.append(module.register_forward_hook(attention))
+    handles = _hook_layers(encoder, layer_total)
+    handles += [m.register_forward_hook(attention) for m in encoder.modules()
+                if type(m).__name__ in ("Attention", "SplitAttention")]
     size = encoder.img_size
     device = next(encoder.parameters()).device  # the meta device too: counting needs no arithmetic
     with torch.no_grad():
         encoder(torch.zeros(1, 3, size, size, device=device))
     for handle in handles:
         handle.remove()
-    return layer_macs[0], layer_macs[0] + attention_macs[0]
+    return layer_total[0], layer_total[0] + attention_macs[0]
 
 
 def decoder_macs(model) -> int:
